@@ -1,0 +1,197 @@
+"""MQTT 3.1, 3.1.1 and 5.0 control packets as frozen dataclasses.
+
+One class per packet type; fields hold decoded values. Fields that only exist in MQTT 5
+(reason codes, properties) take their neutral default for 3.1.1, and encoding for 3.1.1
+ignores them. ``protocol_level`` 3 is MQTT 3.1, 4 is 3.1.1, 5 is 5.0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from roost.codec.properties import NO_PROPERTIES, Properties
+
+MQTT_3_1 = 3
+MQTT_3_1_1 = 4
+MQTT_5 = 5
+
+
+class PacketType(IntEnum):
+    CONNECT = 1
+    CONNACK = 2
+    PUBLISH = 3
+    PUBACK = 4
+    PUBREC = 5
+    PUBREL = 6
+    PUBCOMP = 7
+    SUBSCRIBE = 8
+    SUBACK = 9
+    UNSUBSCRIBE = 10
+    UNSUBACK = 11
+    PINGREQ = 12
+    PINGRESP = 13
+    DISCONNECT = 14
+    AUTH = 15
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    properties: Properties = NO_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    client_id: str
+    protocol_level: int = MQTT_3_1_1
+    clean_start: bool = True
+    keep_alive: int = 60
+    username: str | None = None
+    password: bytes | None = None
+    will: Will | None = None
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.CONNECT
+
+
+@dataclass(frozen=True, slots=True)
+class ConnAck:
+    session_present: bool = False
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.CONNACK
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    topic: str
+    payload: bytes = b""
+    qos: int = 0
+    retain: bool = False
+    dup: bool = False
+    packet_id: int = 0
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.PUBLISH
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    packet_id: int
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.PUBACK
+
+
+@dataclass(frozen=True, slots=True)
+class PubRec:
+    packet_id: int
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.PUBREC
+
+
+@dataclass(frozen=True, slots=True)
+class PubRel:
+    packet_id: int
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.PUBREL
+
+
+@dataclass(frozen=True, slots=True)
+class PubComp:
+    packet_id: int
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.PUBCOMP
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One entry of a SUBSCRIBE payload: a filter and its subscription options."""
+
+    topic_filter: str
+    qos: int = 0
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    packet_id: int
+    subscriptions: tuple[Subscription, ...]
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.SUBSCRIBE
+
+
+@dataclass(frozen=True, slots=True)
+class SubAck:
+    packet_id: int
+    reason_codes: tuple[int, ...]
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.SUBACK
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    packet_id: int
+    topic_filters: tuple[str, ...]
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.UNSUBSCRIBE
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubAck:
+    """UNSUBACK; ``reason_codes`` is empty for MQTT 3.1.1, which has none."""
+
+    packet_id: int
+    reason_codes: tuple[int, ...] = field(default=())
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.UNSUBACK
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    packet_type = PacketType.PINGREQ
+
+
+@dataclass(frozen=True, slots=True)
+class PingResp:
+    packet_type = PacketType.PINGRESP
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.DISCONNECT
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
+    packet_type = PacketType.AUTH
+
+
+Packet = (
+    Connect
+    | ConnAck
+    | Publish
+    | PubAck
+    | PubRec
+    | PubRel
+    | PubComp
+    | Subscribe
+    | SubAck
+    | Unsubscribe
+    | UnsubAck
+    | PingReq
+    | PingResp
+    | Disconnect
+    | Auth
+)
