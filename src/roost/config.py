@@ -1,9 +1,19 @@
 """Broker settings: one frozen dataclass, filled from defaults, a TOML file, ROOST_* env vars
-and command-line flags (in that order of precedence, flags last)."""
+and command-line flags (in that order of precedence, flags last).
+
+:func:`load_settings` merges the sources and :func:`validate` checks the result; both raise
+:class:`~roost.errors.ConfigError` naming the setting, the bad value and what is allowed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, fields
+from typing import get_type_hints
+
+from roost.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +47,118 @@ class Settings:
     # Storage
     store: str = "memory"
     data_dir: str = "./data"
+
+
+ENV_PREFIX = "ROOST_"
+LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
+STORE_KINDS = {"memory"}
+
+# Inclusive (low, high) bounds; None means unbounded above.
+RANGES: dict[str, tuple[int, int | None]] = {
+    "port": (0, 65535),
+    "max_connections": (1, None),
+    "max_packet_size": (16, 268_435_460),  # largest encodable packet (section 2.1.4)
+    "receive_maximum": (1, 65535),  # Receive Maximum 0 is a Protocol Error (3.2.2.3.3)
+    "max_inflight": (1, 65535),
+    "max_queued_messages": (0, None),
+    "max_topic_length": (1, 65535),
+    "max_topic_levels": (1, None),
+    "max_keep_alive": (1, 65535),
+    "topic_alias_maximum": (0, 65535),
+    "max_session_expiry": (0, 0xFFFFFFFF),
+    "maximum_qos": (0, 2),
+}
+
+CHOICES: dict[str, AbstractSet[str]] = {"log_level": LOG_LEVELS, "store": STORE_KINDS}
+
+_HINTS = get_type_hints(Settings)
+FIELD_TYPES: dict[str, type] = {field.name: _HINTS[field.name] for field in fields(Settings)}
+
+_BOOL_WORDS = {
+    "true": True, "1": True, "yes": True, "on": True,
+    "false": False, "0": False, "no": False, "off": False,
+}  # fmt: skip
+_TYPE_NAMES = {
+    int: "an integer",
+    bool: f"a boolean ({'/'.join(_BOOL_WORDS)})",
+    str: "a string",
+}
+
+
+def _check_type(name: str, value: object, source: str) -> object:
+    """Return ``value`` if it has the field's type (a bool is not an int), else raise."""
+    expected = FIELD_TYPES[name]
+    if type(value) is not expected:
+        raise ConfigError(
+            f"setting {name!r}{source} must be {_TYPE_NAMES[expected]}, got {value!r}"
+        )
+    return value
+
+
+def _int_or_text(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+# Parsers from environment text; on failure they return the text for _check_type to reject.
+_ENV_PARSERS: dict[type, Callable[[str], object]] = {
+    int: _int_or_text,
+    bool: lambda text: _BOOL_WORDS.get(text.strip().lower(), text),
+    str: str,
+}
+
+
+def _read_file(path: str) -> dict[str, object]:
+    """Typed values of a flat TOML file whose keys are Settings field names."""
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for key in data:
+        if key not in FIELD_TYPES:
+            raise ConfigError(f"unknown setting {key!r} in config file {path}")
+    return {key: _check_type(key, value, f" in {path}") for key, value in data.items()}
+
+
+def load_settings(
+    args: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_path: str | None = None,
+) -> Settings:
+    """Build validated Settings: defaults < TOML file < ``ROOST_<NAME>`` variables in
+    ``env`` < ``args`` (typed values, e.g. ``vars()`` of parsed flags, where None means not
+    given and keys that are not settings are ignored). ``env=None`` reads no variables."""
+    values = _read_file(config_path) if config_path is not None else {}
+    for name in FIELD_TYPES:
+        var = ENV_PREFIX + name.upper()
+        if env is not None and var in env:
+            parsed = _ENV_PARSERS[FIELD_TYPES[name]](env[var])
+            values[name] = _check_type(name, parsed, f" (from ${var})")
+        given = None if args is None else args.get(name)
+        if given is not None:
+            values[name] = _check_type(name, given, " (command line)")
+    settings = Settings(**values)  # type: ignore[arg-type]
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Raise ConfigError for the first setting of the wrong type or outside what
+    RANGES and CHOICES allow."""
+    for name in FIELD_TYPES:
+        _check_type(name, getattr(settings, name), "")
+    for name, (low, high) in RANGES.items():
+        value = getattr(settings, name)
+        if value < low or (high is not None and value > high):
+            allowed = f"{low}..{high}" if high is not None else f">= {low}"
+            raise ConfigError(f"setting {name!r} = {value} is out of range; allowed: {allowed}")
+    for name, choices in CHOICES.items():
+        value = getattr(settings, name)
+        if value not in choices:
+            allowed = ", ".join(sorted(choices))
+            raise ConfigError(f"setting {name!r} = {value!r} is not allowed; allowed: {allowed}")

@@ -1,0 +1,82 @@
+"""The ``roost`` command: ``roost serve`` runs the broker; ``roost pub``/``roost sub`` come
+from :mod:`roost.cli_clients`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from dataclasses import fields
+from typing import Any
+
+from roost.config import FIELD_TYPES, Settings, load_settings
+from roost.errors import ConfigError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+CONFIG_ERROR_STATUS = 2  # the status argparse uses for usage errors
+
+# argparse options for a setting's flag, by the setting's type.
+_FLAG_OPTIONS: dict[type, dict[str, Any]] = {
+    bool: {"action": argparse.BooleanOptionalAction},
+    int: {"type": int, "metavar": "N"},
+    str: {"type": str, "metavar": "TEXT"},
+}
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--name-with-dashes`` flag per Settings field; unset flags stay None."""
+    group = parser.add_argument_group(
+        "settings", "override the config file and ROOST_<NAME> environment variables"
+    )
+    for field in fields(Settings):
+        group.add_argument(
+            "--" + field.name.replace("_", "-"),
+            default=None,
+            help=f"default: {field.default}",
+            **_FLAG_OPTIONS[FIELD_TYPES[field.name]],
+        )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Load settings (file < env < flags), set up logging and run the broker."""
+    try:
+        settings = load_settings(vars(args), os.environ, args.config)
+    except ConfigError as exc:
+        print(f"roost: error: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_STATUS
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    from roost.broker import run
+
+    return run(settings)
+
+
+def _register_client_commands(subparsers: Any) -> None:
+    """Add ``pub``/``sub`` from roost.cli_clients; the broker runs without that module."""
+    try:
+        module = importlib.import_module("roost.cli_clients")
+    except ModuleNotFoundError as exc:
+        if exc.name != "roost.cli_clients":
+            raise
+        return
+    module.register(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``roost`` parser; each subcommand sets ``func(args) -> int``."""
+    parser = argparse.ArgumentParser(prog="roost", description="Roost MQTT 3.1.1/5.0 broker")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = subparsers.add_parser("serve", help="run the broker")
+    serve.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    _add_setting_flags(serve)
+    serve.set_defaults(func=_serve)
+    _register_client_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``roost`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
