@@ -1,4 +1,5 @@
-"""Topic names, topic filters and the subscription trie (MQTT 5.0 section 4.7, 4.8.2).
+"""Topic names, topic filters and the subscription trie (MQTT 5.0 sections 4.7 and 4.8.2;
+rule numbers below are MQTT 5.0's).
 
 Pure functions and data structures: no I/O, no asyncio. Callers validate a name or filter
 before handing it to :class:`TopicTrie`; the trie itself does not re-check.
@@ -86,7 +87,7 @@ def validate_topic_filter(
 
 
 def parse_shared(topic_filter: str) -> tuple[str | None, str]:
-    """Split ``$share/{group}/{filter}`` into ``(group, filter)`` [MQTT-4.8.2]; a
+    """Split ``$share/{group}/{filter}`` into ``(group, filter)`` (section 4.8.2); a
     non-shared filter gives ``(None, topic_filter)``. Expects a validated filter."""
     if not topic_filter.startswith(SHARE_PREFIX):
         return None, topic_filter
@@ -102,7 +103,7 @@ def is_wildcard(topic_filter: str) -> bool:
 def topic_matches(topic_filter: str, topic: str) -> bool:
     """Whether ``topic`` matches ``topic_filter`` (section 4.7), level by level.
 
-    ``a/#`` matches ``a`` [MQTT-4.7.1-1]; a topic starting with '$' is not matched by a
+    ``a/#`` matches ``a`` (section 4.7.1.2); a topic starting with '$' is not matched by a
     filter starting with a wildcard [MQTT-4.7.2-1]; a shared filter matches like its
     inner filter. Reference implementation: the broker routes with :class:`TopicTrie`.
     """
@@ -230,7 +231,7 @@ class TopicTrie(Generic[K, V]):
             children = node.children
             multi = children.get(MULTI_LEVEL)
             if multi is not None:
-                # '#' also matches the parent level: 'a/#' matches 'a' [MQTT-4.7.1-1].
+                # '#' also matches the parent level: 'a/#' matches 'a' (section 4.7.1.2).
                 result.extend(multi.subscriptions.items())
             if depth == depth_end:
                 result.extend(node.subscriptions.items())
