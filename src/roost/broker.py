@@ -1,0 +1,88 @@
+"""The asyncio shell of a Roost node: listener, the periodic sweep, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from roost.config import Settings
+from roost.core import BrokerCore
+from roost.transport.tcp import TcpConnection
+
+log = logging.getLogger("roost.broker")
+
+SWEEP_INTERVAL = 0.25  # seconds between sweeps of keep-alive, will-delay and expiry timers
+
+
+class Broker:
+    """A single Roost node serving MQTT over TCP."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.core: BrokerCore | None = None
+        self.port = settings.port
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        core = self.core = BrokerCore(self.settings, loop.time)
+        self._server = await loop.create_server(
+            lambda: TcpConnection(core),
+            self.settings.host,
+            self.settings.port,
+            reuse_address=True,
+            backlog=4096,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = loop.create_task(self._sweep(core))
+        log.info("roost listening on %s:%d", self.settings.host, self.port)
+
+    async def _sweep(self, core: BrokerCore) -> None:
+        """The one periodic timer of the node [MISSION §4]."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                core.tick()
+            except Exception:
+                log.exception("error in the periodic sweep")
+
+    async def stop(self) -> None:
+        """Stop accepting, tell clients (MQTT 5: DISCONNECT 0x8B), close everything."""
+        if self._server is not None:
+            self._server.close()
+        if self.core is not None:
+            self.core.shutdown()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("roost stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Run a broker until SIGINT or SIGTERM."""
+    broker = Broker(settings)
+    await broker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await broker.stop()
+
+
+def run(settings: Settings) -> int:
+    """Entry point of ``roost serve``: uvloop when installed, else the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
+    return 0

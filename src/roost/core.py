@@ -1,0 +1,180 @@
+"""The broker's shared state, free of I/O: sessions by client id, who is connected, the
+router, and the timers swept by one periodic tick.
+
+The asyncio shell (``broker.py``) owns the listener and the clock; every connection's
+protocol object (``protocol.py``) calls in here to open and end sessions and to publish.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from roost.codec import Will
+from roost.config import Settings
+from roost.message import Message
+from roost.router import Router
+from roost.session import NEVER_EXPIRES, Delivery, Session
+from roost.timers import Deadlines, TimingWheel
+
+if TYPE_CHECKING:
+    from roost.protocol import ClientProtocol
+
+log = logging.getLogger("roost.core")
+
+WILL_DUE = "will"
+SESSION_EXPIRES = "expiry"
+
+
+class BrokerCore:
+    """Sessions, connections and routing of one node."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.router = Router()
+        self.sessions: dict[str, Session] = {}
+        self.connections: dict[str, ClientProtocol] = {}  # client id -> its live connection
+        self.open_connections: set[ClientProtocol] = set()  # every socket, CONNECTed or not
+        self.keepalive: TimingWheel[ClientProtocol] = TimingWheel(clock())
+        self.deadlines: Deadlines[tuple[str, str]] = Deadlines()
+        self.dropped_messages = 0
+
+    # -- connections and sessions -------------------------------------------------------
+
+    def is_online(self, client_id: str) -> bool:
+        return client_id in self.connections
+
+    def open_session(
+        self, connection: ClientProtocol, client_id: str, clean_start: bool, expiry: int
+    ) -> tuple[Session, bool]:
+        """Attach ``connection`` to the session of ``client_id``; returns (session, present).
+
+        An existing connection with that client id is taken over [MQTT-3.1.4-3]; with clean
+        start the old session ends [MQTT-3.1.2-4], otherwise it resumes [MQTT-3.1.2-5].
+        """
+        previous = self.connections.get(client_id)
+        if previous is not None:
+            previous.take_over()
+        session = self.sessions.get(client_id)
+        if session is not None and clean_start:
+            self.end_session(client_id)
+            session = None
+        present = session is not None
+        if session is None:
+            session = self.sessions[client_id] = Session(client_id, expiry)
+        else:
+            # Reconnected in time: a delayed will is not sent [MQTT-3.1.3-9].
+            session.will = None
+            session.will_due = None
+            session.expires_at = None
+            session.expiry_interval = expiry
+        self.connections[client_id] = connection
+        return session, present
+
+    def connection_closed(self, connection: ClientProtocol, will: Will | None) -> None:
+        """The connection holding a session ended; ``will`` is its will if it must be sent."""
+        session = connection.session
+        if session is None or self.connections.get(session.client_id) is not connection:
+            return
+        client_id = session.client_id
+        del self.connections[client_id]
+        now = self.clock()
+        expiry = session.expiry_interval
+        if expiry == 0:
+            if will is not None:
+                self.publish_will(client_id, will)
+            self.end_session(client_id)
+            return
+        if expiry != NEVER_EXPIRES:
+            session.expires_at = now + expiry
+            self.deadlines.schedule((SESSION_EXPIRES, client_id), session.expires_at)
+        if will is None:
+            return
+        delay = will.properties.will_delay_interval or 0
+        if delay == 0:
+            self.publish_will(client_id, will)
+            return
+        # Published at the earlier of the will delay and the end of the session.
+        due = now + delay
+        if session.expires_at is not None:
+            due = min(due, session.expires_at)
+        session.will = will
+        session.will_due = due
+        self.deadlines.schedule((WILL_DUE, client_id), due)
+
+    def end_session(self, client_id: str) -> None:
+        """Remove a session and its subscriptions; a will still waiting is sent now."""
+        session = self.sessions.pop(client_id, None)
+        if session is None:
+            return
+        if session.will is not None:
+            self.publish_will(client_id, session.will)
+            session.will = None
+        for topic_filter in session.subscriptions:
+            self.router.unsubscribe(client_id, topic_filter)
+
+    def publish_will(self, client_id: str, will: Will) -> None:
+        properties = will.properties
+        if properties.will_delay_interval is not None:
+            properties = replace(properties, will_delay_interval=None)
+        message = Message(
+            will.topic, will.payload, will.qos, will.retain, properties, client_id, self.clock()
+        )
+        log.debug("publishing the will of %s on %r", client_id, will.topic)
+        self.publish(message)
+
+    # -- routing --------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> int:
+        """Retain and route one message; returns how many sessions it was given to."""
+        if message.retain:
+            self.router.retain(message)
+        targets = self.router.route(message, self.is_online)
+        sessions = self.sessions
+        connections = self.connections
+        limit = self.settings.max_queued_messages
+        for client_id, target in targets.items():
+            qos = message.qos if message.qos < target.qos else target.qos
+            retain = message.retain and target.retain_as_published
+            delivery = Delivery(message, qos, retain, target.subscription_ids)
+            connection = connections.get(client_id)
+            if connection is not None:
+                connection.deliver(delivery)
+            # Offline sessions keep QoS 1/2 messages; QoS 0 is not queued for them.
+            elif qos and not sessions[client_id].enqueue(delivery, limit):
+                self.dropped_messages += 1
+        return len(targets)
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Run everything that is due: keep-alive checks, delayed wills, session expiry."""
+        now = self.clock()
+        for connection in self.keepalive.due(now):
+            deadline = connection.keepalive_deadline()
+            if deadline is None:
+                continue
+            if now >= deadline:
+                connection.keepalive_expired()
+            else:
+                self.keepalive.schedule(connection, deadline)
+        for kind, client_id in self.deadlines.due(now):
+            session = self.sessions.get(client_id)
+            if session is None or client_id in self.connections:
+                continue
+            will = session.will
+            if kind == WILL_DUE:
+                if will is not None and session.will_due is not None and session.will_due <= now:
+                    session.will = session.will_due = None
+                    self.publish_will(client_id, will)
+            elif session.expires_at is not None and session.expires_at <= now:
+                log.debug("session %s expired", client_id)
+                self.end_session(client_id)
+
+    def shutdown(self) -> None:
+        """Close every connection: the server is shutting down."""
+        for connection in list(self.open_connections):
+            connection.server_shutdown()

@@ -1,0 +1,97 @@
+"""An application message as the broker keeps it: stored once, referenced by every delivery.
+
+The encoded forms a subscriber needs are cached on the message itself, so a message sent to
+many subscribers is encoded once per wire variant instead of once per subscriber.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from roost.codec import MQTT_5, NO_PROPERTIES, Properties, encode_properties, encode_publish
+
+
+class Message:
+    """One published application message (immutable after creation)."""
+
+    __slots__ = (
+        "_encoded",
+        "_properties_bytes",
+        "expires_at",
+        "origin",
+        "payload",
+        "properties",
+        "qos",
+        "retain",
+        "topic",
+        "topic_bytes",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        properties: Properties = NO_PROPERTIES,
+        origin: str = "",
+        now: float = 0.0,
+    ) -> None:
+        self.topic = topic
+        self.topic_bytes = topic.encode()
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.origin = origin  # client id of the publisher, for no-local [MQTT-3.8.3-3]
+        if properties.topic_alias is not None:
+            properties = _without_alias(properties)
+        self.properties = properties
+        expiry = properties.message_expiry_interval
+        self.expires_at: float | None = None if expiry is None else now + expiry
+        self._properties_bytes: bytes | None = None
+        self._encoded: dict[tuple[int, bool], bytes] | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def properties_bytes(self, now: float) -> bytes:
+        """The MQTT 5 property section (without length) as sent at ``now``.
+
+        Encoded once, unless the message expires: then the interval sent is what remains
+        [MQTT-3.3.2-6], so it is encoded per send.
+        """
+        if self.expires_at is not None:
+            remaining = max(0, int(self.expires_at - now + 0.999))
+            return encode_properties(replace(self.properties, message_expiry_interval=remaining))
+        if self._properties_bytes is None:
+            self._properties_bytes = encode_properties(self.properties)
+        return self._properties_bytes
+
+    def encode_qos0(self, protocol_level: int, retain: bool, now: float) -> bytes:
+        """The QoS 0 PUBLISH bytes for subscribers without per-delivery properties.
+
+        Cached per (protocol level, retain flag) unless the message carries an expiry.
+        """
+        if self.expires_at is not None:
+            return self._encode_qos0(protocol_level, retain, now)
+        key = (protocol_level, retain)
+        cache = self._encoded
+        if cache is None:
+            cache = self._encoded = {}
+        else:
+            data = cache.get(key)
+            if data is not None:
+                return data
+        data = cache[key] = self._encode_qos0(protocol_level, retain, now)
+        return data
+
+    def _encode_qos0(self, protocol_level: int, retain: bool, now: float) -> bytes:
+        properties = self.properties_bytes(now) if protocol_level == MQTT_5 else None
+        return encode_publish(
+            self.topic_bytes, self.payload, 0, retain, False, 0, properties, protocol_level
+        )
+
+
+def _without_alias(properties: Properties) -> Properties:
+    """Topic aliases belong to one connection and are never forwarded [MQTT-3.3.2-7]."""
+    return replace(properties, topic_alias=None)

@@ -1,0 +1,122 @@
+"""Routing: which sessions receive a published message, at which QoS, with which
+subscription identifiers; and the retained-message store. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from roost.message import Message
+from roost.session import SubscriptionOptions
+from roost.topics import SHARE_PREFIX, TopicTrie, parse_shared, topic_matches
+
+
+class Target:
+    """What one session gets from one publish, merged over its matching subscriptions:
+    one copy at the highest QoS carrying every subscription identifier [MQTT-3.3.4-2,-4]."""
+
+    __slots__ = ("qos", "retain_as_published", "subscription_ids")
+
+    def __init__(self, options: SubscriptionOptions) -> None:
+        self.qos = options.qos
+        self.retain_as_published = options.retain_as_published
+        self.subscription_ids: tuple[int, ...] = (
+            () if options.identifier is None else (options.identifier,)
+        )
+
+    def merge(self, options: SubscriptionOptions) -> None:
+        if options.qos > self.qos:
+            self.qos = options.qos
+        self.retain_as_published = self.retain_as_published or options.retain_as_published
+        if options.identifier is not None:
+            self.subscription_ids = (*self.subscription_ids, options.identifier)
+
+
+class Router:
+    """Subscriptions of all sessions in one trie (client id -> options per filter), the
+    round-robin position of each shared group, and retained messages by topic."""
+
+    def __init__(self) -> None:
+        self._trie: TopicTrie[str, SubscriptionOptions] = TopicTrie()
+        self._next_member: dict[str, int] = {}  # shared filter -> round-robin counter
+        self.retained: dict[str, Message] = {}
+
+    def subscribe(self, client_id: str, topic_filter: str, options: SubscriptionOptions) -> bool:
+        """Add or replace a subscription; True if it did not exist [MQTT-3.8.4-3]."""
+        return self._trie.add(topic_filter, client_id, options)
+
+    def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
+        """Remove a subscription; True if it existed."""
+        return self._trie.remove(topic_filter, client_id) is not None
+
+    def subscription_count(self) -> int:
+        return len(self._trie)
+
+    def route(self, message: Message, online: Callable[[str], bool]) -> dict[str, Target]:
+        """The sessions that receive ``message``, by client id.
+
+        A shared subscription gives each message to one member of its group, round robin,
+        preferring members that are connected [MQTT-4.8.2]. No-local subscriptions skip the
+        publisher's own session [MQTT-3.8.3-3].
+        """
+        targets: dict[str, Target] = {}
+        origin = message.origin
+        for topic_filter, entries in self._trie.match(message.topic):
+            if topic_filter.startswith(SHARE_PREFIX):
+                chosen = self._pick_member(topic_filter, entries, online)
+                if chosen is None:
+                    continue
+                selected: tuple[tuple[str, SubscriptionOptions], ...] = (chosen,)
+            else:
+                selected = tuple(entries.items())
+            for client_id, options in selected:
+                if options.no_local and client_id == origin:
+                    continue
+                target = targets.get(client_id)
+                if target is None:
+                    targets[client_id] = Target(options)
+                else:
+                    target.merge(options)
+        return targets
+
+    def _pick_member(
+        self,
+        topic_filter: str,
+        entries: dict[str, SubscriptionOptions],
+        online: Callable[[str], bool],
+    ) -> tuple[str, SubscriptionOptions] | None:
+        members = list(entries.items())
+        if not members:
+            return None
+        start = self._next_member.get(topic_filter, 0)
+        count = len(members)
+        for step in range(count):
+            member = members[(start + step) % count]
+            if online(member[0]):
+                self._next_member[topic_filter] = (start + step + 1) % count
+                return member
+        self._next_member[topic_filter] = (start + 1) % count
+        return members[start % count]
+
+    def retain(self, message: Message) -> None:
+        """Store, replace or (empty payload) clear the retained message of a topic
+        [MQTT-3.3.1-5, -6, -7]."""
+        if message.payload:
+            self.retained[message.topic] = message
+        else:
+            self.retained.pop(message.topic, None)
+
+    def retained_for(self, topic_filter: str, now: float) -> list[Message]:
+        """Unexpired retained messages matching a (non-shared) filter, oldest topic first."""
+        _, inner = parse_shared(topic_filter)
+        found: list[Message] = []
+        expired: list[str] = []
+        for topic, message in self.retained.items():
+            if topic_matches(inner, topic):
+                if message.expired(now):
+                    expired.append(topic)
+                else:
+                    found.append(message)
+        for topic in expired:
+            del self.retained[topic]
+        return found

@@ -1,0 +1,1 @@
+"""Network shells that feed bytes to :class:`roost.protocol.ClientProtocol`."""
