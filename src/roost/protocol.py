@@ -207,7 +207,7 @@ class ClientProtocol:
             self._close_with(code, str(exc), publish_will=True)
 
     def _refuse(self, code: ReasonCode, level: int) -> None:
-        if level == MQTT_5:
+        if level >= MQTT_5:  # an unknown newer level gets the MQTT 5 form
             self.transport.write(encode(ConnAck(False, code), MQTT_5))
         else:
             v3_code = _V3_REFUSALS.get(code, ConnackV3.SERVER_UNAVAILABLE)
