@@ -157,7 +157,9 @@ def _ack(packet: PubAck | PubRec | PubRel | PubComp, level: int) -> bytes:
     return _frame(packet.packet_type, body)
 
 
-def _packet_id_and_properties(packet: Any, level: int) -> list[bytes]:
+def _packet_id_and_properties(
+    packet: Subscribe | SubAck | Unsubscribe | UnsubAck, level: int
+) -> list[bytes]:
     parts = [encode_u16(packet.packet_id)]
     if level >= MQTT_5:
         parts.append(encode_property_section(packet.properties, packet.packet_type))

@@ -205,9 +205,7 @@ class PropertySpec:
 _P = PacketType
 _MESSAGE = frozenset({_P.PUBLISH, WILL_PROPERTIES})
 _ACKS = {_P.PUBACK, _P.PUBREC, _P.PUBREL, _P.PUBCOMP}
-_USER_PROPERTY_PACKETS = frozenset(
-    {*_P, WILL_PROPERTIES} - {_P.PINGREQ, _P.PINGRESP},
-)
+_USER_PROPERTY_PACKETS = frozenset({*_P, WILL_PROPERTIES} - {_P.PINGREQ, _P.PINGRESP})
 
 
 def _in(*kinds: int) -> frozenset[int]:
@@ -220,7 +218,7 @@ PROPERTY_SPECS = (
     PropertySpec(0x03, "content_type", STRING, _MESSAGE),
     PropertySpec(0x08, "response_topic", STRING, _MESSAGE),
     PropertySpec(0x09, "correlation_data", BINARY, _MESSAGE),
-    # Subscription Identifier 0 is a Protocol Error [MQTT-3.8.2.1.2].
+    # Subscription Identifier 0 is a Protocol Error [MQTT 3.8.2.1.2].
     PropertySpec(
         0x0B,
         "subscription_identifiers",
@@ -247,7 +245,7 @@ PROPERTY_SPECS = (
         STRING,
         _in(_P.CONNACK, *_ACKS, _P.SUBACK, _P.UNSUBACK, _P.DISCONNECT, _P.AUTH),
     ),
-    # Receive Maximum 0 and Maximum Packet Size 0 are Protocol Errors [MQTT 3.1.2.11].
+    # Receive Maximum 0 and Maximum Packet Size 0 are Protocol Errors [MQTT 3.1.2.11.3, 3.1.2.11.4].
     PropertySpec(0x21, "receive_maximum", TWO_BYTE, _in(_P.CONNECT, _P.CONNACK), low=1),
     PropertySpec(0x22, "topic_alias_maximum", TWO_BYTE, _in(_P.CONNECT, _P.CONNACK)),
     PropertySpec(0x23, "topic_alias", TWO_BYTE, _in(_P.PUBLISH)),
