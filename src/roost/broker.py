@@ -9,6 +9,7 @@ import signal
 
 from roost.config import Settings
 from roost.core import BrokerCore
+from roost.store.memory import MemoryStore
 from roost.transport.tcp import TcpConnection
 
 log = logging.getLogger("roost.broker")
@@ -28,7 +29,8 @@ class Broker:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        core = self.core = BrokerCore(self.settings, loop.time)
+        core = self.core = BrokerCore(self.settings, loop.time, MemoryStore())
+        core.load()
         self._server = await loop.create_server(
             lambda: TcpConnection(core),
             self.settings.host,

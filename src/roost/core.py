@@ -17,6 +17,7 @@ from roost.config import Settings
 from roost.message import Message
 from roost.router import Router
 from roost.session import NEVER_EXPIRES, Delivery, Session
+from roost.store.base import Store
 from roost.timers import Deadlines, TimingWheel
 
 if TYPE_CHECKING:
@@ -31,9 +32,10 @@ SESSION_EXPIRES = "expiry"
 class BrokerCore:
     """Sessions, connections and routing of one node."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float], store: Store) -> None:
         self.settings = settings
         self.clock = clock
+        self.store = store
         self.router = Router()
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, ClientProtocol] = {}  # client id -> its live connection
@@ -41,6 +43,24 @@ class BrokerCore:
         self.keepalive: TimingWheel[ClientProtocol] = TimingWheel(clock())
         self.deadlines: Deadlines[tuple[str, str]] = Deadlines()
         self.dropped_messages = 0
+
+    def load(self) -> None:
+        """Take over the state saved in the store (at start-up)."""
+        state = self.store.load(self.clock())
+        for session in state.sessions:
+            client_id = session.client_id
+            self.sessions[client_id] = session
+            for topic_filter, options in session.subscriptions.items():
+                self.router.subscribe(client_id, topic_filter, options)
+            if session.expires_at is not None:
+                self.deadlines.schedule((SESSION_EXPIRES, client_id), session.expires_at)
+            if session.will_due is not None:
+                self.deadlines.schedule((WILL_DUE, client_id), session.will_due)
+        for message in state.retained:
+            self.router.retained[message.topic] = message
+        log.info(
+            "loaded %d sessions and %d retained messages", len(state.sessions), len(state.retained)
+        )
 
     # -- connections and sessions -------------------------------------------------------
 
@@ -65,12 +85,13 @@ class BrokerCore:
         present = session is not None
         if session is None:
             session = self.sessions[client_id] = Session(client_id, expiry)
+            session.attach_store(self.store)
         else:
             # Reconnected in time: a delayed will is not sent [MQTT-3.1.3-9].
             session.will = None
             session.will_due = None
             session.expires_at = None
-            session.expiry_interval = expiry
+            session.set_expiry_interval(expiry, self.store)
         self.connections[client_id] = connection
         return session, present
 
@@ -91,25 +112,25 @@ class BrokerCore:
         if expiry != NEVER_EXPIRES:
             session.expires_at = now + expiry
             self.deadlines.schedule((SESSION_EXPIRES, client_id), session.expires_at)
-        if will is None:
-            return
-        delay = will.properties.will_delay_interval or 0
-        if delay == 0:
+        delay = 0 if will is None else will.properties.will_delay_interval or 0
+        if will is not None and delay == 0:
             self.publish_will(client_id, will)
-            return
-        # Published at the earlier of the will delay and the end of the session.
-        due = now + delay
-        if session.expires_at is not None:
-            due = min(due, session.expires_at)
-        session.will = will
-        session.will_due = due
-        self.deadlines.schedule((WILL_DUE, client_id), due)
+        elif will is not None:
+            # Published at the earlier of the will delay and the end of the session.
+            due = now + delay
+            if session.expires_at is not None:
+                due = min(due, session.expires_at)
+            session.will = will
+            session.will_due = due
+            self.deadlines.schedule((WILL_DUE, client_id), due)
+        session.save()
 
     def end_session(self, client_id: str) -> None:
         """Remove a session and its subscriptions; a will still waiting is sent now."""
         session = self.sessions.pop(client_id, None)
         if session is None:
             return
+        session.forget()
         if session.will is not None:
             self.publish_will(client_id, session.will)
             session.will = None
@@ -132,11 +153,15 @@ class BrokerCore:
         """Retain and route one message; returns how many sessions it was given to."""
         if message.retain:
             self.router.retain(message)
+            if message.payload:
+                self.store.save_retained(message)
+            else:
+                self.store.delete_retained(message.topic)
         targets = self.router.route(message, self.is_online)
         sessions = self.sessions
         connections = self.connections
         limit = self.settings.max_queued_messages
-        for client_id, target in targets.items():
+        for client_id, target in targets:
             qos = message.qos if message.qos < target.qos else target.qos
             retain = message.retain and target.retain_as_published
             delivery = Delivery(message, qos, retain, target.subscription_ids)
@@ -169,6 +194,7 @@ class BrokerCore:
             if kind == WILL_DUE:
                 if will is not None and session.will_due is not None and session.will_due <= now:
                     session.will = session.will_due = None
+                    session.save()
                     self.publish_will(client_id, will)
             elif session.expires_at is not None and session.expires_at <= now:
                 log.debug("session %s expired", client_id)

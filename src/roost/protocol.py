@@ -13,6 +13,7 @@ import re
 import secrets
 from collections.abc import Callable
 from enum import Enum
+from functools import partial
 from typing import Any, Protocol
 
 from roost.codec import (
@@ -44,7 +45,7 @@ from roost.codec import (
 from roost.core import BrokerCore
 from roost.errors import ConnackV3, ProtocolError, ReasonCode
 from roost.message import Message
-from roost.session import NEVER_EXPIRES, Delivery, Inflight, OutboundState, Session
+from roost.session import NEVER_EXPIRES, Delivery, OutboundState, Session
 from roost.session import SubscriptionOptions as Options
 from roost.topics import is_wildcard, parse_shared, validate_topic_filter, validate_topic_name
 
@@ -218,6 +219,10 @@ class ClientProtocol:
     def _send(self, packet: Packet) -> None:
         self.transport.write(encode(packet, self.level))
 
+    def _send_when_durable(self, packet: Packet) -> None:
+        """Send an acknowledgement once the state it confirms is on disk."""
+        self.core.store.after_commit(partial(self.transport.write, encode(packet, self.level)))
+
     def deliver(self, delivery: Delivery) -> None:
         """Send a message now, or queue it behind earlier ones (order is kept for all QoS)."""
         session = self.session
@@ -242,6 +247,7 @@ class ClientProtocol:
         message = delivery.message
         now = self.core.clock()
         if message.expired(now):
+            session.discard(delivery)
             return  # [MQTT-3.3.2-5]
         if delivery.qos == 0 and not delivery.subscription_ids:
             data = message.encode_qos0(self.level, delivery.retain, now)
@@ -251,12 +257,10 @@ class ClientProtocol:
         packet_id = session.allocate_packet_id() if delivery.qos else 0
         data = self._encode_publish(delivery, packet_id, False, now)
         if len(data) > self.max_outgoing_packet:
+            session.discard(delivery)
             return  # too big for this client: dropped as if delivered [MQTT-3.1.2-25]
         if delivery.qos:
-            state = OutboundState.AWAITING_PUBACK
-            if delivery.qos == 2:
-                state = OutboundState.AWAITING_PUBREC
-            session.inflight[packet_id] = Inflight(delivery, state)
+            session.send(delivery, packet_id)
         self.transport.write(data)
 
     def _encode_publish(self, delivery: Delivery, packet_id: int, dup: bool, now: float) -> bytes:
@@ -402,7 +406,7 @@ class ClientProtocol:
         if qos == 2:
             inbound = session.inbound_qos2
             if packet.packet_id in inbound:
-                self._send(PubRec(packet.packet_id))  # a resend: route it once only
+                self._send_when_durable(PubRec(packet.packet_id))  # a resend: route it once
                 return
             if len(inbound) >= settings.receive_maximum:
                 raise ProtocolError(
@@ -423,10 +427,10 @@ class ClientProtocol:
             return
         code = ReasonCode.SUCCESS if matched else ReasonCode.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
-            self._send(PubAck(packet.packet_id, code))
+            self._send_when_durable(PubAck(packet.packet_id, code))
         else:
-            session.inbound_qos2.add(packet.packet_id)
-            self._send(PubRec(packet.packet_id, code))
+            session.receive_qos2(packet.packet_id)
+            self._send_when_durable(PubRec(packet.packet_id, code))
 
     def _on_puback(self, packet: PubAck) -> None:
         self._complete(packet.packet_id, OutboundState.AWAITING_PUBACK)
@@ -437,9 +441,7 @@ class ClientProtocol:
     def _complete(self, packet_id: int, expected: OutboundState) -> None:
         session = self.session
         assert session is not None
-        inflight = session.inflight.get(packet_id)
-        if inflight is not None and inflight.state is expected:
-            del session.inflight[packet_id]
+        if session.complete(packet_id, expected):
             self._pump()
 
     def _on_pubrec(self, packet: PubRec) -> None:
@@ -449,21 +451,20 @@ class ClientProtocol:
         if inflight is None or inflight.state is OutboundState.AWAITING_PUBACK:
             self._send(PubRel(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
             return
-        if packet.reason_code >= 0x80:
-            self._complete(packet.packet_id, inflight.state)  # the flow ends [MQTT-4.3.3]
-            return
-        inflight.state = OutboundState.AWAITING_PUBCOMP
-        self._send(PubRel(packet.packet_id))
+        if inflight.state is OutboundState.AWAITING_PUBREC:
+            if packet.reason_code >= 0x80:
+                self._complete(packet.packet_id, inflight.state)  # the flow ends [MQTT-4.3.3]
+                return
+            session.released(packet.packet_id)
+        self._send_when_durable(PubRel(packet.packet_id))
 
     def _on_pubrel(self, packet: PubRel) -> None:
         session = self.session
         assert session is not None
-        try:
-            session.inbound_qos2.remove(packet.packet_id)
-        except KeyError:
+        if session.release_qos2(packet.packet_id):
+            self._send_when_durable(PubComp(packet.packet_id))
+        else:
             self._send(PubComp(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
-            return
-        self._send(PubComp(packet.packet_id))
 
     def _on_subscribe(self, packet: Subscribe) -> None:
         settings = self.settings
@@ -491,7 +492,7 @@ class ClientProtocol:
                 qos, sub.no_local, sub.retain_as_published, sub.retain_handling, identifier
             )
             is_new = self.core.router.subscribe(session.client_id, topic_filter, options)
-            session.subscriptions[topic_filter] = options
+            session.subscribe(topic_filter, options)
             codes.append(qos)
             handling = sub.retain_handling
             shared = topic_filter.startswith("$share/")  # no retained for shared [MQTT-3.8.4]
@@ -529,7 +530,7 @@ class ClientProtocol:
         codes: list[int] = []
         for topic_filter in packet.topic_filters:
             existed = self.core.router.unsubscribe(session.client_id, topic_filter)
-            session.subscriptions.pop(topic_filter, None)
+            session.unsubscribe(topic_filter)
             codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
         self._send(UnsubAck(packet.packet_id, tuple(codes)))
 
@@ -543,7 +544,7 @@ class ClientProtocol:
                 raise ProtocolError("session expiry set at DISCONNECT after 0 at CONNECT")
             self.session_expiry = min(expiry, self.settings.max_session_expiry)
             assert self.session is not None
-            self.session.expiry_interval = self.session_expiry  # [MQTT-3.14.2-2]
+            self.session.set_expiry_interval(self.session_expiry, self.core.store)
         publish_will = packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL
         self._finish(publish_will)  # a normal DISCONNECT discards the will [MQTT-3.14.4-3]
         self.transport.close()

@@ -52,24 +52,26 @@ class Router:
     def subscription_count(self) -> int:
         return len(self._trie)
 
-    def route(self, message: Message, online: Callable[[str], bool]) -> dict[str, Target]:
-        """The sessions that receive ``message``, by client id.
+    def route(
+        self, message: Message, online: Callable[[str], bool]
+    ) -> list[tuple[str, Target]]:
+        """The sessions that receive ``message``: (client id, what it gets).
 
-        A shared subscription gives each message to one member of its group, round robin,
-        preferring members that are connected [MQTT-4.8.2]. No-local subscriptions skip the
+        Ordinary subscriptions of one session merge into one copy. Each shared subscription
+        gives the message to one member of its group, round robin, preferring connected
+        members, as a copy of its own [MQTT 4.8.2]. No-local subscriptions skip the
         publisher's own session [MQTT-3.8.3-3].
         """
         targets: dict[str, Target] = {}
+        shared: list[tuple[str, Target]] = []
         origin = message.origin
         for topic_filter, entries in self._trie.match(message.topic):
             if topic_filter.startswith(SHARE_PREFIX):
                 chosen = self._pick_member(topic_filter, entries, online)
-                if chosen is None:
-                    continue
-                selected: tuple[tuple[str, SubscriptionOptions], ...] = (chosen,)
-            else:
-                selected = tuple(entries.items())
-            for client_id, options in selected:
+                if chosen is not None:
+                    shared.append((chosen[0], Target(chosen[1])))
+                continue
+            for client_id, options in entries.items():
                 if options.no_local and client_id == origin:
                     continue
                 target = targets.get(client_id)
@@ -77,7 +79,9 @@ class Router:
                     targets[client_id] = Target(options)
                 else:
                     target.merge(options)
-        return targets
+        if shared:
+            return [*targets.items(), *shared]
+        return list(targets.items())
 
     def _pick_member(
         self,

@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from roost.codec import Will
 from roost.message import Message
+
+if TYPE_CHECKING:
+    from roost.store.base import Store
 
 NEVER_EXPIRES = 0xFFFFFFFF  # Session Expiry Interval meaning "does not expire" [MQTT-3.1.2.11.2]
 
@@ -30,7 +34,7 @@ class SubscriptionOptions:
 class Delivery:
     """One message on its way to one session: the message plus per-recipient details."""
 
-    __slots__ = ("message", "qos", "retain", "subscription_ids")
+    __slots__ = ("message", "qos", "retain", "seq", "subscription_ids")
 
     def __init__(
         self, message: Message, qos: int, retain: bool, subscription_ids: tuple[int, ...] = ()
@@ -39,6 +43,7 @@ class Delivery:
         self.qos = qos
         self.retain = retain
         self.subscription_ids = subscription_ids
+        self.seq = 0  # position in its session's stored order; 0 while not stored
 
 
 class OutboundState(IntEnum):
@@ -64,7 +69,12 @@ class PacketIdsExhausted(Exception):
 
 
 class Session:
-    """The server-side state of one ClientID, which may outlive its network connections."""
+    """The server-side state of one ClientID, which may outlive its network connections.
+
+    Every change goes through a method here, which also records it in ``store`` when the
+    session is persistent (expiry interval > 0): a session is in the store exactly while
+    it is persistent.
+    """
 
     __slots__ = (
         "client_id",
@@ -73,8 +83,10 @@ class Session:
         "inbound_qos2",
         "inflight",
         "next_packet_id",
+        "next_seq",
         "queue",
         "queued_qos0",
+        "store",
         "subscriptions",
         "will",
         "will_due",
@@ -90,19 +102,51 @@ class Session:
         self.queued_qos0 = 0
         self.inbound_qos2: set[int] = set()  # PUBREC sent, PUBREL not yet received
         self.next_packet_id = 1
+        self.next_seq = 1
         self.will: Will | None = None  # a will waiting for its delay to pass
         self.will_due: float | None = None
+        self.store: Store | None = None
 
-    def allocate_packet_id(self) -> int:
-        """A non-zero identifier not used by any unfinished outbound flow [MQTT-2.2.1-3]."""
-        inflight = self.inflight
-        if len(inflight) >= 65535:
-            raise PacketIdsExhausted(self.client_id)
-        packet_id = self.next_packet_id
-        while packet_id in inflight:
-            packet_id = packet_id % 65535 + 1
-        self.next_packet_id = packet_id % 65535 + 1
-        return packet_id
+    # -- persistence ------------------------------------------------------------------------
+
+    def attach_store(self, store: Store) -> None:
+        """Record this (new) session if it is persistent."""
+        if self.expiry_interval:
+            self.store = store
+            store.save_session(self)
+
+    def set_expiry_interval(self, interval: int, store: Store) -> None:
+        """Change the expiry interval; a session that stops being persistent leaves the
+        store (one that was not persistent never becomes so after creation)."""
+        self.expiry_interval = interval
+        if self.store is not None and not interval:
+            self.store.delete_session(self.client_id)
+            self.store = None
+        self.save()
+
+    def save(self) -> None:
+        """Record the session's own fields (expiry, pending will)."""
+        if self.store is not None:
+            self.store.save_session(self)
+
+    def forget(self) -> None:
+        """The session ends: remove its record."""
+        if self.store is not None:
+            self.store.delete_session(self.client_id)
+            self.store = None
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    def subscribe(self, topic_filter: str, options: SubscriptionOptions) -> None:
+        self.subscriptions[topic_filter] = options
+        if self.store is not None:
+            self.store.save_subscription(self.client_id, topic_filter, options)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        if self.subscriptions.pop(topic_filter, None) is not None and self.store is not None:
+            self.store.delete_subscription(self.client_id, topic_filter)
+
+    # -- outbound messages ----------------------------------------------------------------
 
     def enqueue(self, delivery: Delivery, limit: int) -> bool:
         """Queue a delivery; False if it was dropped.
@@ -123,6 +167,10 @@ class Session:
         queue.append(delivery)
         if delivery.qos == 0:
             self.queued_qos0 += 1
+        elif self.store is not None:
+            delivery.seq = self.next_seq
+            self.next_seq += 1
+            self.store.save_delivery(self.client_id, delivery)
         return True
 
     def dequeue(self) -> Delivery:
@@ -131,9 +179,71 @@ class Session:
             self.queued_qos0 -= 1
         return delivery
 
-    def clear_messages(self) -> None:
-        """Forget every queued and inflight delivery (the session starts anew)."""
-        self.queue.clear()
-        self.queued_qos0 = 0
-        self.inflight.clear()
-        self.inbound_qos2.clear()
+    def discard(self, delivery: Delivery) -> None:
+        """A delivery taken from the queue will not be sent (expired, too large)."""
+        if delivery.seq and self.store is not None:
+            self.store.delete_delivery(self.client_id, delivery)
+
+    def allocate_packet_id(self) -> int:
+        """A non-zero identifier not used by any unfinished outbound flow [MQTT-2.2.1-3]."""
+        inflight = self.inflight
+        if len(inflight) >= 65535:
+            raise PacketIdsExhausted(self.client_id)
+        packet_id = self.next_packet_id
+        while packet_id in inflight:
+            packet_id = packet_id % 65535 + 1
+        self.next_packet_id = packet_id % 65535 + 1
+        return packet_id
+
+    def send(self, delivery: Delivery, packet_id: int) -> None:
+        """Start the QoS 1/2 flow of a delivery under ``packet_id`` (from
+        :meth:`allocate_packet_id`)."""
+        state = OutboundState.AWAITING_PUBACK
+        if delivery.qos == 2:
+            state = OutboundState.AWAITING_PUBREC
+        self.inflight[packet_id] = Inflight(delivery, state)
+        store = self.store
+        if store is not None:
+            if delivery.seq:
+                store.update_delivery(self.client_id, delivery, state, packet_id)
+            else:
+                delivery.seq = self.next_seq
+                self.next_seq += 1
+                store.save_delivery(self.client_id, delivery)
+                store.update_delivery(self.client_id, delivery, state, packet_id)
+
+    def released(self, packet_id: int) -> None:
+        """PUBREC received: the flow waits for PUBCOMP now (PUBREL is sent)."""
+        inflight = self.inflight[packet_id]
+        inflight.state = OutboundState.AWAITING_PUBCOMP
+        if self.store is not None:
+            self.store.update_delivery(
+                self.client_id, inflight.delivery, OutboundState.AWAITING_PUBCOMP, packet_id
+            )
+
+    def complete(self, packet_id: int, expected: OutboundState) -> bool:
+        """End an outbound flow if it is in the ``expected`` state; True if it was."""
+        inflight = self.inflight.get(packet_id)
+        if inflight is None or inflight.state is not expected:
+            return False
+        del self.inflight[packet_id]
+        if self.store is not None:
+            self.store.delete_delivery(self.client_id, inflight.delivery)
+        return True
+
+    # -- inbound QoS 2 ----------------------------------------------------------------------
+
+    def receive_qos2(self, packet_id: int) -> None:
+        self.inbound_qos2.add(packet_id)
+        if self.store is not None:
+            self.store.save_inbound_qos2(self.client_id, packet_id)
+
+    def release_qos2(self, packet_id: int) -> bool:
+        """PUBREL received; False if the packet identifier was unknown."""
+        try:
+            self.inbound_qos2.remove(packet_id)
+        except KeyError:
+            return False
+        if self.store is not None:
+            self.store.delete_inbound_qos2(self.client_id, packet_id)
+        return True

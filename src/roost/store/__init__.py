@@ -1,0 +1,1 @@
+"""Where session state and messages outlive the process (see :mod:`roost.store.base`)."""
