@@ -55,12 +55,15 @@ def test_silent_client_dropped_after_one_and_a_half_keep_alive(
 
 
 def test_pingreq_keeps_connection_alive(broker: Any, clients: Clients) -> None:
+    """Pinging every 0.5 s for 3 s keeps a keep-alive-1 client; once it stops, the timeout
+    counts from its last PINGREQ, not from the CONNECT."""
     raw = clients.raw(broker)
     _, acked, _ = connect_silent(raw, "pinger", 5, 1)
     pings = 0
     next_ping = acked + 0.5
     while next_ping <= acked + 3.0:
         raw.expect_silence(next_ping - time.monotonic())
+        last_sent = time.monotonic()
         raw.send_packet(PingReq())
         reply = raw.recv_packet(1)
         assert isinstance(reply, PingResp), reply
@@ -68,6 +71,9 @@ def test_pingreq_keeps_connection_alive(broker: Any, clients: Clients) -> None:
         next_ping += 0.5
     assert pings == 6
     assert time.monotonic() - acked >= 3.0
+    assert_timeout_close(raw.expect_closed(4))
+    silent = time.monotonic() - last_sent
+    assert 1.5 <= silent <= 2.5, f"dropped {silent:.2f}s after the last PINGREQ, expected 1.5-2.5"
 
 
 def test_keep_alive_zero_never_times_out(broker: Any, clients: Clients) -> None:
