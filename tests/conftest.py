@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,12 +41,14 @@ class RunningBroker:
 
 
 @pytest.fixture
-def make_broker() -> Iterator[Callable[..., RunningBroker]]:
-    """Factory: ``make_broker(max_packet_size=..., ...)`` starts a broker with those settings."""
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., RunningBroker]]:
+    """Factory: ``make_broker(max_packet_size=..., ...)`` starts a broker with those settings
+    (by default the SQLite store in a fresh temporary data directory)."""
     started: list[RunningBroker] = []
 
     def factory(**overrides: Any) -> RunningBroker:
-        settings = Settings(**{"host": "127.0.0.1", "port": 0, **overrides})
+        defaults = {"host": "127.0.0.1", "port": 0, "data_dir": str(tmp_path / "data")}
+        settings = Settings(**{**defaults, **overrides})
         running = RunningBroker(settings)
         started.append(running)
         return running

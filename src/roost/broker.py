@@ -9,7 +9,10 @@ import signal
 
 from roost.config import Settings
 from roost.core import BrokerCore
+from roost.errors import StoreError
+from roost.store.base import Store
 from roost.store.memory import MemoryStore
+from roost.store.sqlite import SqliteStore
 from roost.transport.tcp import TcpConnection
 
 log = logging.getLogger("roost.broker")
@@ -26,10 +29,12 @@ class Broker:
         self.port = settings.port
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._store: Store | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        core = self.core = BrokerCore(self.settings, loop.time, MemoryStore())
+        self._store = open_store(self.settings, loop)
+        core = self.core = BrokerCore(self.settings, loop.time, self._store)
         core.load()
         self._server = await loop.create_server(
             lambda: TcpConnection(core),
@@ -63,7 +68,19 @@ class Broker:
                 await self._sweeper
         if self._server is not None:
             await self._server.wait_closed()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
         log.info("roost stopped")
+
+
+def open_store(settings: Settings, loop: asyncio.AbstractEventLoop) -> Store:
+    """The store the settings ask for."""
+    if settings.store == "memory":
+        return MemoryStore()
+    store = SqliteStore(settings.data_dir, settings.durability, settings.commit_interval_ms, loop)
+    log.info("data in %s (durability %s)", store.path, settings.durability)
+    return store
 
 
 async def serve(settings: Settings) -> None:
@@ -84,7 +101,12 @@ def run(settings: Settings) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        runner = asyncio.run
     else:
-        uvloop.run(serve(settings))
+        runner = uvloop.run
+    try:
+        runner(serve(settings))
+    except StoreError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     return 0

@@ -45,13 +45,16 @@ class Settings:
     subscription_identifier_available: bool = True
     maximum_qos: int = 2
     # Storage
-    store: str = "memory"
+    store: str = "sqlite"  # "sqlite" (embedded, durable) or "memory" (nothing survives)
     data_dir: str = "./data"
+    durability: str = "full"  # full: ack after commit; batch: commit every interval; none
+    commit_interval_ms: int = 50  # for durability = "batch": the window of possible loss
 
 
 ENV_PREFIX = "ROOST_"
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
-STORE_KINDS = {"memory"}
+STORE_KINDS = {"memory", "sqlite"}
+DURABILITY_MODES = {"full", "batch", "none"}
 
 # Inclusive (low, high) bounds; None means unbounded above.
 RANGES: dict[str, tuple[int, int | None]] = {
@@ -67,9 +70,14 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "topic_alias_maximum": (0, 65535),
     "max_session_expiry": (0, 0xFFFFFFFF),
     "maximum_qos": (0, 2),
+    "commit_interval_ms": (1, 60_000),
 }
 
-CHOICES: dict[str, AbstractSet[str]] = {"log_level": LOG_LEVELS, "store": STORE_KINDS}
+CHOICES: dict[str, AbstractSet[str]] = {
+    "log_level": LOG_LEVELS,
+    "store": STORE_KINDS,
+    "durability": DURABILITY_MODES,
+}
 
 _HINTS = get_type_hints(Settings)
 FIELD_TYPES: dict[str, type] = {field.name: _HINTS[field.name] for field in fields(Settings)}

@@ -23,6 +23,7 @@ class Message:
         "properties",
         "qos",
         "retain",
+        "store_id",
         "topic",
         "topic_bytes",
     )
@@ -48,6 +49,7 @@ class Message:
         self.properties = properties
         expiry = properties.message_expiry_interval
         self.expires_at: float | None = None if expiry is None else now + expiry
+        self.store_id = 0  # row id once a store has saved it
         self._properties_bytes: bytes | None = None
         self._encoded: dict[tuple[int, bool], bytes] | None = None
 

@@ -1,0 +1,505 @@
+"""The embedded default store: SQLite in WAL mode, written by one background thread.
+
+Changes are queued as SQL statements on the event loop and written in batches: one
+transaction (and one fsync) covers everything recorded since the previous batch, so many
+messages share one disk flush (group commit). With ``durability = "full"`` the broker's
+acknowledgements wait for the batch that holds what they confirm; ``"batch"`` commits every
+``commit_interval_ms`` and acknowledges at once (that window may be lost in a crash);
+``"none"`` does not fsync at all.
+
+Times are saved as wall-clock seconds and turned back into the broker's monotonic clock on
+load, so expiry keeps counting while the broker is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from roost.codec import PacketType, Properties, Will
+from roost.codec.primitives import WILL_PROPERTIES, encode_property_section, read_properties
+from roost.errors import StoreError
+from roost.message import Message
+from roost.session import (
+    Delivery,
+    Inflight,
+    OutboundState,
+    Session,
+    SubscriptionOptions,
+)
+from roost.store.base import LoadedState
+
+log = logging.getLogger("roost.store")
+
+DATABASE_NAME = "roost.db"
+VACUUM_EVERY = 60.0  # seconds between incremental vacuums
+
+# Each entry migrates the schema from version N to N + 1 (index N).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE sessions (
+        client_id TEXT PRIMARY KEY,
+        expiry_interval INTEGER NOT NULL,
+        expires_at REAL,
+        will_topic TEXT,
+        will_payload BLOB,
+        will_qos INTEGER,
+        will_retain INTEGER,
+        will_properties BLOB,
+        will_due REAL
+    );
+    CREATE TABLE subscriptions (
+        client_id TEXT NOT NULL,
+        topic_filter TEXT NOT NULL,
+        qos INTEGER NOT NULL,
+        no_local INTEGER NOT NULL,
+        retain_as_published INTEGER NOT NULL,
+        retain_handling INTEGER NOT NULL,
+        identifier INTEGER,
+        PRIMARY KEY (client_id, topic_filter)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties BLOB NOT NULL,
+        origin TEXT NOT NULL,
+        expires_at REAL
+    );
+    CREATE TABLE deliveries (
+        client_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        message_id INTEGER NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        subscription_ids TEXT NOT NULL,
+        state INTEGER NOT NULL DEFAULT 0,
+        packet_id INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (client_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_by_message ON deliveries (message_id);
+    CREATE TABLE inbound_qos2 (
+        client_id TEXT NOT NULL,
+        packet_id INTEGER NOT NULL,
+        PRIMARY KEY (client_id, packet_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE retained (
+        topic TEXT PRIMARY KEY,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        properties BLOB NOT NULL,
+        origin TEXT NOT NULL,
+        expires_at REAL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_SYNCHRONOUS = {"full": "FULL", "batch": "NORMAL", "none": "OFF"}
+
+_SAVE_SESSION = (
+    "INSERT OR REPLACE INTO sessions (client_id, expiry_interval, expires_at, will_topic,"
+    " will_payload, will_qos, will_retain, will_properties, will_due)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SAVE_MESSAGE = (
+    "INSERT OR IGNORE INTO messages (id, topic, payload, qos, retain, properties, origin,"
+    " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SAVE_DELIVERY = (
+    "INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain,"
+    " subscription_ids) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_DELIVERY = "UPDATE deliveries SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?"
+_DELETE_DELIVERY = "DELETE FROM deliveries WHERE client_id = ? AND seq = ?"
+_DELETE_ORPHAN_MESSAGE = (
+    "DELETE FROM messages WHERE id = ?"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?)"
+)
+_DELETE_SESSION = (
+    "DELETE FROM sessions WHERE client_id = ?",
+    "DELETE FROM subscriptions WHERE client_id = ?",
+    "DELETE FROM deliveries WHERE client_id = ?",
+    "DELETE FROM inbound_qos2 WHERE client_id = ?",
+)
+_DELETE_ORPHAN_MESSAGES = "DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM deliveries)"
+
+Op = tuple[str, tuple[Any, ...]]
+
+
+def _properties_blob(properties: Properties, kind: int) -> bytes:
+    return encode_property_section(properties, kind)
+
+
+def _properties_from(blob: bytes, kind: int) -> Properties:
+    return read_properties(blob, 0, kind)[0]
+
+
+class SqliteStore:
+    """A :class:`roost.store.base.Store` on one SQLite file in ``data_dir``."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        durability: str,
+        commit_interval_ms: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.path = Path(data_dir) / DATABASE_NAME
+        self._durability = durability
+        self._interval = commit_interval_ms / 1000
+        self._loop = loop
+        self._db = self._open()
+        self._wall_offset = 0.0  # wall clock minus broker clock, fixed at load
+        self._next_message_id = 1
+        self._ops: list[Op] = []
+        self._callbacks: list[Callable[[], None]] = []
+        self._flush_scheduled = False
+        self._busy = False  # a batch is being written
+        self._last_vacuum = time.monotonic()
+        self._batches: queue.SimpleQueue[tuple[list[Op], list[Callable[[], None]]] | None]
+        self._batches = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_batches, name="roost-store", daemon=True)
+        self._writer_started = False
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} is newer than this Roost supports"
+                    f" ({SCHEMA_VERSION}); upgrade Roost or use another --data-dir"
+                )
+            if version == 0:
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self._durability]}")
+            for index in range(version, SCHEMA_VERSION):
+                db.executescript(
+                    f"BEGIN; {MIGRATIONS[index]}; PRAGMA user_version = {index + 1}; COMMIT;"
+                )
+            db.execute("SELECT count(*) FROM sessions").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{self.path}: cannot use the database ({exc}). Roost will not start over"
+                " existing data it cannot read: restore the file from a backup, or move it"
+                " (with its -wal and -shm files) away to start with an empty store."
+            ) from exc
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open the data directory ({exc})") from exc
+        return db
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def load(self, now: float) -> LoadedState:
+        """Read sessions, subscriptions, deliveries and retained messages; drop expired."""
+        self._wall_offset = time.time() - now
+        db = self._db
+        state = LoadedState()
+        sessions: dict[str, Session] = {}
+        for row in db.execute("SELECT * FROM sessions"):
+            loaded = self._session_from(row)
+            loaded.store = self
+            sessions[loaded.client_id] = loaded
+        for client_id, topic_filter, qos, no_local, rap, handling, identifier in db.execute(
+            "SELECT * FROM subscriptions"
+        ):
+            session = sessions.get(client_id)
+            if session is not None:
+                session.subscriptions[topic_filter] = SubscriptionOptions(
+                    qos, bool(no_local), bool(rap), handling, identifier
+                )
+        self._load_deliveries(sessions)
+        for client_id, packet_id in db.execute("SELECT * FROM inbound_qos2"):
+            if client_id in sessions:
+                sessions[client_id].inbound_qos2.add(packet_id)
+        for topic, payload, qos, properties, origin, expires_at in db.execute(
+            "SELECT * FROM retained"
+        ):
+            message = self._message(topic, payload, qos, True, properties, origin, expires_at)
+            if not message.expired(now):
+                state.retained.append(message)
+        state.sessions = list(sessions.values())
+        self._next_message_id = (db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
+        return state
+
+    def _session_from(self, row: tuple[Any, ...]) -> Session:
+        client_id, interval, expires_at, topic, payload, qos, retain, props, will_due = row
+        session = Session(client_id, interval)
+        session.expires_at = self._to_clock(expires_at)
+        if topic is not None:
+            properties = _properties_from(props, WILL_PROPERTIES)
+            session.will = Will(topic, payload, qos, bool(retain), properties)
+            session.will_due = self._to_clock(will_due)
+        return session
+
+    def _load_deliveries(self, sessions: dict[str, Session]) -> None:
+        messages: dict[int, Message] = {}
+        rows = self._db.execute(
+            "SELECT d.client_id, d.seq, d.qos, d.retain, d.subscription_ids, d.state,"
+            " d.packet_id, m.id, m.topic, m.payload, m.qos, m.retain, m.properties, m.origin,"
+            " m.expires_at FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " ORDER BY d.client_id, d.seq"
+        )
+        for row in rows:
+            client_id, seq, qos, retain, sub_ids, state, packet_id, message_id = row[:8]
+            session = sessions.get(client_id)
+            if session is None:
+                continue
+            message = messages.get(message_id)
+            if message is None:
+                message = messages[message_id] = self._message(*row[8:])
+                message.store_id = message_id
+            ids = tuple(int(i) for i in sub_ids.split(",")) if sub_ids else ()
+            delivery = Delivery(message, qos, bool(retain), ids)
+            delivery.seq = seq
+            session.next_seq = seq + 1
+            if state:
+                session.inflight[packet_id] = Inflight(delivery, OutboundState(state))
+                session.next_packet_id = packet_id % 65535 + 1
+            else:
+                session.queue.append(delivery)
+
+    def _message(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: int,
+        properties: bytes,
+        origin: str,
+        expires_at: float | None,
+    ) -> Message:
+        message = Message(
+            topic,
+            payload,
+            qos,
+            bool(retain),
+            _properties_from(properties, PacketType.PUBLISH),
+            origin,
+        )
+        message.expires_at = self._to_clock(expires_at)
+        return message
+
+    def _to_clock(self, wall: float | None) -> float | None:
+        return None if wall is None else wall - self._wall_offset
+
+    def _to_wall(self, clock: float | None) -> float | None:
+        return None if clock is None else clock + self._wall_offset
+
+    # -- recording --------------------------------------------------------------------------
+
+    def _record(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._ops.append((sql, params))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            if self._durability == "batch":
+                self._loop.call_later(self._interval, self._flush)
+            else:
+                self._loop.call_soon(self._flush)
+
+    def save_session(self, session: Session) -> None:
+        will = session.will
+        will_fields: tuple[Any, ...] = (None, None, None, None, None, None)
+        if will is not None:
+            will_fields = (
+                will.topic,
+                will.payload,
+                will.qos,
+                int(will.retain),
+                _properties_blob(will.properties, WILL_PROPERTIES),
+                self._to_wall(session.will_due),
+            )
+        self._record(
+            _SAVE_SESSION,
+            (
+                session.client_id,
+                session.expiry_interval,
+                self._to_wall(session.expires_at),
+                *will_fields,
+            ),
+        )
+
+    def delete_session(self, client_id: str) -> None:
+        for sql in _DELETE_SESSION:
+            self._record(sql, (client_id,))
+        self._record(_DELETE_ORPHAN_MESSAGES, ())
+
+    def save_subscription(
+        self, client_id: str, topic_filter: str, options: SubscriptionOptions
+    ) -> None:
+        self._record(
+            "INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                client_id,
+                topic_filter,
+                options.qos,
+                int(options.no_local),
+                int(options.retain_as_published),
+                options.retain_handling,
+                options.identifier,
+            ),
+        )
+
+    def delete_subscription(self, client_id: str, topic_filter: str) -> None:
+        self._record(
+            "DELETE FROM subscriptions WHERE client_id = ? AND topic_filter = ?",
+            (client_id, topic_filter),
+        )
+
+    def save_delivery(self, client_id: str, delivery: Delivery) -> None:
+        message = delivery.message
+        if not message.store_id:
+            message.store_id = self._next_message_id
+            self._next_message_id += 1
+            self._record(_SAVE_MESSAGE, self._message_row(message, message.store_id))
+        ids = ",".join(map(str, delivery.subscription_ids))
+        self._record(
+            _SAVE_DELIVERY,
+            (client_id, delivery.seq, message.store_id, delivery.qos, int(delivery.retain), ids),
+        )
+
+    def _message_row(self, message: Message, key: int | str) -> tuple[Any, ...]:
+        properties = _properties_blob(message.properties, PacketType.PUBLISH)
+        return (
+            key,
+            message.topic,
+            message.payload,
+            message.qos,
+            int(message.retain),
+            properties,
+            message.origin,
+            self._to_wall(message.expires_at),
+        )
+
+    def update_delivery(
+        self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
+    ) -> None:
+        self._record(_UPDATE_DELIVERY, (int(state), packet_id, client_id, delivery.seq))
+
+    def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
+        self._record(_DELETE_DELIVERY, (client_id, delivery.seq))
+        message_id = delivery.message.store_id
+        self._record(_DELETE_ORPHAN_MESSAGE, (message_id, message_id))
+
+    def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
+        self._record("INSERT OR REPLACE INTO inbound_qos2 VALUES (?, ?)", (client_id, packet_id))
+
+    def delete_inbound_qos2(self, client_id: str, packet_id: int) -> None:
+        self._record(
+            "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?",
+            (client_id, packet_id),
+        )
+
+    def save_retained(self, message: Message) -> None:
+        row = self._message_row(message, message.topic)
+        self._record(
+            "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?, ?)",
+            (row[0], row[2], row[3], row[5], row[6], row[7]),
+        )
+
+    def delete_retained(self, topic: str) -> None:
+        self._record("DELETE FROM retained WHERE topic = ?", (topic,))
+
+    # -- committing ---------------------------------------------------------------------------
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        if self._durability != "full" or not (self._ops or self._busy):
+            callback()
+            return
+        self._callbacks.append(callback)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Hand what was recorded to the writer thread (one batch at a time)."""
+        self._flush_scheduled = False
+        if self._busy or not (self._ops or self._callbacks):
+            return
+        ops, self._ops = self._ops, []
+        callbacks, self._callbacks = self._callbacks, []
+        if not ops:  # everything they wait for is already committed
+            for callback in callbacks:
+                callback()
+            return
+        if time.monotonic() - self._last_vacuum > VACUUM_EVERY:
+            self._last_vacuum = time.monotonic()
+            ops.append(("PRAGMA incremental_vacuum(256)", ()))
+        if not self._writer_started:
+            self._writer_started = True
+            self._writer.start()
+        self._busy = True
+        self._batches.put((ops, callbacks))
+
+    def _write_batches(self) -> None:
+        """The writer thread: one transaction per batch."""
+        while (batch := self._batches.get()) is not None:
+            ops, callbacks = batch
+            try:
+                self._write(ops)
+            except sqlite3.Error:
+                log.exception("writing to %s failed; acknowledgements are held back", self.path)
+                callbacks = []
+            try:
+                self._loop.call_soon_threadsafe(self._batch_done, callbacks)
+            except RuntimeError:  # the loop is closed: the broker is stopping
+                return
+
+    def _write(self, ops: list[Op]) -> None:
+        db = self._db
+        vacuum = [op for op in ops if op[0].startswith("PRAGMA")]
+        db.execute("BEGIN")
+        try:
+            for sql, params in _runs(op for op in ops if not op[0].startswith("PRAGMA")):
+                db.executemany(sql, params)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        for sql, _ in vacuum:
+            db.execute(sql)
+
+    def _batch_done(self, callbacks: list[Callable[[], None]]) -> None:
+        self._busy = False
+        for callback in callbacks:
+            callback()
+        if self._ops or self._callbacks:
+            self._flush()
+
+    def close(self) -> None:
+        """Write everything still pending, stop the writer and close the database."""
+        if self._writer_started:
+            self._batches.put(None)
+            self._writer.join()
+        if self._ops:
+            self._write(self._ops)
+            self._ops = []
+        self._db.close()
+
+
+def _runs(ops: Iterable[Op]) -> Iterable[tuple[str, list[tuple[Any, ...]]]]:
+    """Group consecutive statements with the same SQL, for ``executemany``."""
+    current_sql = ""
+    params: list[tuple[Any, ...]] = []
+    for sql, values in ops:
+        if sql != current_sql and params:
+            yield current_sql, params
+            params = []
+        current_sql = sql
+        params.append(values)
+    if params:
+        yield current_sql, params
