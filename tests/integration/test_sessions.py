@@ -334,3 +334,69 @@ def test_qos2_inbound_pubrel_only_after_reconnect(broker, clients, raw, level):
     p2.expect("PUBACK")
     s.wait_for_payload(b"marker")
     assert [m.payload for m in s.before(b"marker")] == [b"once"]
+
+
+# --------------------------------------------------------------------------------------------
+# persistence across a broker restart
+
+
+def restart(make_broker, running):
+    """Stop ``running`` and start a broker on the same data directory (new port)."""
+    settings = running.settings
+    running.stop()
+    running.stop = lambda: None  # already stopped; the fixture's teardown calls it again
+    return make_broker(data_dir=settings.data_dir)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_session_queue_and_retained_survive_restart(make_broker, clients, version):
+    broker = make_broker()
+    s = persistent(clients, broker, "durable", version)
+    s.sub("d/#", 2)
+    s.stop()
+    p = clients.connect(broker, "pub", version)
+    p.pub("d/1", b"queued-q1", 1)
+    p.pub("d/2", b"queued-q2", 2)
+    p.pub("rt/r", b"retained", 1, retain=True)
+    p.stop()
+
+    broker = restart(make_broker, broker)
+    s2 = persistent(clients, broker, "durable", version)
+    assert s2.session_present == [True], "persistent session lost in a restart"
+    msgs = s2.wait_for_messages(2)
+    assert sorted((m.payload, m.qos) for m in msgs) == [(b"queued-q1", 1), (b"queued-q2", 2)]
+    p2 = clients.connect(broker, "pub", version)
+    p2.pub("d/3", b"live", 1)
+    s2.wait_for_payload(b"live")
+    assert [m.payload for m in s2.before(b"live")].count(b"queued-q1") == 1
+    fresh = clients.connect(broker, "fresh", version)
+    fresh.sub("rt/r", 1)
+    assert fresh.wait_for_payload(b"retained").retain
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_qos2_inbound_state_survives_restart(make_broker, clients, raw, level):
+    """PUBLISH QoS 2 acknowledged with PUBREC, then the broker restarts: the publisher's
+    PUBREL completes the flow and the message is delivered exactly once."""
+    broker = make_broker()
+    expiry = 300 if level == 5 else None
+    s = persistent(clients, broker, "q2-sub", V5)
+    s.sub("rs/t", 1)
+    s.stop()
+    p, _ = raw.connected(broker, "q2-pub", level, clean=False, session_expiry=expiry)
+    p.publish("rs/t", b"once", qos=2, packet_id=11)
+    assert p.expect("PUBREC").packet_id == 11
+    p.drop()
+
+    broker = restart(make_broker, broker)
+    s2 = persistent(clients, broker, "q2-sub", V5)
+    p2, connack = raw.connected(broker, "q2-pub", level, clean=False, session_expiry=expiry)
+    assert connack.session_present
+    p2.publish("rs/t", b"once", qos=2, packet_id=11, dup=True)
+    assert p2.expect("PUBREC").packet_id == 11
+    p2.ack("PUBREL", 11)
+    assert p2.expect("PUBCOMP").packet_id == 11
+    p2.publish("rs/t", b"marker", qos=1, packet_id=12)
+    p2.expect("PUBACK")
+    s2.wait_for_payload(b"marker")
+    assert [m.payload for m in s2.before(b"marker")] == [b"once"]
