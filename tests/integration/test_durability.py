@@ -1,0 +1,191 @@
+"""Crash tests: a real broker process killed with SIGKILL loses no acknowledged message."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from paho_helpers import V5, V311, connect, disconnect, subscribe, wait_until
+
+LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+
+
+class BrokerProcess:
+    """``roost serve`` as a child process on an ephemeral port, with a data directory."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.extra = extra
+        self.process: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.log: list[str] = []
+
+    def start(self) -> BrokerProcess:
+        command = [sys.executable, "-m", "roost", "serve", "--port", "0"]
+        command += ["--data-dir", str(self.data_dir), "--log-level", "info", *self.extra]
+        self.process = subprocess.Popen(
+            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        found = threading.Event()
+
+        def read_log() -> None:
+            assert self.process is not None and self.process.stderr is not None
+            for line in self.process.stderr:
+                self.log.append(line)
+                match = LISTENING.search(line)
+                if match:
+                    self.port = int(match.group(1))
+                    found.set()
+
+        threading.Thread(target=read_log, daemon=True).start()
+        if not found.wait(20):
+            self.kill()
+            raise AssertionError("broker did not start:\n" + "".join(self.log))
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def restart(self) -> BrokerProcess:
+        self.kill()
+        return self.start()
+
+
+@pytest.fixture
+def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(tmp_path / "data").start()
+    yield process
+    process.kill()
+
+
+def persistent_subscriber(broker: BrokerProcess, version: int, topic: str, qos: int) -> None:
+    """Create a persistent session subscribed to ``topic``, then go offline."""
+    client, collector = connect(broker, "durable-sub", version, clean=False, session_expiry=3600)
+    subscribe(client, collector, topic, qos)
+    disconnect(client)
+
+
+def publish_all(broker: BrokerProcess, version: int, count: int, qos: int) -> None:
+    """Publish ``count`` messages and wait for every PUBACK / PUBCOMP."""
+    client, _ = connect(broker, "publisher", version)
+    infos = [client.publish("d/t", str(i).encode(), qos) for i in range(count)]
+    for info in infos:
+        info.wait_for_publish(20)
+        assert info.is_published()
+    disconnect(client)
+
+
+def receive_all(broker: BrokerProcess, version: int, count: int) -> list[int]:
+    client, collector = connect(broker, "durable-sub", version, clean=False, session_expiry=3600)
+    collector.wait_for_messages(count, timeout=30)
+    disconnect(client)
+    return [int(m.payload) for m in collector.messages]
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_qos1_messages_survive_sigkill(broker_process: BrokerProcess, version: int) -> None:
+    persistent_subscriber(broker_process, version, "d/#", 1)
+    publish_all(broker_process, version, 1000, 1)
+    broker_process.restart()
+    received = receive_all(broker_process, version, 1000)
+    first_seen = list(dict.fromkeys(received))
+    assert first_seen == list(range(1000)), "missing or out of order after the crash"
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_qos2_exactly_once_across_sigkill(broker_process: BrokerProcess, version: int) -> None:
+    persistent_subscriber(broker_process, version, "d/#", 2)
+    publish_all(broker_process, version, 1000, 2)
+    broker_process.restart()
+    received = receive_all(broker_process, version, 1000)
+    assert received == list(range(1000))
+
+
+def test_retained_and_subscriptions_survive_sigkill(broker_process: BrokerProcess) -> None:
+    client, _ = connect(broker_process, "retainer", V5)
+    client.publish("r/a", b"kept", 1, retain=True).wait_for_publish(10)
+    client.publish("r/b", b"gone", 1, retain=True).wait_for_publish(10)
+    client.publish("r/b", b"", 1, retain=True).wait_for_publish(10)  # cleared
+    disconnect(client)
+    persistent_subscriber(broker_process, V5, "live/#", 1)
+    broker_process.restart()
+
+    late, collector = connect(broker_process, "late", V5)
+    subscribe(late, collector, "r/#", 1)
+    collector.wait_for_messages(1)
+    disconnect(late)
+    assert [(m.topic, m.payload, m.retain) for m in collector.messages] == [("r/a", b"kept", True)]
+
+    # The subscription survived: a message published now reaches the offline session.
+    publisher, _ = connect(broker_process, "publisher", V5)
+    publisher.publish("live/x", b"after", 1).wait_for_publish(10)
+    disconnect(publisher)
+    sub, sub_collector = connect(
+        broker_process, "durable-sub", V5, clean=False, session_expiry=3600
+    )
+    assert sub_collector.connacks[-1][0] == 0
+    sub_collector.wait_for_messages(1)
+    disconnect(sub)
+    assert sub_collector.messages[0].payload == b"after"
+
+
+def test_sigkill_mid_burst_keeps_every_acknowledged_message(
+    broker_process: BrokerProcess,
+) -> None:
+    persistent_subscriber(broker_process, V311, "d/#", 1)
+    client, _ = connect(broker_process, "publisher", V311)
+    acked: list[int] = []
+    lock = threading.Lock()
+
+    def on_publish(client: object, userdata: object, mid: int, *args: object) -> None:
+        with lock:
+            acked.append(mid)
+
+    client.on_publish = on_publish
+    mids = {client.publish("d/t", str(i).encode(), 1).mid: i for i in range(5000)}
+    wait_until(lambda: len(acked) >= 500, 20, "the first 500 PUBACKs")
+    broker_process.kill()  # in the middle of the burst
+    client.loop_stop()
+    with lock:
+        acknowledged = {mids[mid] for mid in acked}
+    assert len(acknowledged) >= 500
+
+    broker_process.start()
+    sub, collector = connect(broker_process, "durable-sub", V311, clean=False)
+    wait_until(
+        lambda: acknowledged <= {int(m.payload) for m in collector.messages},
+        30,
+        "every acknowledged message",
+    )
+    disconnect(sub)
+    received = [int(m.payload) for m in collector.messages]
+    first_seen = list(dict.fromkeys(received))
+    assert first_seen == sorted(first_seen), "order broken after the crash"
+
+
+def test_corrupt_database_stops_start_up(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "roost.db").write_bytes(b"this is not a database" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "roost", "serve", "--port", "0", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "roost.db" in result.stderr and "backup" in result.stderr
+    assert (data / "roost.db").read_bytes().startswith(b"this is not a database")
