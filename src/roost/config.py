@@ -49,12 +49,20 @@ class Settings:
     data_dir: str = "./data"
     durability: str = "full"  # full: ack after commit; batch: commit every interval; none
     commit_interval_ms: int = 50  # for durability = "batch": the window of possible loss
+    # Transactional (half) messages, see docs/transactions.md
+    transaction_timeout: int = 6  # seconds before the first check-back
+    transaction_check_interval: int = 30  # seconds between check-backs
+    transaction_check_max: int = 15  # check-backs before the final action
+    transaction_final_action: str = "rollback"  # rollback, commit or keep
+    max_pending_transactions: int = 100_000
+    max_pending_transactions_per_group: int = 10_000
 
 
 ENV_PREFIX = "ROOST_"
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 STORE_KINDS = {"memory", "sqlite"}
 DURABILITY_MODES = {"full", "batch", "none"}
+FINAL_ACTIONS = {"rollback", "commit", "keep"}
 
 # Inclusive (low, high) bounds; None means unbounded above.
 RANGES: dict[str, tuple[int, int | None]] = {
@@ -71,12 +79,18 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "max_session_expiry": (0, 0xFFFFFFFF),
     "maximum_qos": (0, 2),
     "commit_interval_ms": (1, 60_000),
+    "transaction_timeout": (0, 86_400),
+    "transaction_check_interval": (1, 86_400),
+    "transaction_check_max": (0, 1000),
+    "max_pending_transactions": (1, None),
+    "max_pending_transactions_per_group": (1, None),
 }
 
 CHOICES: dict[str, AbstractSet[str]] = {
     "log_level": LOG_LEVELS,
     "store": STORE_KINDS,
     "durability": DURABILITY_MODES,
+    "transaction_final_action": FINAL_ACTIONS,
 }
 
 _HINTS = get_type_hints(Settings)

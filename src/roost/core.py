@@ -14,11 +14,22 @@ from typing import TYPE_CHECKING
 
 from roost.codec import Will
 from roost.config import Settings
+from roost.errors import ReasonCode
 from roost.message import Message
 from roost.router import Router
 from roost.session import NEVER_EXPIRES, Delivery, Session
 from roost.store.base import Store
 from roost.timers import Deadlines, TimingWheel
+from roost.transactions import (
+    DECISION_TOPICS,
+    OUTCOMES,
+    FinalAction,
+    HalfMessage,
+    Settled,
+    TransactionPolicy,
+    TransactionRefused,
+    Transactions,
+)
 
 if TYPE_CHECKING:
     from roost.protocol import ClientProtocol
@@ -43,6 +54,16 @@ class BrokerCore:
         self.keepalive: TimingWheel[ClientProtocol] = TimingWheel(clock())
         self.deadlines: Deadlines[tuple[str, str]] = Deadlines()
         self.dropped_messages = 0
+        self.transactions = Transactions(
+            TransactionPolicy(
+                settings.transaction_timeout,
+                settings.transaction_check_interval,
+                settings.transaction_check_max,
+                FinalAction(settings.transaction_final_action),
+                settings.max_pending_transactions,
+                settings.max_pending_transactions_per_group,
+            )
+        )
 
     def load(self) -> None:
         """Take over the state saved in the store (at start-up)."""
@@ -58,8 +79,15 @@ class BrokerCore:
                 self.deadlines.schedule((WILL_DUE, client_id), session.will_due)
         for message in state.retained:
             self.router.retained[message.topic] = message
+        for half in state.transactions:
+            self.transactions.restore(half)
+        for transaction_id, outcome in state.settled:
+            self.transactions.restore_settled(transaction_id, outcome)
         log.info(
-            "loaded %d sessions and %d retained messages", len(state.sessions), len(state.retained)
+            "loaded %d sessions, %d retained messages, %d pending transactions",
+            len(state.sessions),
+            len(state.retained),
+            len(state.transactions),
         )
 
     # -- connections and sessions -------------------------------------------------------
@@ -173,6 +201,83 @@ class BrokerCore:
                 self.dropped_messages += 1
         return len(targets)
 
+    # -- transactions -----------------------------------------------------------------------
+
+    def prepare_transaction(
+        self, transaction_id: str, group: str, check_delay: int | None, message: Message
+    ) -> None:
+        """Keep a half message, undelivered (raises TransactionRefused)."""
+        half = self.transactions.prepare(transaction_id, group, message, check_delay, self.clock())
+        if half is not None:
+            self.store.save_transaction(half)
+            log.debug("transaction %s of group %s prepared", transaction_id, group)
+
+    def decide_transaction(self, topic: str, payload: bytes) -> None:
+        """Apply a decision published on a ``$tx/...`` topic (raises TransactionRefused)."""
+        decision = DECISION_TOPICS.get(topic)
+        if decision is None:
+            raise TransactionRefused(
+                f"{topic!r} is reserved for transactions", ReasonCode.NOT_AUTHORIZED
+            )
+        transaction_id = payload.decode("utf-8", "replace")
+        half = self.transactions.decide(transaction_id, decision)
+        if half is not None:
+            self._settle(half, OUTCOMES[decision])
+
+    def _settle(self, half: HalfMessage, outcome: Settled) -> None:
+        if outcome is Settled.COMMITTED:
+            stored = half.message
+            self.publish(
+                Message(
+                    stored.topic,
+                    stored.payload,
+                    stored.qos,
+                    stored.retain,
+                    stored.properties,
+                    stored.origin,
+                    self.clock(),
+                )
+            )
+        self.transactions.settle(half, outcome)
+        self.store.settle_transaction(half.transaction_id, outcome)
+        log.debug("transaction %s %s", half.transaction_id, outcome.value)
+
+    def _check_transactions(self, now: float) -> None:
+        transactions = self.transactions
+        for half in transactions.due(now):
+            action = transactions.next_step(half, now)
+            if action is None:
+                self._send_check(half)
+                self.store.save_transaction(half)
+                continue
+            log.warning(
+                "transaction %s of group %s: no decision after %d checks; final action: %s",
+                half.transaction_id,
+                half.group,
+                half.checks,
+                action.value,
+            )
+            if action is FinalAction.KEEP:
+                self.store.save_transaction(half)
+            else:
+                self._settle(half, OUTCOMES[action])
+
+    def _send_check(self, half: HalfMessage) -> None:
+        """Ask one live member of the producer group for the transaction's state."""
+        request = half.check_request()
+        member = self.router.pick_subscriber(request.topic, self.is_online)
+        if member is None:
+            log.info(
+                "transaction %s: no member of group %s is connected for check %d",
+                half.transaction_id,
+                half.group,
+                half.checks,
+            )
+            return
+        client_id, options = member
+        ids = () if options.identifier is None else (options.identifier,)
+        self.connections[client_id].deliver(Delivery(request, min(1, options.qos), False, ids))
+
     # -- timers ---------------------------------------------------------------------------
 
     def tick(self) -> None:
@@ -199,6 +304,7 @@ class BrokerCore:
             elif session.expires_at is not None and session.expires_at <= now:
                 log.debug("session %s expired", client_id)
                 self.end_session(client_id)
+        self._check_transactions(now)
 
     def shutdown(self) -> None:
         """Close every connection: the server is shutting down."""

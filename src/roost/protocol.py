@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from roost.codec import (
     MQTT_5,
+    NO_PROPERTIES,
     Auth,
     ConnAck,
     Connect,
@@ -48,6 +49,8 @@ from roost.message import Message
 from roost.session import NEVER_EXPIRES, Delivery, OutboundState, Session
 from roost.session import SubscriptionOptions as Options
 from roost.topics import is_wildcard, parse_shared, validate_topic_filter, validate_topic_name
+from roost.transactions import TOPIC_PREFIX as TRANSACTION_TOPICS
+from roost.transactions import TransactionRefused, transaction_fields
 
 log = logging.getLogger("roost.protocol")
 
@@ -422,15 +425,34 @@ class ClientProtocol:
             session.client_id,
             self.last_received,
         )
-        matched = self.core.publish(message)
+        code, ack_properties = self._accept(message)
         if qos == 0:
             return
-        code = ReasonCode.SUCCESS if matched else ReasonCode.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
-            self._send_when_durable(PubAck(packet.packet_id, code))
+            self._send_when_durable(PubAck(packet.packet_id, code, ack_properties))
         else:
-            session.receive_qos2(packet.packet_id)
-            self._send_when_durable(PubRec(packet.packet_id, code))
+            if code < 0x80:
+                session.receive_qos2(packet.packet_id)
+            self._send_when_durable(PubRec(packet.packet_id, code, ack_properties))
+
+    def _accept(self, message: Message) -> tuple[ReasonCode, Properties]:
+        """Publish a message, or take it as a transaction's half message or decision;
+        returns the reason code (and properties) for PUBACK / PUBREC."""
+        core = self.core
+        try:
+            if message.topic.startswith(TRANSACTION_TOPICS):
+                core.decide_transaction(message.topic, message.payload)
+                return ReasonCode.SUCCESS, NO_PROPERTIES
+            half = transaction_fields(message.properties)
+            if half is not None:
+                core.prepare_transaction(*half, message)
+                return ReasonCode.SUCCESS, NO_PROPERTIES
+        except TransactionRefused as exc:
+            log.info("%s: %s", self._name(), exc)
+            return exc.reason_code, Properties(reason_string=str(exc))
+        if core.publish(message):
+            return ReasonCode.SUCCESS, NO_PROPERTIES
+        return ReasonCode.NO_MATCHING_SUBSCRIBERS, NO_PROPERTIES
 
     def _on_puback(self, packet: PubAck) -> None:
         self._complete(packet.packet_id, OutboundState.AWAITING_PUBACK)

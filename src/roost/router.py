@@ -52,9 +52,7 @@ class Router:
     def subscription_count(self) -> int:
         return len(self._trie)
 
-    def route(
-        self, message: Message, online: Callable[[str], bool]
-    ) -> list[tuple[str, Target]]:
+    def route(self, message: Message, online: Callable[[str], bool]) -> list[tuple[str, Target]]:
         """The sessions that receive ``message``: (client id, what it gets).
 
         Ordinary subscriptions of one session merge into one copy. Each shared subscription
@@ -101,6 +99,24 @@ class Router:
                 return member
         self._next_member[topic_filter] = (start + 1) % count
         return members[start % count]
+
+    def pick_subscriber(
+        self, topic: str, online: Callable[[str], bool]
+    ) -> tuple[str, SubscriptionOptions] | None:
+        """One connected session subscribed to ``topic`` (not through a shared
+        subscription), taking turns among them; None if there is none."""
+        candidates: dict[str, SubscriptionOptions] = {}
+        for topic_filter, entries in self._trie.match(topic):
+            if not topic_filter.startswith(SHARE_PREFIX):
+                for client_id, options in entries.items():
+                    if online(client_id):
+                        candidates.setdefault(client_id, options)
+        if not candidates:
+            return None
+        turn = self._next_member.get(topic, 0)
+        self._next_member[topic] = turn + 1
+        client_id = sorted(candidates)[turn % len(candidates)]
+        return client_id, candidates[client_id]
 
     def retain(self, message: Message) -> None:
         """Store, replace or (empty payload) clear the retained message of a topic

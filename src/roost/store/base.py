@@ -18,6 +18,7 @@ from typing import Protocol
 
 from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
+from roost.transactions import HalfMessage, Settled
 
 
 @dataclass
@@ -26,6 +27,8 @@ class LoadedState:
 
     sessions: list[Session] = field(default_factory=list)
     retained: list[Message] = field(default_factory=list)
+    transactions: list[HalfMessage] = field(default_factory=list)
+    settled: list[tuple[str, Settled]] = field(default_factory=list)  # oldest first
 
 
 class Store(Protocol):
@@ -68,6 +71,15 @@ class Store(Protocol):
     def save_retained(self, message: Message) -> None: ...
 
     def delete_retained(self, topic: str) -> None: ...
+
+    def save_transaction(self, half: HalfMessage) -> None:
+        """Create or update a pending half message (its check count and next check)."""
+        ...
+
+    def settle_transaction(self, transaction_id: str, outcome: Settled) -> None:
+        """Record a decision (an "Op" record) and drop the half message, atomically with
+        whatever else this batch holds (the deliveries of a commit)."""
+        ...
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once every change recorded so far is durable."""

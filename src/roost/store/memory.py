@@ -7,6 +7,7 @@ from collections.abc import Callable
 from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
 from roost.store.base import LoadedState
+from roost.transactions import HalfMessage, Settled
 
 
 class MemoryStore:
@@ -50,6 +51,12 @@ class MemoryStore:
         pass
 
     def delete_retained(self, topic: str) -> None:
+        pass
+
+    def save_transaction(self, half: HalfMessage) -> None:
+        pass
+
+    def settle_transaction(self, transaction_id: str, outcome: Settled) -> None:
         pass
 
     def after_commit(self, callback: Callable[[], None]) -> None:

@@ -35,6 +35,7 @@ from roost.session import (
     SubscriptionOptions,
 )
 from roost.store.base import LoadedState
+from roost.transactions import SETTLED_MEMORY, HalfMessage, Settled
 
 log = logging.getLogger("roost.store")
 
@@ -99,6 +100,26 @@ MIGRATIONS: tuple[str, ...] = (
         properties BLOB NOT NULL,
         origin TEXT NOT NULL,
         expires_at REAL
+    );
+    """,
+    """
+    CREATE TABLE transactions (
+        transaction_id TEXT PRIMARY KEY,
+        producer_group TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties BLOB NOT NULL,
+        origin TEXT NOT NULL,
+        expires_at REAL,
+        checks INTEGER NOT NULL,
+        next_check REAL
+    );
+    CREATE TABLE transaction_ops (
+        transaction_id TEXT PRIMARY KEY,
+        outcome TEXT NOT NULL,
+        settled_at REAL NOT NULL
     );
     """,
 )
@@ -233,8 +254,27 @@ class SqliteStore:
             if not message.expired(now):
                 state.retained.append(message)
         state.sessions = list(sessions.values())
+        self._load_transactions(state)
         self._next_message_id = (db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
         return state
+
+    def _load_transactions(self, state: LoadedState) -> None:
+        db = self._db
+        for row in db.execute("SELECT * FROM transactions"):
+            transaction_id, group = row[0], row[1]
+            message = self._message(*row[2:9])
+            half = HalfMessage(transaction_id, group, message, self._to_clock(row[10]))
+            half.checks = row[9]
+            state.transactions.append(half)
+        db.execute(
+            "DELETE FROM transaction_ops WHERE transaction_id NOT IN (SELECT transaction_id"
+            " FROM transaction_ops ORDER BY settled_at DESC LIMIT ?)",
+            (SETTLED_MEMORY,),
+        )
+        for transaction_id, outcome in db.execute(
+            "SELECT transaction_id, outcome FROM transaction_ops ORDER BY settled_at"
+        ):
+            state.settled.append((transaction_id, Settled(outcome)))
 
     def _session_from(self, row: tuple[Any, ...]) -> Session:
         client_id, interval, expires_at, topic, payload, qos, retain, props, will_due = row
@@ -413,6 +453,20 @@ class SqliteStore:
 
     def delete_retained(self, topic: str) -> None:
         self._record("DELETE FROM retained WHERE topic = ?", (topic,))
+
+    def save_transaction(self, half: HalfMessage) -> None:
+        row = self._message_row(half.message, half.transaction_id)
+        self._record(
+            "INSERT OR REPLACE INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row[0], half.group, *row[1:], half.checks, self._to_wall(half.next_check)),
+        )
+
+    def settle_transaction(self, transaction_id: str, outcome: Settled) -> None:
+        self._record("DELETE FROM transactions WHERE transaction_id = ?", (transaction_id,))
+        self._record(
+            "INSERT OR REPLACE INTO transaction_ops VALUES (?, ?, ?)",
+            (transaction_id, outcome.value, time.time()),
+        )
 
     # -- committing ---------------------------------------------------------------------------
 
