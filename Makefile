@@ -24,8 +24,16 @@ typecheck: $(VENV)/.installed
 test: lint typecheck
 	$(PY) -m pytest -q
 
+# make bench [BENCH_ARGS="qos0-fanin --rounds 3"] [INSTALL_MOSQUITTO=1]
+BENCH_ARGS ?=
+INSTALL_MOSQUITTO ?= 0
+
 bench: $(VENV)/.installed
-	$(PY) -m bench
+ifeq ($(INSTALL_MOSQUITTO),1)
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || \
+		(apt-get update && apt-get install -y mosquitto)
+endif
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

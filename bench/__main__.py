@@ -1,0 +1,345 @@
+"""``python -m bench [SCENARIO ...]``: Roost against Mosquitto, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from bench.brokers import (
+    MOSQUITTO_INFLIGHT,
+    BrokerProcess,
+    Mosquitto,
+    Roost,
+    cpu_plan,
+    find_mosquitto,
+    mosquitto_version,
+    raise_nofile,
+    stop_all,
+)
+from bench.runner import Ctx
+from bench.scenarios import SCENARIOS, Outcome, Scenario
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    default = [s.name for s in SCENARIOS.values() if s.default]
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark Roost against Mosquitto on 127.0.0.1.",
+        epilog=f"scenarios: {', '.join(SCENARIOS)}; 'all' = every one; "
+        f"default: {' '.join(default)}",
+    )
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measurement window (6)")
+    parser.add_argument("--warmup", type=float, default=1.5, help="warm-up, excluded (1.5)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (2)")
+    parser.add_argument("--json", metavar="FILE", help="write every number to FILE")
+    parser.add_argument("--no-mosquitto", action="store_true", help="Roost only")
+    parser.add_argument("--no-roost", action="store_true", help="Mosquitto only")
+    parser.add_argument("--soak", action="store_true", help="add the soak scenario")
+    parser.add_argument("--soak-seconds", type=float, default=60.0, help="soak length (60)")
+    parser.add_argument("--soak-rate", type=float, default=5000.0, help="soak msg/s (5000)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle window (10)")
+    parser.add_argument("--connections", type=int, default=10_000, help="idle-10k clients")
+    parser.add_argument("--wildcard-subs", type=int, default=10_000, help="wildcard clients")
+    parser.add_argument("--latency-rate", type=float, default=2000.0, help="latency msg/s")
+    parser.add_argument("--qos0-window", type=int, default=4096, help="QoS 0 outstanding")
+    parser.add_argument("--workers", type=int, default=0, help="generator processes (cores)")
+    parser.add_argument("--roost-arg", action="append", default=[], help="extra roost flag")
+    parser.add_argument(
+        "--mosquitto-nodelay",
+        action="store_true",
+        help="set_tcp_nodelay true (default: Mosquitto's stock Nagle behaviour)",
+    )
+    parser.add_argument(
+        "--mosquitto-inflight",
+        type=int,
+        default=MOSQUITTO_INFLIGHT,
+        help="max_inflight_messages (0 = no limit; see bench/README.md)",
+    )
+    args = parser.parse_args(argv)
+    names: list[str] = []
+    for name in args.scenarios or default:
+        if name == "all":
+            names.extend(SCENARIOS)
+        elif name in SCENARIOS:
+            names.append(name)
+        else:
+            parser.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}, all")
+    if args.soak:
+        names.append("soak")
+    args.selected = list(dict.fromkeys(names))
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be >= 1 and --seconds > 0")
+    return args
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def fmt(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def median(outcomes: list[Outcome], key: str) -> float | None:
+    values = [o.metrics[key] for o in outcomes if not o.failed and key in o.metrics]
+    return statistics.median(values) if values else None
+
+
+def ratio(roost: float | None, mosq: float | None) -> str:
+    if roost is None or mosq is None or mosq == 0:
+        return "n/a"
+    return f"{roost / mosq:.2f}"
+
+
+def print_table(
+    results: dict[str, dict[str, list[Outcome]]], brokers: list[str], out: Any = sys.stdout
+) -> None:
+    header = ("scenario", "metric", "roost", "mosquitto", "ratio R/M")
+    rows: list[tuple[str, ...]] = []
+    for name, per_broker in results.items():
+        scenario = SCENARIOS[name]
+        first = True
+        for metric in scenario.metrics:
+            label = metric.label + {"higher": " (+)", "lower": " (-)", "": ""}[metric.better]
+            if not scenario.per_broker:
+                value = median(per_broker.get("generator", []), metric.key)
+                rows.append((name if first else "", label, fmt(value, metric.digits), "", ""))
+            else:
+                r = median(per_broker.get("roost", []), metric.key)
+                m = median(per_broker.get("mosquitto", []), metric.key)
+                rows.append(
+                    (
+                        name if first else "",
+                        label,
+                        fmt(r, metric.digits) if "roost" in brokers else "-",
+                        fmt(m, metric.digits) if "mosquitto" in brokers else "-",
+                        ratio(r, m) if scenario.per_broker and metric.better else "",
+                    )
+                )
+            first = False
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+
+    def show(row: tuple[str, ...]) -> str:
+        cells = [
+            row[i].ljust(widths[i]) if i < 2 else row[i].rjust(widths[i]) for i in range(len(row))
+        ]
+        return "  ".join(cells).rstrip()
+
+    print(show(header), file=out)
+    print(line, file=out)
+    previous = None
+    for row in rows:
+        if row[0] and previous is not None:
+            print(line, file=out)
+        print(show(row), file=out)
+        previous = row
+    print(
+        "(+) higher is better, (-) lower is better; values are medians over rounds; "
+        "ratio = roost / mosquitto",
+        file=out,
+    )
+
+
+def run_one(scenario: Scenario, ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    try:
+        if broker is not None:
+            broker.start()
+        outcome = scenario.run(ctx, broker)
+        if broker is not None and not broker.alive():
+            assert broker.proc is not None
+            outcome.notes.append(
+                f"{broker.name} was not running at the end (exit code {broker.proc.returncode})"
+                f": {broker.log() or 'empty log'}"
+            )
+    except Exception as exc:
+        outcome = Outcome(failed=True, notes=[f"FAILED: {exc}"])
+        if os.environ.get("BENCH_DEBUG"):
+            traceback.print_exc()
+    finally:
+        if broker is not None:
+            broker.stop()
+    return outcome
+
+
+def brief(scenario: Scenario, outcome: Outcome) -> str:
+    if outcome.failed:
+        return "failed"
+    shown = []
+    for metric in scenario.metrics[:3]:
+        if metric.key in outcome.metrics:
+            shown.append(f"{metric.label}={fmt(outcome.metrics[metric.key], metric.digits)}")
+    return ", ".join(shown)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+    broker_cpus, gen_cpus = cpu_plan()
+    os.sched_setaffinity(0, gen_cpus)
+    nofile = raise_nofile()
+    workers = args.workers or len(gen_cpus)
+    ctx = Ctx(
+        seconds=args.seconds,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        workers=workers,
+        broker_cpus=broker_cpus,
+        gen_cpus=gen_cpus,
+        qos0_window=args.qos0_window,
+        wildcard_subs=args.wildcard_subs,
+        connections=args.connections,
+        idle_seconds=args.idle_seconds,
+        latency_rate=args.latency_rate,
+        soak_seconds=args.soak_seconds,
+        soak_rate=args.soak_rate,
+    )
+    mosq_path = None if args.no_mosquitto else find_mosquitto()
+    mosq_version = mosquitto_version(mosq_path) if mosq_path else None
+    brokers = [] if args.no_roost else ["roost"]
+    if mosq_path:
+        brokers.append("mosquitto")
+    elif not args.no_mosquitto:
+        print("mosquitto not found: Roost-only run (ratios n/a)", file=sys.stderr)
+    if not brokers:
+        print("nothing to run: both brokers disabled", file=sys.stderr)
+        return 2
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log(
+        f"bench: broker on cpu {sorted(broker_cpus)}, generator on cpu {sorted(gen_cpus)} "
+        f"({workers} worker process(es)), open files {nofile}; mosquitto: "
+        f"{mosq_path or 'absent'} {mosq_version or ''}"
+    )
+    if broker_cpus == gen_cpus:
+        log("bench: WARNING single core: broker and generator share it")
+
+    def make(kind: str) -> BrokerProcess:
+        if kind == "roost":
+            return Roost(broker_cpus, args.roost_arg)
+        assert mosq_path is not None
+        return Mosquitto(broker_cpus, mosq_path, args.mosquitto_nodelay, args.mosquitto_inflight)
+
+    started = time.monotonic()
+    results: dict[str, dict[str, list[Outcome]]] = {}
+    try:
+        for name in args.selected:
+            scenario = SCENARIOS[name]
+            per: dict[str, list[Outcome]] = {}
+            results[name] = per
+            if not scenario.per_broker:
+                outcome = run_one(scenario, ctx, None)
+                per["generator"] = [outcome]
+                log(f"[{name}] {brief(scenario, outcome)}")
+                for note in outcome.notes:
+                    log(f"    note: {note}")
+                continue
+            rounds = 1 if scenario.single_round else ctx.rounds
+            for r in range(rounds):
+                for kind in brokers:
+                    t0 = time.monotonic()
+                    outcome = run_one(scenario, ctx, make(kind))
+                    per.setdefault(kind, []).append(outcome)
+                    log(
+                        f"[{name}] round {r + 1}/{rounds} {kind:9s} "
+                        f"({time.monotonic() - t0:4.1f} s): {brief(scenario, outcome)}"
+                    )
+                    for note in outcome.notes:
+                        log(f"    note: {note}")
+    finally:
+        stop_all()
+    elapsed = time.monotonic() - started
+
+    print()
+    print_table(results, brokers)
+    notes = [
+        (name, kind, i + 1, note)
+        for name, per in results.items()
+        for kind, outcomes in per.items()
+        for i, o in enumerate(outcomes)
+        for note in o.notes
+    ]
+    if notes:
+        print("\nnotes:")
+        for name, kind, r, note in notes:
+            print(f"  {name} / {kind} / round {r}: {note}")
+    print(f"\ntotal time {elapsed:.0f} s")
+
+    if args.json:
+        report = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "uname": platform.uname()._asdict(),
+            "python": sys.version,
+            "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(),
+            "mosquitto_version": mosq_version,
+            "broker_cpus": sorted(broker_cpus),
+            "generator_cpus": sorted(gen_cpus),
+            "settings": {k: v for k, v in vars(args).items() if k != "scenarios"},
+            "ctx": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(ctx).items()},
+            "elapsed_seconds": elapsed,
+            "scenarios": {
+                name: {
+                    "summary": SCENARIOS[name].summary,
+                    "metrics": {
+                        m.key: {"label": m.label, "better": m.better}
+                        for m in SCENARIOS[name].metrics
+                    },
+                    "runs": {
+                        kind: [
+                            {
+                                "metrics": o.metrics,
+                                "notes": o.notes,
+                                "failed": o.failed,
+                                **o.extra,
+                            }
+                            for o in outcomes
+                        ]
+                        for kind, outcomes in per.items()
+                    },
+                    "median": {
+                        kind: {m.key: median(outcomes, m.key) for m in SCENARIOS[name].metrics}
+                        for kind, outcomes in per.items()
+                    },
+                }
+                for name, per in results.items()
+            },
+        }
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+        print(f"wrote {args.json}")
+    failed = any(o.failed for per in results.values() for os_ in per.values() for o in os_)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

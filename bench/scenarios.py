@@ -1,0 +1,599 @@
+"""The scenarios. Each one measures a single broker (started fresh for it) and returns its
+metrics; the driver in ``bench.__main__`` runs them for Roost and Mosquitto in turn."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import loadgen as lg
+from bench.brokers import BrokerProcess, NullBroker
+from bench.runner import Ctx, LoadRun, Snapshot, cpu_percent, other_load_percent, rate, split
+
+TOPIC = "bench/fanin"
+FANOUT_TOPIC = "bench/fanout"
+LATENCY_TOPIC = "bench/latency"
+SOAK_TOPIC = "bench/soak"
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    better: str = ""  # "higher", "lower" or "" (context only)
+    digits: int = 0
+
+
+@dataclass
+class Outcome:
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    metrics: tuple[Metric, ...]
+    run: Callable[[Ctx, BrokerProcess | None], Outcome]
+    per_broker: bool = True
+    default: bool = True
+    single_round: bool = False
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def qos0_batch(topic: str, payload: int, messages: int, fanout: int) -> tuple[bytes, int, int]:
+    data = lg.publish_packet(topic, bytes(payload), 0) * messages
+    return data, messages, messages * fanout
+
+
+def place(nworkers: int, n: int, role: dict[str, Any]) -> list[dict[str, Any]]:
+    """``role`` for ``n`` clients spread over ``nworkers`` workers (one dict per worker,
+    empty entries dropped later)."""
+    return [dict(role, n=k) for k in split(n, nworkers)]
+
+
+def merge(*placements: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    nworkers = len(placements[0])
+    return [[p[w] for p in placements if p[w]["n"] > 0] for w in range(nworkers)]
+
+
+def single(nworkers: int, role: dict[str, Any], worker: int = 0) -> list[dict[str, Any]]:
+    return [dict(role, n=role.get("n", 1) if w == worker else 0) for w in range(nworkers)]
+
+
+def loss_percent(expected: int, received: int) -> float:
+    return 100.0 * (expected - received) / expected if expected else 0.0
+
+
+def throughput(
+    ctx: Ctx, broker: BrokerProcess, roles: list[list[dict[str, Any]]], drain: bool = True
+) -> tuple[Snapshot, Snapshot, Snapshot, LoadRun]:
+    """Set up, warm up, measure ``ctx.seconds``, stop publishing and drain.
+    Returns (start, end, final) snapshots and the finished run."""
+    with LoadRun(ctx, broker, roles) as run:
+        run.setup()
+        run.go()
+        run.sleep(ctx.warmup)
+        start = run.snapshot()
+        run.sleep(ctx.seconds)
+        end = run.snapshot()
+        run.stop_load()
+        if drain:
+            run.drain()
+        final = run.snapshot()
+        run.finish()
+    return start, end, final, run
+
+
+def cpu_metrics(out: Outcome, a: Snapshot, b: Snapshot) -> None:
+    out.metrics["broker_cpu"] = cpu_percent(a, b)
+    out.metrics["gen_cpu"] = cpu_percent(a, b, gen=True)
+    out.metrics["noise_broker"] = other_load_percent(a, b)
+    out.metrics["noise_gen"] = other_load_percent(a, b, gen=True)
+
+
+CPU_METRICS = (
+    Metric("broker_cpu", "broker CPU %", "", 0),
+    Metric("gen_cpu", "generator CPU %", "", 0),
+    Metric("noise_broker", "other load on broker core %", "", 0),
+    Metric("noise_gen", "other load on generator cores %", "", 0),
+)
+
+
+# -- 0. the generator's ceiling ----------------------------------------------------------------
+
+
+def run_ceiling(ctx: Ctx, _: BrokerProcess | None) -> Outcome:
+    out = Outcome()
+    quick = Ctx(**{**ctx.__dict__, "seconds": min(ctx.seconds, 3.0), "warmup": 0.5})
+    nw = ctx.workers
+    batch = qos0_batch(TOPIC, ctx.payload, 32, 1)
+    cases: list[tuple[str, str, int, list[list[dict[str, Any]]], int]] = [
+        (
+            "produce",
+            "sink",
+            0,
+            merge(place(nw, ctx.publishers, {"role": "pub0", "batches": [batch], "window": 0})),
+            lg.SENT,
+        ),
+        (
+            "consume_q0",
+            "source",
+            0,
+            merge(single(nw, {"role": "sub", "filters": [TOPIC], "qos": 0})),
+            lg.RECV,
+        ),
+        (
+            "consume_q1",
+            "source",
+            1,
+            merge(single(nw, {"role": "sub", "filters": [TOPIC], "qos": 1})),
+            lg.RECV,
+        ),
+    ]
+    for key, mode, qos, roles, slot in cases:
+        null = NullBroker(ctx.broker_cpus, mode, qos)
+        try:
+            null.start()
+            a, b, _, run = throughput(quick, null, roles, drain=False)
+            out.notes.extend(run.problems())
+        finally:
+            null.stop()
+        out.metrics[key] = rate(a, b, slot)
+        out.metrics[key + "_cpu"] = cpu_percent(a, b, gen=True)
+    produce, consume = out.metrics["produce"], out.metrics["consume_q0"]
+    out.metrics["fanin_bound"] = 1.0 / (1.0 / produce + 1.0 / consume) if produce and consume else 0
+    return out
+
+
+CEILING = Scenario(
+    "ceiling",
+    "load generator alone against a null broker (C-speed sink/source on the broker core)",
+    (
+        Metric("produce", "QoS0 publish msg/s (8 pubs -> sink)", "higher"),
+        Metric("produce_cpu", "  generator CPU %"),
+        Metric("consume_q0", "QoS0 receive msg/s (source -> 1 sub)", "higher"),
+        Metric("consume_q0_cpu", "  generator CPU %"),
+        Metric("consume_q1", "QoS1 receive+PUBACK msg/s", "higher"),
+        Metric("consume_q1_cpu", "  generator CPU %"),
+        Metric("fanin_bound", "fan-in bound 1/(1/pub+1/recv) msg/s", "higher"),
+    ),
+    run_ceiling,
+    per_broker=False,
+)
+
+
+# -- 1. QoS 0 fan-in ---------------------------------------------------------------------------
+
+
+def run_qos0_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    assert broker is not None
+    nw = ctx.workers
+    batch = qos0_batch(TOPIC, ctx.payload, 32, 1)
+    roles = merge(
+        single(nw, {"role": "sub", "filters": [TOPIC], "qos": 0}),
+        place(
+            nw,
+            ctx.publishers,
+            {"role": "pub0", "batches": [batch], "window": ctx.qos0_window},
+        ),
+    )
+    a, b, final, run = throughput(ctx, broker, roles)
+    out = Outcome(notes=run.problems())
+    out.metrics["recv"] = rate(a, b, lg.RECV)
+    out.metrics["sent"] = rate(a, b, lg.SENT)
+    out.metrics["loss"] = loss_percent(final[lg.SENT], final[lg.RECV])
+    cpu_metrics(out, a, b)
+    return out
+
+
+QOS0_FANIN = Scenario(
+    "qos0-fanin",
+    "8 publishers -> 1 subscriber, one topic, 64 B, QoS 0, window of outstanding deliveries",
+    (
+        Metric("recv", "received msg/s", "higher"),
+        Metric("sent", "published msg/s", "higher"),
+        Metric("loss", "lost % (whole run)", "lower", 2),
+        *CPU_METRICS,
+    ),
+    run_qos0_fanin,
+)
+
+
+# -- 2. QoS 1 fan-in ---------------------------------------------------------------------------
+
+
+def run_qos1_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    assert broker is not None
+    nw = ctx.workers
+    roles = merge(
+        single(nw, {"role": "sub", "filters": [TOPIC], "qos": 1}),
+        place(
+            nw,
+            ctx.publishers,
+            {
+                "role": "pub1",
+                "topic": TOPIC,
+                "payload": ctx.payload,
+                "window": ctx.qos1_window,
+                "delivery_window": ctx.qos0_window,
+            },
+        ),
+    )
+    a, b, final, run = throughput(ctx, broker, roles)
+    out = Outcome(notes=run.problems())
+    out.metrics["acked"] = rate(a, b, lg.ACKED)
+    out.metrics["recv"] = rate(a, b, lg.RECV)
+    out.metrics["unacked"] = final[lg.SENT] - final[lg.ACKED]
+    out.metrics["undelivered"] = final[lg.SENT] - final[lg.RECV]
+    cpu_metrics(out, a, b)
+    return out
+
+
+QOS1_FANIN = Scenario(
+    "qos1-fanin",
+    "8 publishers (64 unacked each) -> 1 subscriber at QoS 1 acking every delivery",
+    (
+        Metric("acked", "PUBACKs at publishers/s", "higher"),
+        Metric("recv", "delivered msg/s", "higher"),
+        Metric("unacked", "never acked (after drain)", "lower"),
+        Metric("undelivered", "sent - delivered (after drain)", "lower"),
+        *CPU_METRICS,
+    ),
+    run_qos1_fanin,
+)
+
+
+# -- 3. QoS 0 fan-out --------------------------------------------------------------------------
+
+
+def run_qos0_fanout(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    assert broker is not None
+    nw = ctx.workers
+    subs = ctx.fanout_subs
+    batch = qos0_batch(FANOUT_TOPIC, ctx.payload, 8, subs)
+    roles = merge(
+        place(nw, subs, {"role": "sub", "filters": [FANOUT_TOPIC], "qos": 0}),
+        single(
+            nw,
+            {"role": "pub0", "batches": [batch], "window": 256 * subs},
+            worker=nw - 1,
+        ),
+    )
+    a, b, final, run = throughput(ctx, broker, roles)
+    out = Outcome(notes=run.problems())
+    out.metrics["recv"] = rate(a, b, lg.RECV)
+    out.metrics["sent"] = rate(a, b, lg.SENT)
+    out.metrics["loss"] = loss_percent(final[lg.EXPECTED], final[lg.RECV])
+    cpu_metrics(out, a, b)
+    return out
+
+
+QOS0_FANOUT = Scenario(
+    "qos0-fanout",
+    "1 publisher -> 100 subscribers on one topic, QoS 0",
+    (
+        Metric("recv", "deliveries/s (all subs)", "higher"),
+        Metric("sent", "publishes/s", "higher"),
+        Metric("loss", "lost % (whole run)", "lower", 2),
+        *CPU_METRICS,
+    ),
+    run_qos0_fanout,
+)
+
+
+# -- 4. wildcards ------------------------------------------------------------------------------
+
+WILDCARD_KINDS = ("dev/{g}/+/temp", "dev/{g}/#", "+/{g}/sensor/temp", "dev/{g}/sensor/+")
+WILDCARD_TOPICS = (
+    "dev/{g}/sensor/temp",  # matches all four filters of group g
+    "dev/{g}/sensor/humidity",  # dev/g/# and dev/g/sensor/+
+    "dev/{g}/status",  # dev/g/#
+    "site/{g}/sensor/temp",  # +/g/sensor/temp
+    "other/{g}/x",  # nothing
+)
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching (no $-topic rules needed here)."""
+    f_parts = topic_filter.split("/")
+    t_parts = topic.split("/")
+    for i, part in enumerate(f_parts):
+        if part == "#":
+            return True
+        if i >= len(t_parts) or (part != "+" and part != t_parts[i]):
+            return False
+    return len(f_parts) == len(t_parts)
+
+
+def wildcard_filters(n: int) -> list[str]:
+    return [
+        WILDCARD_KINDS[i % len(WILDCARD_KINDS)].format(g=i // len(WILDCARD_KINDS)) for i in range(n)
+    ]
+
+
+def wildcard_batches(
+    n_subs: int, payload: int, count: int = 400, per_batch: int = 16, seed: int = 1
+) -> list[tuple[bytes, int, int]]:
+    """Pre-encoded publishes to random groups with their exact expected fan-out."""
+    rng = random.Random(seed)
+    filters = wildcard_filters(n_subs)
+    groups = (n_subs + len(WILDCARD_KINDS) - 1) // len(WILDCARD_KINDS)
+    batches = []
+    for _ in range(count):
+        data = []
+        expected = 0
+        for _ in range(per_batch):
+            g = rng.randrange(groups)
+            topic = rng.choice(WILDCARD_TOPICS).format(g=g)
+            group_filters = filters[g * len(WILDCARD_KINDS) : (g + 1) * len(WILDCARD_KINDS)]
+            expected += sum(topic_matches(f, topic) for f in group_filters)
+            data.append(lg.publish_packet(topic, bytes(payload), 0))
+        batches.append((b"".join(data), per_batch, expected))
+    return batches
+
+
+def run_wildcard(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    assert broker is not None
+    nw = max(2, ctx.workers)
+    n = ctx.wildcard_subs
+    filters = wildcard_filters(n)
+    sub_roles = []
+    start = 0
+    for k in split(n, nw):
+        sub_roles.append(
+            {
+                "role": "sub",
+                "prefix": "w",
+                "n": k,
+                "qos": 0,
+                "filters_per_conn": [[f] for f in filters[start : start + k]],
+            }
+        )
+        start += k
+    batches = wildcard_batches(n, ctx.payload)
+    roles = merge(
+        sub_roles,
+        place(nw, 4, {"role": "pub0", "batches": batches, "window": ctx.qos0_window}),
+    )
+    with LoadRun(ctx, broker, roles) as run:
+        setup = run.setup()
+        run.go()
+        run.sleep(ctx.warmup)
+        a = run.snapshot()
+        run.sleep(ctx.seconds)
+        b = run.snapshot()
+        run.stop_load()
+        run.drain()
+        final = run.snapshot()
+        run.finish()
+    out = Outcome(notes=run.problems())
+    out.metrics["recv"] = rate(a, b, lg.RECV)
+    out.metrics["sent"] = rate(a, b, lg.SENT)
+    out.metrics["loss"] = loss_percent(final[lg.EXPECTED], final[lg.RECV])
+    out.metrics["setup"] = setup
+    out.metrics["rss"] = final.broker_rss_kb / 1024
+    cpu_metrics(out, a, b)
+    return out
+
+
+WILDCARD = Scenario(
+    "wildcard",
+    "10,000 subscribers on distinct +/# filters, 4 QoS 0 publishers to topics matching 0-4",
+    (
+        Metric("recv", "deliveries/s", "higher"),
+        Metric("sent", "publishes/s", "higher"),
+        Metric("loss", "lost % (whole run)", "lower", 2),
+        Metric("setup", "connect+subscribe all, s", "lower", 2),
+        Metric("rss", "broker RSS MB", "lower", 1),
+        *CPU_METRICS,
+    ),
+    run_wildcard,
+)
+
+
+# -- 5. 10k idle connections -------------------------------------------------------------------
+
+
+def run_idle(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    assert broker is not None
+    nw = max(2, ctx.workers)
+    n = ctx.connections
+    roles = merge(place(nw, n, {"role": "idle", "prefix": "i", "keepalive": 60}))
+    time.sleep(0.5)
+    rss_before = broker.rss_kb()
+    with LoadRun(ctx, broker, roles) as run:
+        elapsed = run.setup()
+        connected = run.total(lg.CONNECTED)
+        run.sleep(1.0)
+        a = run.snapshot()
+        run.sleep(ctx.idle_seconds)
+        b = run.snapshot()
+        run.finish()
+    out = Outcome(notes=run.problems())
+    out.metrics["connect"] = elapsed
+    out.metrics["rate"] = connected / elapsed if elapsed else 0.0
+    out.metrics["rss_before"] = rss_before / 1024
+    out.metrics["rss_after"] = a.broker_rss_kb / 1024
+    out.metrics["per_conn"] = (a.broker_rss_kb - rss_before) / max(1, connected)
+    out.metrics["idle_cpu"] = cpu_percent(a, b)
+    if connected != n:
+        out.notes.append(f"only {connected} of {n} connections were accepted")
+    return out
+
+
+IDLE = Scenario(
+    "idle-10k",
+    "10,000 connections with keep alive 60: connect time, memory, idle CPU",
+    (
+        Metric("connect", "connect all (CONNACK), s", "lower", 2),
+        Metric("rate", "connections/s", "higher"),
+        Metric("rss_before", "broker RSS before, MB", "lower", 1),
+        Metric("rss_after", "broker RSS after, MB", "lower", 1),
+        Metric("per_conn", "KB per connection", "lower", 1),
+        Metric("idle_cpu", "idle broker CPU %", "lower", 2),
+    ),
+    run_idle,
+)
+
+
+# -- 6. latency --------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[int], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
+    return float(sorted_values[index])
+
+
+def run_latency(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    assert broker is not None
+    nw = ctx.workers
+    roles = merge(
+        single(nw, {"role": "sub", "filters": [LATENCY_TOPIC], "qos": 1, "latency": True}),
+        single(
+            nw,
+            {
+                "role": "pub1",
+                "topic": LATENCY_TOPIC,
+                "payload": ctx.payload,
+                "window": 1000,
+                "rate": ctx.latency_rate,
+                "stamped": True,
+            },
+        ),
+    )
+    with LoadRun(ctx, broker, roles) as run:
+        run.setup()
+        run.go()
+        run.sleep(ctx.warmup)
+        run.measuring(True)
+        a = run.snapshot()
+        run.sleep(ctx.seconds)
+        b = run.snapshot()
+        run.measuring(False)
+        run.stop_load()
+        run.drain()
+        outputs = run.finish()
+    samples = sorted(v for o in outputs for v in o.get("latencies", []))
+    out = Outcome(notes=run.problems())
+    out.metrics["rate"] = rate(a, b, lg.RECV)
+    out.metrics["p50"] = percentile(samples, 0.50) / 1e6
+    out.metrics["p99"] = percentile(samples, 0.99) / 1e6
+    out.metrics["max"] = (samples[-1] / 1e6) if samples else 0.0
+    out.metrics["samples"] = len(samples)
+    cpu_metrics(out, a, b)
+    return out
+
+
+LATENCY = Scenario(
+    "latency",
+    "QoS 1 at a fixed 2,000 msg/s, 1 publisher -> 1 subscriber in one process",
+    (
+        Metric("rate", "delivered msg/s", ""),
+        Metric("p50", "p50 ms", "lower", 3),
+        Metric("p99", "p99 ms", "lower", 3),
+        Metric("max", "max ms", "lower", 2),
+        Metric("samples", "samples", ""),
+        *CPU_METRICS,
+    ),
+    run_latency,
+)
+
+
+# -- 7. soak -----------------------------------------------------------------------------------
+
+
+def slope_per_minute(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per minute."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if not var:
+        return 0.0
+    cov = sum((t - mean_t) * (v - mean_v) for t, v in points)
+    return 60.0 * cov / var
+
+
+def run_soak(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    assert broker is not None
+    nw = ctx.workers
+    pubs = 4
+    roles = merge(
+        single(nw, {"role": "sub", "filters": [SOAK_TOPIC], "qos": 1}),
+        place(
+            nw,
+            pubs,
+            {
+                "role": "pub1",
+                "topic": SOAK_TOPIC,
+                "payload": ctx.payload,
+                "window": ctx.qos1_window,
+                "rate": ctx.soak_rate / pubs,
+            },
+        ),
+    )
+    samples: list[tuple[float, float]] = []
+    with LoadRun(ctx, broker, roles) as run:
+        run.setup()
+        run.go()
+        run.sleep(ctx.warmup)
+        a = run.snapshot()
+        t0 = a.t
+        samples.append((0.0, float(a.broker_rss_kb)))
+        steps = max(1, int(ctx.soak_seconds / ctx.soak_interval))
+        for _ in range(steps):
+            run.sleep(ctx.soak_interval)
+            s = run.snapshot()
+            samples.append((s.t - t0, float(s.broker_rss_kb)))
+        b = run.snapshot()
+        run.stop_load()
+        run.drain()
+        final = run.snapshot()
+        run.finish()
+    out = Outcome(notes=run.problems())
+    rss = [v for _, v in samples]
+    out.metrics["recv"] = rate(a, b, lg.RECV)
+    out.metrics["rss_start"] = rss[0] / 1024
+    out.metrics["rss_end"] = rss[-1] / 1024
+    out.metrics["rss_max"] = max(rss) / 1024
+    out.metrics["slope"] = slope_per_minute(samples)
+    out.metrics["undelivered"] = final[lg.SENT] - final[lg.RECV]
+    cpu_metrics(out, a, b)
+    out.extra["rss_samples_kb"] = samples
+    return out
+
+
+SOAK = Scenario(
+    "soak",
+    "bounded QoS 1 fan-in at a moderate fixed rate, broker RSS sampled every few seconds",
+    (
+        Metric("recv", "delivered msg/s", ""),
+        Metric("rss_start", "RSS start MB", "lower", 1),
+        Metric("rss_end", "RSS end MB", "lower", 1),
+        Metric("rss_max", "RSS max MB", "lower", 1),
+        Metric("slope", "RSS slope KB/min", "lower", 0),
+        Metric("undelivered", "sent - delivered (after drain)", "lower"),
+        *CPU_METRICS,
+    ),
+    run_soak,
+    default=False,
+    single_round=True,
+)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s for s in (CEILING, QOS0_FANIN, QOS1_FANIN, QOS0_FANOUT, WILDCARD, IDLE, LATENCY, SOAK)
+}
