@@ -3,12 +3,26 @@
 from roost.client.connection import MQTTClient
 from roost.client.errors import ClientError, ConnectError, ConnectionLost, PublishError
 from roost.client.packet_ids import PacketIds
+from roost.client.transactions import (
+    CheckRequest,
+    HalfMessage,
+    LocalTransactionState,
+    SendResult,
+    TransactionError,
+    TransactionProducer,
+)
 
 __all__ = [
+    "CheckRequest",
     "ClientError",
     "ConnectError",
     "ConnectionLost",
+    "HalfMessage",
+    "LocalTransactionState",
     "MQTTClient",
     "PacketIds",
     "PublishError",
+    "SendResult",
+    "TransactionError",
+    "TransactionProducer",
 ]
