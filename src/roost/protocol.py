@@ -91,6 +91,7 @@ class ClientProtocol:
 
     __slots__ = (
         "client_id",
+        "congested",
         "core",
         "framer",
         "inbound_aliases",
@@ -123,6 +124,7 @@ class ClientProtocol:
         self.send_window = self.settings.max_inflight
         self.max_outgoing_packet = MAX_PACKET_SIZE
         self.inbound_aliases: dict[int, str] = {}
+        self.congested = False  # the transport asked us to stop writing for now
         core.open_connections.add(self)
         core.keepalive.schedule(self, self.last_received + CONNECT_TIMEOUT)
 
@@ -230,18 +232,32 @@ class ClientProtocol:
         """Send a message now, or queue it behind earlier ones (order is kept for all QoS)."""
         session = self.session
         assert session is not None
-        if session.queue or (delivery.qos and len(session.inflight) >= self.send_window):
+        if (
+            session.queue
+            or self.congested
+            or (delivery.qos and len(session.inflight) >= self.send_window)
+        ):
             if not session.enqueue(delivery, self.settings.max_queued_messages):
                 self.core.dropped_messages += 1
             return
         self._send_delivery(session, delivery)
+
+    def writing_paused(self) -> None:
+        """The transport's buffer is full: queue deliveries (bounded, see Session.enqueue)
+        instead of buffering without limit for a slow client."""
+        self.congested = True
+
+    def writing_resumed(self) -> None:
+        self.congested = False
+        if self.state is State.CONNECTED:
+            self._pump()
 
     def _pump(self) -> None:
         """Send queued messages while the client's receive window allows [MQTT-4.9]."""
         session = self.session
         assert session is not None
         queue = session.queue
-        while queue and self.state is State.CONNECTED:
+        while queue and self.state is State.CONNECTED and not self.congested:
             if queue[0].qos and len(session.inflight) >= self.send_window:
                 return
             self._send_delivery(session, session.dequeue())

@@ -243,12 +243,12 @@ class Transactions:
 
     def due(self, now: float) -> list[HalfMessage]:
         """Half messages whose next check time has come (each returned once per time)."""
-        found = []
+        found: dict[str, HalfMessage] = {}  # an id may have stale entries due too
         for transaction_id in self._checks.due(now):
             half = self.pending.get(transaction_id)
             if half is not None and half.next_check is not None and half.next_check <= now:
-                found.append(half)
-        return found
+                found[transaction_id] = half
+        return list(found.values())
 
     def next_step(self, half: HalfMessage, now: float) -> FinalAction | None:
         """Count a check for ``half`` and schedule the next one; once ``check_max``

@@ -66,7 +66,8 @@ class BrokerProcess:
 
 @pytest.fixture
 def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
-    process = BrokerProcess(tmp_path / "data").start()
+    # Room for every message of a burst: the queue limit's drop policy is not under test.
+    process = BrokerProcess(tmp_path / "data", "--max-queued-messages", "100000").start()
     yield process
     process.kill()
 
