@@ -20,6 +20,7 @@ from roost.router import Router
 from roost.session import NEVER_EXPIRES, Delivery, Session
 from roost.store.base import Store
 from roost.timers import Deadlines, TimingWheel
+from roost.topics import TopicNameCheck
 from roost.transactions import (
     DECISION_TOPICS,
     OUTCOMES,
@@ -54,6 +55,7 @@ class BrokerCore:
         self.keepalive: TimingWheel[ClientProtocol] = TimingWheel(clock())
         self.deadlines: Deadlines[tuple[str, str]] = Deadlines()
         self.dropped_messages = 0
+        self.valid_topics = TopicNameCheck(settings.max_topic_length, settings.max_topic_levels)
         self.transactions = Transactions(
             TransactionPolicy(
                 settings.transaction_timeout,

@@ -99,6 +99,7 @@ class ClientProtocol:
         "last_received",
         "level",
         "max_outgoing_packet",
+        "opened_at",
         "send_window",
         "session",
         "session_expiry",
@@ -119,7 +120,7 @@ class ClientProtocol:
         self.session: Session | None = None
         self.session_expiry = 0
         self.keep_alive = 0
-        self.last_received = core.clock()
+        self.last_received = self.opened_at = core.clock()
         self.will: Will | None = None
         self.send_window = self.settings.max_inflight
         self.max_outgoing_packet = MAX_PACKET_SIZE
@@ -164,7 +165,7 @@ class ClientProtocol:
     def keepalive_deadline(self) -> float | None:
         """When this connection is due to be closed if nothing more arrives (None: never)."""
         if self.state is State.AWAITING_CONNECT:
-            return self.last_received + CONNECT_TIMEOUT
+            return self.opened_at + CONNECT_TIMEOUT  # a trickled CONNECT does not extend it
         if self.state is State.CLOSED or self.keep_alive == 0:
             return None
         return self.last_received + 1.5 * self.keep_alive  # [MQTT-3.1.2-22]
@@ -264,10 +265,12 @@ class ClientProtocol:
 
     def _send_delivery(self, session: Session, delivery: Delivery) -> None:
         message = delivery.message
-        now = self.core.clock()
-        if message.expired(now):
-            session.discard(delivery)
-            return  # [MQTT-3.3.2-5]
+        now = 0.0  # only read for messages that expire
+        if message.expires_at is not None:
+            now = self.core.clock()
+            if now >= message.expires_at:
+                session.discard(delivery)
+                return  # [MQTT-3.3.2-5]
         if delivery.qos == 0 and not delivery.subscription_ids:
             data = message.encode_qos0(self.level, delivery.retain, now)
             if len(data) <= self.max_outgoing_packet:
@@ -416,7 +419,7 @@ class ClientProtocol:
                 topic = known
         elif not topic:
             raise ProtocolError("PUBLISH without topic name or topic alias")
-        validate_topic_name(topic, settings.max_topic_length, settings.max_topic_levels)
+        self.core.valid_topics.check(topic)
         qos = packet.qos
         if qos > settings.maximum_qos:
             raise ProtocolError(f"QoS {qos} not supported", ReasonCode.QOS_NOT_SUPPORTED)

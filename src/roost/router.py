@@ -10,6 +10,8 @@ from roost.message import Message
 from roost.session import SubscriptionOptions
 from roost.topics import SHARE_PREFIX, TopicTrie, parse_shared, topic_matches
 
+ROUTE_CACHE_SIZE = 4096
+
 
 class Target:
     """What one session gets from one publish, merged over its matching subscriptions:
@@ -38,15 +40,20 @@ class Router:
 
     def __init__(self) -> None:
         self._trie: TopicTrie[str, SubscriptionOptions] = TopicTrie()
+        # Routes that depend on nothing but the topic (no shared group, no no-local),
+        # until the next subscription change.
+        self._routes: dict[str, list[tuple[str, Target]]] = {}
         self._next_member: dict[str, int] = {}  # shared filter -> round-robin counter
         self.retained: dict[str, Message] = {}
 
     def subscribe(self, client_id: str, topic_filter: str, options: SubscriptionOptions) -> bool:
         """Add or replace a subscription; True if it did not exist [MQTT-3.8.4-3]."""
+        self._routes.clear()
         return self._trie.add(topic_filter, client_id, options)
 
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
         """Remove a subscription; True if it existed."""
+        self._routes.clear()
         return self._trie.remove(topic_filter, client_id) is not None
 
     def subscription_count(self) -> int:
@@ -60,26 +67,37 @@ class Router:
         members, as a copy of its own [MQTT 4.8.2]. No-local subscriptions skip the
         publisher's own session [MQTT-3.8.3-3].
         """
+        topic = message.topic
+        cached = self._routes.get(topic)
+        if cached is not None:
+            return cached
         targets: dict[str, Target] = {}
         shared: list[tuple[str, Target]] = []
         origin = message.origin
-        for topic_filter, entries in self._trie.match(message.topic):
+        static = True
+        for topic_filter, entries in self._trie.match(topic):
             if topic_filter.startswith(SHARE_PREFIX):
+                static = False
                 chosen = self._pick_member(topic_filter, entries, online)
                 if chosen is not None:
                     shared.append((chosen[0], Target(chosen[1])))
                 continue
             for client_id, options in entries.items():
-                if options.no_local and client_id == origin:
-                    continue
+                if options.no_local:
+                    static = False
+                    if client_id == origin:
+                        continue
                 target = targets.get(client_id)
                 if target is None:
                     targets[client_id] = Target(options)
                 else:
                     target.merge(options)
-        if shared:
-            return [*targets.items(), *shared]
-        return list(targets.items())
+        route = [*targets.items(), *shared]
+        if static:
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[topic] = route
+        return route
 
     def _pick_member(
         self,

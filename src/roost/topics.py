@@ -119,6 +119,27 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(filter_levels) == len(topic_levels)
 
 
+class TopicNameCheck:
+    """:func:`validate_topic_name` with the configured limits, remembering names already
+    found valid (bounded), since publishers repeat the same few topics."""
+
+    __slots__ = ("_known", "_max_length", "_max_levels")
+
+    def __init__(self, max_length: int, max_levels: int) -> None:
+        self._max_length = max_length
+        self._max_levels = max_levels
+        self._known: set[str] = set()
+
+    def check(self, name: str) -> None:
+        known = self._known
+        if name in known:
+            return
+        validate_topic_name(name, self._max_length, self._max_levels)
+        if len(known) >= MATCH_CACHE_SIZE:
+            known.clear()
+        known.add(name)
+
+
 class _Node(Generic[K, V]):
     """One level of the trie: children by level text, and the subscriptions whose
     (inner) filter ends here, by full filter (a plain filter and its ``$share`` forms

@@ -1,7 +1,9 @@
 """Incremental framer: bytes from the network in, decoded packets out.
 
-Keeps one bytearray and a read offset; consumed bytes are dropped from the front on the
-next :meth:`Framer.feed` (cheap for a bytearray), so many packets per read cost little.
+Holds the unread input as one ``bytes`` object and an offset: a read that ends on a
+packet boundary (the usual case) is decoded in place without copying the buffer. A packet
+split across reads whose size is known is gathered in a list of chunks and joined once,
+so a large packet arriving in many small reads costs linear, not quadratic, copying.
 """
 
 from __future__ import annotations
@@ -23,17 +25,29 @@ class Framer:
     header is readable, before its body arrives.
     """
 
+    __slots__ = ("_buf", "_chunks", "_missing", "_pos", "max_packet_size", "protocol_level")
+
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         self.max_packet_size = max_packet_size
         self.protocol_level = MQTT_3_1_1
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
+        self._chunks: list[bytes] = []  # parts of one incomplete packet of known size
+        self._missing = 0  # bytes that packet still lacks
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        data = bytes(data) if type(data) is not bytes else data
+        if self._chunks:
+            self._chunks.append(data)
+            self._missing -= len(data)
+            if self._missing > 0:
+                return
+            data = b"".join(self._chunks)
+            self._chunks = []
+        elif self._pos < len(self._buf):
+            data = self._buf[self._pos :] + data
+        self._buf = data
+        self._pos = 0
 
     def next_packet(self) -> Packet | None:
         """The next complete packet, or None if the buffer holds only part of one."""
@@ -41,27 +55,35 @@ class Framer:
         start = self._pos
         size = len(buf)
         pos = start + 1
-        remaining = 0
-        for shift in (0, 7, 14, 21):
+        if pos >= size:
+            return None
+        byte = buf[pos]
+        pos += 1
+        remaining = byte & 0x7F
+        shift = 7
+        while byte & 0x80:
+            if shift > 21:
+                raise MalformedPacket("remaining length longer than 4 bytes [MQTT-1.5.5]")
             if pos >= size:
                 return None
             byte = buf[pos]
             pos += 1
             remaining |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-        else:
-            raise MalformedPacket("remaining length longer than 4 bytes [MQTT-1.5.5]")
+            shift += 7
         end = pos + remaining
         if end - start > self.max_packet_size:
             raise PacketTooLarge(
                 f"packet of {end - start} bytes exceeds maximum packet size {self.max_packet_size}"
             )
         if end > size:
+            self._chunks = [buf[start:]]
+            self._missing = end - size
+            self._buf = b""
+            self._pos = 0
             return None
         self._pos = end
-        packet = decode_packet(buf[start], memoryview(buf)[pos:end].tobytes(), self.protocol_level)
-        if isinstance(packet, Connect):
+        packet = decode_packet(buf[start], buf[pos:end], self.protocol_level)
+        if type(packet) is Connect:
             self.protocol_level = packet.protocol_level
         return packet
 
