@@ -32,6 +32,14 @@ UserProperties = Sequence[tuple[str, str]]
 Broker = Clients = Conn = RawFactory = Any
 
 
+def with_user_properties(properties: UserProperties) -> Properties:
+    """PUBLISH properties carrying ``properties`` as user properties."""
+    props = Properties(PacketTypes.PUBLISH)
+    if properties:
+        props.UserProperty = list(properties)
+    return props
+
+
 def user(message: mqtt.MQTTMessage) -> dict[str, str]:
     """The user properties of a received message."""
     return dict(getattr(message.properties, "UserProperty", []))
@@ -62,9 +70,7 @@ class Producer:
         retain: bool = False,
         properties: UserProperties = (),
     ) -> tuple[int, str]:
-        props = Properties(PacketTypes.PUBLISH)
-        if properties:
-            props.UserProperty = list(properties)
+        props = with_user_properties(properties)
         info = self.conn.client.publish(topic, payload, qos, retain, properties=props)
         wait_until(lambda: info.mid in self.acks, what=f"acknowledgement of {topic}")
         with self.lock:
@@ -144,6 +150,20 @@ def test_commit_delivers_like_a_normal_publish(
             "roost-tx-group": "orders",
             "order": "1001",
         }
+
+
+def test_qos0_half_message_and_decision_work_unconfirmed(
+    make_broker: Callable[..., Any], clients: Clients, connect: Callable[..., Producer]
+) -> None:
+    broker = make_broker()
+    orders = subscriber(clients, broker, "orders", "orders/#")
+    producer = connect(broker, "producer")
+    tags = with_user_properties([("roost-tx-id", "t1"), ("roost-tx-group", "orders")])
+    producer.conn.client.publish("orders/paid", b"t1", 0, properties=tags)
+    producer.conn.client.publish("$tx/commit", b"t1", 0)
+    marker = producer.marker()  # same connection: handled after both
+    orders.wait_for_payload(marker)
+    assert [(m.payload, m.qos) for m in orders.before(marker)] == [(b"t1", 0)]
 
 
 def test_commits_are_delivered_in_the_order_they_arrive(

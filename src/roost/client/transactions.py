@@ -109,6 +109,7 @@ class TransactionError(ClientError):
     def from_publish_error(
         cls, transaction_id: str, error: PublishError, state: LocalTransactionState | None = None
     ) -> TransactionError:
+        """The refusal a PUBACK / PUBREC carried, for ``transaction_id``."""
         return cls(transaction_id, error.reason_code, error.ack.properties.reason_string, state)
 
 
