@@ -94,6 +94,7 @@ class ClientProtocol:
         "congested",
         "core",
         "framer",
+        "handlers",
         "inbound_aliases",
         "keep_alive",
         "last_received",
@@ -115,6 +116,7 @@ class ClientProtocol:
         self.transport = transport
         self.framer = Framer(self.settings.max_packet_size)
         self.state = State.AWAITING_CONNECT
+        self.handlers = _HANDLERS[State.AWAITING_CONNECT]  # the packets legal in this state
         self.level = 4
         self.client_id = ""
         self.session: Session | None = None
@@ -140,12 +142,12 @@ class ClientProtocol:
         framer.feed(data)
         try:
             for packet in framer:
-                handler = _HANDLERS[self.state].get(type(packet))
+                handler = self.handlers.get(type(packet))
                 if handler is None:
                     raise ProtocolError(f"{type(packet).__name__} not allowed here")
                 handler(self, packet)
-                if self.closed:
-                    return
+                if self.handlers is _NO_HANDLERS:
+                    return  # closed while handling the packet
         except ProtocolError as exc:
             self._violation(exc)
         except Exception:
@@ -194,6 +196,7 @@ class ClientProtocol:
             return
         was_connected = self.state is State.CONNECTED
         self.state = State.CLOSED
+        self.handlers = _HANDLERS[State.CLOSED]
         self.core.open_connections.discard(self)
         if was_connected:
             self.core.connection_closed(self, self.will if publish_will else None)
@@ -376,6 +379,7 @@ class ClientProtocol:
         session, present = core.open_session(self, client_id, packet.clean_start, granted_expiry)
         self.session = session
         self.state = State.CONNECTED
+        self.handlers = _HANDLERS[State.CONNECTED]
         if v5:
             ack_props = Properties(
                 session_expiry_interval=granted_expiry if granted_expiry != expiry else None,
@@ -603,7 +607,8 @@ _Handler = Callable[[ClientProtocol, Any], None]
 
 # Which packet is legal in which state, and who handles it. Before CONNECT only CONNECT is
 # accepted [MQTT-3.1.0-1]; server-to-client packets are never accepted from a client.
-_HANDLERS: dict[State, dict[type, _Handler]] = {State.CLOSED: {}}
+_NO_HANDLERS: dict[type, _Handler] = {}
+_HANDLERS: dict[State, dict[type, _Handler]] = {State.CLOSED: _NO_HANDLERS}
 _HANDLERS[State.AWAITING_CONNECT] = {Connect: ClientProtocol._on_connect}
 _HANDLERS[State.CONNECTED] = {
     Connect: ClientProtocol._on_second_connect,
