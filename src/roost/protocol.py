@@ -101,6 +101,7 @@ class ClientProtocol:
         "level",
         "max_outgoing_packet",
         "opened_at",
+        "problem_information",
         "send_window",
         "session",
         "session_expiry",
@@ -128,6 +129,7 @@ class ClientProtocol:
         self.max_outgoing_packet = MAX_PACKET_SIZE
         self.inbound_aliases: dict[int, str] = {}
         self.congested = False  # the transport asked us to stop writing for now
+        self.problem_information = True  # MQTT 5 Request Problem Information
         core.open_connections.add(self)
         core.keepalive.schedule(self, self.last_received + CONNECT_TIMEOUT)
 
@@ -370,6 +372,7 @@ class ClientProtocol:
             expiry = props.session_expiry_interval or 0
             self.send_window = min(props.receive_maximum or 65535, settings.max_inflight)
             self.max_outgoing_packet = props.maximum_packet_size or MAX_PACKET_SIZE
+            self.problem_information = props.request_problem_information != 0
         else:
             expiry = 0 if packet.clean_start else NEVER_EXPIRES
         granted_expiry = min(expiry, settings.max_session_expiry)
@@ -451,6 +454,8 @@ class ClientProtocol:
         code, ack_properties = self._accept(message)
         if qos == 0:
             return
+        if not self.problem_information:
+            ack_properties = NO_PROPERTIES  # [MQTT-3.1.2-29]
         if qos == 1:
             self._send_when_durable(PubAck(packet.packet_id, code, ack_properties))
         else:
