@@ -1,0 +1,407 @@
+"""Session: packet identifiers, the queue's drop policy and what a Store is told."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from roost.message import Message
+from roost.session import (
+    Delivery,
+    Inflight,
+    OutboundState,
+    PacketIdsExhausted,
+    Session,
+    SubscriptionOptions,
+)
+from roost.store.base import LoadedState, Store
+from roost.transactions import HalfMessage, Settled
+
+
+class RecordingStore:
+    """A Store that records every call as a tuple (method name, interesting arguments)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.committed: list[Callable[[], None]] = []
+
+    def names(self) -> list[str]:
+        return [call[0] for call in self.calls]
+
+    def load(self, now: float) -> LoadedState:
+        self.calls.append(("load", now))
+        return LoadedState()
+
+    def save_session(self, session: Session) -> None:
+        self.calls.append(("save_session", session.client_id, session.expiry_interval))
+
+    def delete_session(self, client_id: str) -> None:
+        self.calls.append(("delete_session", client_id))
+
+    def save_subscription(
+        self, client_id: str, topic_filter: str, options: SubscriptionOptions
+    ) -> None:
+        self.calls.append(("save_subscription", client_id, topic_filter, options))
+
+    def delete_subscription(self, client_id: str, topic_filter: str) -> None:
+        self.calls.append(("delete_subscription", client_id, topic_filter))
+
+    def save_delivery(self, client_id: str, delivery: Delivery) -> None:
+        self.calls.append(("save_delivery", client_id, delivery.seq, delivery.message.topic))
+
+    def update_delivery(
+        self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
+    ) -> None:
+        self.calls.append(("update_delivery", client_id, delivery.seq, state, packet_id))
+
+    def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
+        self.calls.append(("delete_delivery", client_id, delivery.seq))
+
+    def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
+        self.calls.append(("save_inbound_qos2", client_id, packet_id))
+
+    def delete_inbound_qos2(self, client_id: str, packet_id: int) -> None:
+        self.calls.append(("delete_inbound_qos2", client_id, packet_id))
+
+    def save_retained(self, message: Message) -> None:
+        self.calls.append(("save_retained", message.topic))
+
+    def delete_retained(self, topic: str) -> None:
+        self.calls.append(("delete_retained", topic))
+
+    def save_transaction(self, half: HalfMessage) -> None:
+        self.calls.append(("save_transaction", half.transaction_id))
+
+    def settle_transaction(self, transaction_id: str, outcome: Settled) -> None:
+        self.calls.append(("settle_transaction", transaction_id, outcome))
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.committed.append(callback)
+        callback()
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+
+def delivery(topic: str = "t", qos: int = 1) -> Delivery:
+    return Delivery(Message(topic, b"payload", qos, False), qos, False)
+
+
+def fill_inflight(session: Session, packet_ids: range | list[int]) -> None:
+    for packet_id in packet_ids:
+        session.inflight[packet_id] = Inflight(delivery(), OutboundState.AWAITING_PUBACK)
+
+
+# -- packet identifiers -------------------------------------------------------------------
+
+
+def test_packet_ids_start_at_one_and_count_up() -> None:
+    session = Session("c")
+    assert [session.allocate_packet_id() for _ in range(5)] == [1, 2, 3, 4, 5]
+
+
+def test_packet_ids_skip_identifiers_in_use() -> None:
+    session = Session("c")
+    fill_inflight(session, [1, 2, 4])
+    assert session.allocate_packet_id() == 3
+    assert session.allocate_packet_id() == 5
+
+
+def test_packet_ids_wrap_from_65535_to_1_never_0() -> None:
+    session = Session("c")
+    session.next_packet_id = 65534
+    assert [session.allocate_packet_id() for _ in range(4)] == [65534, 65535, 1, 2]
+
+
+def test_packet_id_wrap_skips_ids_still_in_use() -> None:
+    session = Session("c")
+    session.next_packet_id = 65535
+    fill_inflight(session, [65535, 1, 2])
+    assert session.allocate_packet_id() == 3
+
+
+@pytest.mark.timeout(10)  # a missing exhaustion check would loop forever
+def test_last_free_packet_id_is_found_then_exhausted() -> None:
+    session = Session("c")
+    fill_inflight(session, [i for i in range(1, 65536) if i != 12345])
+    session.next_packet_id = 20000
+    assert session.allocate_packet_id() == 12345
+    fill_inflight(session, [12345])
+    assert len(session.inflight) == 65535
+    with pytest.raises(PacketIdsExhausted):
+        session.allocate_packet_id()
+
+
+@given(
+    start=st.integers(1, 65535),
+    in_use=st.sets(st.integers(1, 65535), max_size=50),
+    count=st.integers(1, 30),
+)
+def test_allocated_ids_are_valid_unused_and_distinct(
+    start: int, in_use: set[int], count: int
+) -> None:
+    session = Session("c")
+    session.next_packet_id = start
+    fill_inflight(session, sorted(in_use))
+    seen: set[int] = set()
+    for _ in range(count):
+        packet_id = session.allocate_packet_id()
+        assert 1 <= packet_id <= 65535
+        assert packet_id not in session.inflight
+        assert packet_id not in seen
+        seen.add(packet_id)
+        session.inflight[packet_id] = Inflight(delivery(), OutboundState.AWAITING_PUBACK)
+
+
+# -- the queue's drop policy --------------------------------------------------------------
+
+
+def topics(session: Session) -> list[str]:
+    return [queued.message.topic for queued in session.queue]
+
+
+def test_enqueue_below_the_limit_keeps_everything_in_order() -> None:
+    session = Session("c")
+    for index, qos in enumerate([0, 1, 2, 0]):
+        assert session.enqueue(delivery(f"m{index}", qos), limit=4)
+    assert topics(session) == ["m0", "m1", "m2", "m3"]
+    assert session.queued_qos0 == 2
+
+
+def test_full_queue_drops_the_oldest_qos0_first() -> None:
+    session = Session("c")
+    for name, qos in [("a", 1), ("b", 0), ("c", 1), ("d", 0)]:
+        assert session.enqueue(delivery(name, qos), limit=4)
+    assert session.enqueue(delivery("e", 1), limit=4)
+    assert topics(session) == ["a", "c", "d", "e"]
+    assert session.queued_qos0 == 1
+    assert session.enqueue(delivery("f", 0), limit=4)
+    assert topics(session) == ["a", "c", "e", "f"]
+    assert session.queued_qos0 == 1
+
+
+def test_full_queue_without_qos0_refuses_the_new_message() -> None:
+    session = Session("c")
+    for name in "abc":
+        assert session.enqueue(delivery(name, 1), limit=3)
+    assert not session.enqueue(delivery("new1", 1), limit=3)
+    assert not session.enqueue(delivery("new0", 0), limit=3)
+    assert topics(session) == ["a", "b", "c"]
+    assert session.queued_qos0 == 0
+
+
+def test_zero_limit_refuses_everything() -> None:
+    session = Session("c")
+    assert not session.enqueue(delivery("a", 0), limit=0)
+    assert not session.enqueue(delivery("b", 1), limit=0)
+    assert not session.queue
+
+
+def test_dequeue_keeps_the_qos0_count() -> None:
+    session = Session("c")
+    session.enqueue(delivery("a", 0), 10)
+    session.enqueue(delivery("b", 1), 10)
+    assert session.dequeue().message.topic == "a"
+    assert session.queued_qos0 == 0
+    assert session.dequeue().message.topic == "b"
+    assert session.queued_qos0 == 0
+
+
+@given(
+    qoses=st.lists(st.integers(0, 2), max_size=40),
+    limit=st.integers(0, 8),
+)
+def test_drop_policy_model(qoses: list[int], limit: int) -> None:
+    """Compared against a straightforward model of the documented policy."""
+    session = Session("c")
+    model: list[tuple[int, int]] = []  # (index, qos)
+    for index, qos in enumerate(qoses):
+        accepted = session.enqueue(delivery(str(index), qos), limit)
+        expected = True
+        if len(model) >= limit:
+            oldest_qos0 = next((i for i, entry in enumerate(model) if entry[1] == 0), None)
+            if oldest_qos0 is None:
+                expected = False
+            else:
+                del model[oldest_qos0]
+        if expected:
+            model.append((index, qos))
+        assert accepted is expected
+        assert len(session.queue) <= max(limit, 0)
+    assert topics(session) == [str(index) for index, _ in model]
+    assert session.queued_qos0 == sum(1 for _, qos in model if qos == 0)
+
+
+# -- what the store sees ------------------------------------------------------------------
+
+
+def persistent(expiry: int = 60) -> tuple[Session, RecordingStore]:
+    store = RecordingStore()
+    as_store: Store = store  # RecordingStore must satisfy the Store protocol (mypy)
+    session = Session("c", expiry)
+    session.attach_store(as_store)
+    return session, store
+
+
+def test_persistent_session_is_saved_when_attached() -> None:
+    session, store = persistent(60)
+    assert store.calls == [("save_session", "c", 60)]
+    assert session.store is store
+
+
+def test_subscriptions_are_saved_and_deleted() -> None:
+    session, store = persistent()
+    options = SubscriptionOptions(qos=1, identifier=7)
+    session.subscribe("a/+", options)
+    session.unsubscribe("a/+")
+    session.unsubscribe("never/subscribed")
+    assert store.calls[1:] == [
+        ("save_subscription", "c", "a/+", options),
+        ("delete_subscription", "c", "a/+"),
+    ]
+    assert session.subscriptions == {}
+
+
+def test_qos1_flow_is_recorded_with_increasing_seq() -> None:
+    session, store = persistent()
+    first, second, third = delivery("a", 1), delivery("b", 1), delivery("c", 0)
+    session.enqueue(first, 10)
+    session.enqueue(second, 10)
+    session.enqueue(third, 10)  # QoS 0: not stored
+    assert (first.seq, second.seq, third.seq) == (1, 2, 0)
+    session.send(session.dequeue(), 11)
+    session.send(session.dequeue(), 12)
+    assert session.complete(11, OutboundState.AWAITING_PUBACK)
+    assert store.calls[1:] == [
+        ("save_delivery", "c", 1, "a"),
+        ("save_delivery", "c", 2, "b"),
+        ("update_delivery", "c", 1, OutboundState.AWAITING_PUBACK, 11),
+        ("update_delivery", "c", 2, OutboundState.AWAITING_PUBACK, 12),
+        ("delete_delivery", "c", 1),
+    ]
+    assert list(session.inflight) == [12]
+
+
+def test_send_of_an_unqueued_delivery_saves_it_first() -> None:
+    session, store = persistent()
+    queued = delivery("queued", 1)
+    session.enqueue(queued, 10)
+    direct = delivery("direct", 2)
+    session.send(direct, 5)
+    assert direct.seq == 2
+    assert store.calls[1:] == [
+        ("save_delivery", "c", 1, "queued"),
+        ("save_delivery", "c", 2, "direct"),
+        ("update_delivery", "c", 2, OutboundState.AWAITING_PUBREC, 5),
+    ]
+    assert session.inflight[5].state is OutboundState.AWAITING_PUBREC
+
+
+def test_qos2_flow_records_pubrel_then_deletes_on_pubcomp() -> None:
+    session, store = persistent()
+    session.send(delivery("x", 2), 9)
+    assert not session.complete(9, OutboundState.AWAITING_PUBCOMP)  # too early
+    session.released(9)
+    assert session.inflight[9].state is OutboundState.AWAITING_PUBCOMP
+    assert not session.complete(9, OutboundState.AWAITING_PUBACK)  # wrong kind
+    assert not session.complete(10, OutboundState.AWAITING_PUBCOMP)  # unknown id
+    assert session.complete(9, OutboundState.AWAITING_PUBCOMP)
+    assert store.calls[1:] == [
+        ("save_delivery", "c", 1, "x"),
+        ("update_delivery", "c", 1, OutboundState.AWAITING_PUBREC, 9),
+        ("update_delivery", "c", 1, OutboundState.AWAITING_PUBCOMP, 9),
+        ("delete_delivery", "c", 1),
+    ]
+    assert session.inflight == {}
+
+
+def test_seq_keeps_increasing_across_many_deliveries() -> None:
+    session, store = persistent()
+    for index in range(20):
+        item = delivery(str(index), 1 + index % 2)
+        if index % 3:
+            session.enqueue(item, 100)
+        else:
+            session.send(item, session.allocate_packet_id())
+    seqs = [call[2] for call in store.calls if call[0] == "save_delivery"]
+    assert seqs == list(range(1, 21))
+
+
+def test_discard_deletes_only_stored_deliveries() -> None:
+    session, store = persistent()
+    stored = delivery("s", 1)
+    session.enqueue(stored, 10)
+    session.discard(session.dequeue())
+    session.discard(delivery("never-stored", 0))
+    assert store.calls[1:] == [("save_delivery", "c", 1, "s"), ("delete_delivery", "c", 1)]
+
+
+def test_refused_delivery_is_not_stored() -> None:
+    session, store = persistent()
+    session.enqueue(delivery("a", 1), 1)
+    assert not session.enqueue(delivery("b", 1), 1)
+    assert store.names()[1:] == ["save_delivery"]
+
+
+def test_inbound_qos2_is_saved_and_deleted() -> None:
+    session, store = persistent()
+    session.receive_qos2(42)
+    assert session.inbound_qos2 == {42}
+    assert session.release_qos2(42)
+    assert not session.release_qos2(42)
+    assert not session.release_qos2(43)
+    assert store.calls[1:] == [
+        ("save_inbound_qos2", "c", 42),
+        ("delete_inbound_qos2", "c", 42),
+    ]
+    assert session.inbound_qos2 == set()
+
+
+def test_session_with_expiry_zero_records_nothing() -> None:
+    store = RecordingStore()
+    session = Session("c", 0)
+    session.attach_store(store)
+    session.subscribe("a", SubscriptionOptions(qos=1))
+    session.unsubscribe("a")
+    queued = delivery("q", 1)
+    session.enqueue(queued, 10)
+    session.send(session.dequeue(), session.allocate_packet_id())
+    session.send(delivery("x", 2), session.allocate_packet_id())
+    session.released(2)
+    session.complete(1, OutboundState.AWAITING_PUBACK)
+    session.complete(2, OutboundState.AWAITING_PUBCOMP)
+    session.receive_qos2(5)
+    session.release_qos2(5)
+    session.save()
+    session.set_expiry_interval(300, store)  # never becomes persistent after creation
+    session.forget()
+    assert store.calls == []
+    assert session.store is None
+    assert queued.seq == 0
+
+
+def test_set_expiry_interval_to_zero_deletes_the_record() -> None:
+    session, store = persistent(60)
+    session.set_expiry_interval(0, store)
+    assert store.calls[1:] == [("delete_session", "c")]
+    assert session.store is None
+    session.subscribe("a", SubscriptionOptions())
+    session.enqueue(delivery(), 10)
+    assert store.calls[1:] == [("delete_session", "c")]
+
+
+def test_set_expiry_interval_nonzero_updates_the_record() -> None:
+    session, store = persistent(60)
+    session.set_expiry_interval(120, store)
+    assert store.calls == [("save_session", "c", 60), ("save_session", "c", 120)]
+
+
+def test_forget_deletes_the_record_once() -> None:
+    session, store = persistent(60)
+    session.forget()
+    session.forget()
+    assert store.calls[1:] == [("delete_session", "c")]
