@@ -27,7 +27,7 @@ from bench.brokers import (
     stop_all,
 )
 from bench.runner import Ctx
-from bench.scenarios import SCENARIOS, Outcome, Scenario
+from bench.scenarios import SCENARIOS, Metric, Outcome, Scenario
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -39,8 +39,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         f"default: {' '.join(default)}",
     )
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO")
-    parser.add_argument("--seconds", type=float, default=6.0, help="measurement window (6)")
-    parser.add_argument("--warmup", type=float, default=1.5, help="warm-up, excluded (1.5)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measurement window (5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up, excluded (1)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (2)")
     parser.add_argument("--json", metavar="FILE", help="write every number to FILE")
     parser.add_argument("--no-mosquitto", action="store_true", help="Roost only")
@@ -113,54 +113,80 @@ def ratio(roost: float | None, mosq: float | None) -> str:
     return f"{roost / mosq:.2f}"
 
 
-def print_table(
-    results: dict[str, dict[str, list[Outcome]]], brokers: list[str], out: Any = sys.stdout
-) -> None:
-    header = ("scenario", "metric", "roost", "mosquitto", "ratio R/M")
-    rows: list[tuple[str, ...]] = []
-    for name, per_broker in results.items():
-        scenario = SCENARIOS[name]
-        first = True
-        for metric in scenario.metrics:
-            label = metric.label + {"higher": " (+)", "lower": " (-)", "": ""}[metric.better]
-            if not scenario.per_broker:
-                value = median(per_broker.get("generator", []), metric.key)
-                rows.append((name if first else "", label, fmt(value, metric.digits), "", ""))
-            else:
-                r = median(per_broker.get("roost", []), metric.key)
-                m = median(per_broker.get("mosquitto", []), metric.key)
-                rows.append(
-                    (
-                        name if first else "",
-                        label,
-                        fmt(r, metric.digits) if "roost" in brokers else "-",
-                        fmt(m, metric.digits) if "mosquitto" in brokers else "-",
-                        ratio(r, m) if scenario.per_broker and metric.better else "",
-                    )
-                )
-            first = False
+def render(header: tuple[str, ...], rows: list[tuple[str, ...]], out: Any) -> None:
+    """A plain-text table; a rule before each row that starts a new group (first cell)."""
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     line = "  ".join("-" * w for w in widths)
 
     def show(row: tuple[str, ...]) -> str:
         cells = [
-            row[i].ljust(widths[i]) if i < 2 else row[i].rjust(widths[i]) for i in range(len(row))
+            row[i].ljust(widths[i]) if i < 2 or i == len(row) - 1 else row[i].rjust(widths[i])
+            for i in range(len(row))
         ]
         return "  ".join(cells).rstrip()
 
     print(show(header), file=out)
-    print(line, file=out)
-    previous = None
-    for row in rows:
-        if row[0] and previous is not None:
+    for index, row in enumerate(rows):
+        if index == 0 or row[0]:
             print(line, file=out)
         print(show(row), file=out)
-        previous = row
-    print(
-        "(+) higher is better, (-) lower is better; values are medians over rounds; "
-        "ratio = roost / mosquitto",
-        file=out,
-    )
+
+
+def round_ratios(roost: list[Outcome], mosq: list[Outcome], key: str) -> str:
+    """Roost / Mosquitto for each round (runs of a round are adjacent, so comparable)."""
+    parts = []
+    for r, m in zip(roost, mosq, strict=False):
+        rv, mv = r.metrics.get(key), m.metrics.get(key)
+        parts.append(f"{rv / mv:.2f}" if rv is not None and mv and not r.failed else "-")
+    return " ".join(parts) if len(parts) > 1 else ""
+
+
+def print_table(
+    results: dict[str, dict[str, list[Outcome]]], brokers: list[str], out: Any = sys.stdout
+) -> None:
+    def label(metric: Metric) -> str:
+        return metric.label + {"higher": " (+)", "lower": " (-)", "": ""}[metric.better]
+
+    for name, per_broker in results.items():
+        scenario = SCENARIOS[name]
+        if scenario.per_broker:
+            continue
+        rows = []
+        for i, metric in enumerate(scenario.metrics):
+            value = median(per_broker.get("generator", []), metric.key)
+            rows.append((name if i == 0 else "", label(metric), fmt(value, metric.digits)))
+        print(f"load generator alone ({scenario.summary}):", file=out)
+        render(("scenario", "metric", "value"), rows, out)
+        print(file=out)
+
+    header = ("scenario", "metric", "roost", "mosquitto", "ratio R/M", "by round")
+    rows = []
+    for name, per_broker in results.items():
+        scenario = SCENARIOS[name]
+        if not scenario.per_broker:
+            continue
+        roost_runs = per_broker.get("roost", [])
+        mosq_runs = per_broker.get("mosquitto", [])
+        for i, metric in enumerate(scenario.metrics):
+            r = median(roost_runs, metric.key)
+            m = median(mosq_runs, metric.key)
+            rows.append(
+                (
+                    name if i == 0 else "",
+                    label(metric),
+                    fmt(r, metric.digits) if "roost" in brokers else "-",
+                    fmt(m, metric.digits) if "mosquitto" in brokers else "-",
+                    ratio(r, m) if metric.better else "",
+                    round_ratios(roost_runs, mosq_runs, metric.key) if metric.better else "",
+                )
+            )
+    if rows:
+        render(header, rows, out)
+        print(
+            "(+) higher is better, (-) lower is better; roost and mosquitto are medians over "
+            "rounds; ratio = roost / mosquitto of the medians; by round = the ratio in each round",
+            file=out,
+        )
 
 
 def run_one(scenario: Scenario, ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
@@ -201,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
 
     broker_cpus, gen_cpus = cpu_plan()
     os.sched_setaffinity(0, gen_cpus)
@@ -342,4 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench: interrupted; brokers and workers stopped", file=sys.stderr)
+        sys.exit(130)

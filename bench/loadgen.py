@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import time
 import traceback
@@ -674,6 +675,8 @@ def worker_main(
     """Entry point of a worker process (multiprocessing, spawn)."""
     from bench.brokers import raise_nofile
 
+    # Ctrl-C is the orchestrator's business: it stops the run and then the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, cpus)
     raise_nofile()

@@ -62,8 +62,8 @@ def other_load_percent(a: Snapshot, b: Snapshot, gen: bool = False) -> float:
 class Ctx:
     """Settings shared by all scenarios."""
 
-    seconds: float = 6.0
-    warmup: float = 1.5
+    seconds: float = 5.0
+    warmup: float = 1.0
     rounds: int = 2
     workers: int = 1
     broker_cpus: set[int] = field(default_factory=lambda: {0})

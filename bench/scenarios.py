@@ -13,6 +13,9 @@ from bench import loadgen as lg
 from bench.brokers import BrokerProcess, NullBroker
 from bench.runner import Ctx, LoadRun, Snapshot, cpu_percent, other_load_percent, rate, split
 
+GEN_SATURATED = 85.0  # generator CPU % (per generator core) above which it may be the limit
+NOISE_WARN = 10.0  # % of the broker core used by other processes: a noisy measurement
+
 TOPIC = "bench/fanin"
 FANOUT_TOPIC = "bench/fanout"
 LATENCY_TOPIC = "bench/latency"
@@ -93,11 +96,25 @@ def throughput(
     return start, end, final, run
 
 
-def cpu_metrics(out: Outcome, a: Snapshot, b: Snapshot) -> None:
+def cpu_metrics(ctx: Ctx, out: Outcome, a: Snapshot, b: Snapshot) -> None:
     out.metrics["broker_cpu"] = cpu_percent(a, b)
     out.metrics["gen_cpu"] = cpu_percent(a, b, gen=True)
     out.metrics["noise_broker"] = other_load_percent(a, b)
     out.metrics["noise_gen"] = other_load_percent(a, b, gen=True)
+    cores = len(ctx.gen_cpus - ctx.broker_cpus) or 1
+    if out.metrics["gen_cpu"] > GEN_SATURATED * cores:
+        out.notes.append(
+            f"load generator used {out.metrics['gen_cpu']:.0f}% CPU: "
+            "the result may be bounded by the generator"
+        )
+    if out.metrics["noise_gen"] > NOISE_WARN * cores * 2:
+        out.notes.append(
+            f"other processes used {out.metrics['noise_gen']:.0f}% of the generator core(s)"
+        )
+    if out.metrics["noise_broker"] > NOISE_WARN:
+        out.notes.append(
+            f"other processes used {out.metrics['noise_broker']:.0f}% of the broker core"
+        )
 
 
 CPU_METRICS = (
@@ -191,7 +208,7 @@ def run_qos0_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     out.metrics["recv"] = rate(a, b, lg.RECV)
     out.metrics["sent"] = rate(a, b, lg.SENT)
     out.metrics["loss"] = loss_percent(final[lg.SENT], final[lg.RECV])
-    cpu_metrics(out, a, b)
+    cpu_metrics(ctx, out, a, b)
     return out
 
 
@@ -234,7 +251,7 @@ def run_qos1_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     out.metrics["recv"] = rate(a, b, lg.RECV)
     out.metrics["unacked"] = final[lg.SENT] - final[lg.ACKED]
     out.metrics["undelivered"] = final[lg.SENT] - final[lg.RECV]
-    cpu_metrics(out, a, b)
+    cpu_metrics(ctx, out, a, b)
     return out
 
 
@@ -273,7 +290,7 @@ def run_qos0_fanout(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     out.metrics["recv"] = rate(a, b, lg.RECV)
     out.metrics["sent"] = rate(a, b, lg.SENT)
     out.metrics["loss"] = loss_percent(final[lg.EXPECTED], final[lg.RECV])
-    cpu_metrics(out, a, b)
+    cpu_metrics(ctx, out, a, b)
     return out
 
 
@@ -365,7 +382,9 @@ def run_wildcard(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
         place(nw, 4, {"role": "pub0", "batches": batches, "window": ctx.qos0_window}),
     )
     with LoadRun(ctx, broker, roles) as run:
+        before = run.snapshot()
         setup = run.setup()
+        after = run.snapshot()
         run.go()
         run.sleep(ctx.warmup)
         a = run.snapshot()
@@ -380,8 +399,9 @@ def run_wildcard(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     out.metrics["sent"] = rate(a, b, lg.SENT)
     out.metrics["loss"] = loss_percent(final[lg.EXPECTED], final[lg.RECV])
     out.metrics["setup"] = setup
+    out.metrics["setup_cost"] = 1e6 * (after.broker_cpu - before.broker_cpu) / max(1, n)
     out.metrics["rss"] = final.broker_rss_kb / 1024
-    cpu_metrics(out, a, b)
+    cpu_metrics(ctx, out, a, b)
     return out
 
 
@@ -393,6 +413,7 @@ WILDCARD = Scenario(
         Metric("sent", "publishes/s", "higher"),
         Metric("loss", "lost % (whole run)", "lower", 2),
         Metric("setup", "connect+subscribe all, s", "lower", 2),
+        Metric("setup_cost", "broker CPU us per connect+subscribe", "lower", 1),
         Metric("rss", "broker RSS MB", "lower", 1),
         *CPU_METRICS,
     ),
@@ -411,7 +432,9 @@ def run_idle(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     time.sleep(0.5)
     rss_before = broker.rss_kb()
     with LoadRun(ctx, broker, roles) as run:
+        before = run.snapshot()
         elapsed = run.setup()
+        after = run.snapshot()
         connected = run.total(lg.CONNECTED)
         run.sleep(1.0)
         a = run.snapshot()
@@ -421,6 +444,16 @@ def run_idle(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     out = Outcome(notes=run.problems())
     out.metrics["connect"] = elapsed
     out.metrics["rate"] = connected / elapsed if elapsed else 0.0
+    out.metrics["connect_broker_cpu"] = cpu_percent(before, after)
+    out.metrics["connect_gen_cpu"] = cpu_percent(before, after, gen=True)
+    out.metrics["connect_cost"] = (
+        1e6 * (after.broker_cpu - before.broker_cpu) / connected if connected else 0.0
+    )
+    if out.metrics["connect_gen_cpu"] > GEN_SATURATED * len(ctx.gen_cpus):
+        out.notes.append(
+            f"load generator used {out.metrics['connect_gen_cpu']:.0f}% CPU while connecting: "
+            "the connect time is bounded by the generator; compare broker CPU per connection"
+        )
     out.metrics["rss_before"] = rss_before / 1024
     out.metrics["rss_after"] = a.broker_rss_kb / 1024
     out.metrics["per_conn"] = (a.broker_rss_kb - rss_before) / max(1, connected)
@@ -436,6 +469,9 @@ IDLE = Scenario(
     (
         Metric("connect", "connect all (CONNACK), s", "lower", 2),
         Metric("rate", "connections/s", "higher"),
+        Metric("connect_broker_cpu", "  broker CPU % while connecting"),
+        Metric("connect_gen_cpu", "  generator CPU % while connecting"),
+        Metric("connect_cost", "broker CPU us per connection", "lower", 1),
         Metric("rss_before", "broker RSS before, MB", "lower", 1),
         Metric("rss_after", "broker RSS after, MB", "lower", 1),
         Metric("per_conn", "KB per connection", "lower", 1),
@@ -491,7 +527,7 @@ def run_latency(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     out.metrics["p99"] = percentile(samples, 0.99) / 1e6
     out.metrics["max"] = (samples[-1] / 1e6) if samples else 0.0
     out.metrics["samples"] = len(samples)
-    cpu_metrics(out, a, b)
+    cpu_metrics(ctx, out, a, b)
     return out
 
 
@@ -571,7 +607,7 @@ def run_soak(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     out.metrics["rss_max"] = max(rss) / 1024
     out.metrics["slope"] = slope_per_minute(samples)
     out.metrics["undelivered"] = final[lg.SENT] - final[lg.RECV]
-    cpu_metrics(out, a, b)
+    cpu_metrics(ctx, out, a, b)
     out.extra["rss_samples_kb"] = samples
     return out
 
