@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import astuple, replace
 from typing import TYPE_CHECKING
 
 from roost.codec import Will
@@ -39,6 +39,7 @@ log = logging.getLogger("roost.core")
 
 WILL_DUE = "will"
 SESSION_EXPIRES = "expiry"
+REPORT_INTERVAL = 60.0  # seconds between transaction counter lines in the log (if changed)
 
 
 class BrokerCore:
@@ -55,6 +56,8 @@ class BrokerCore:
         self.keepalive: TimingWheel[ClientProtocol] = TimingWheel(clock())
         self.deadlines: Deadlines[tuple[str, str]] = Deadlines()
         self.dropped_messages = 0
+        self._next_report = clock() + REPORT_INTERVAL
+        self._last_report: tuple[int, ...] = ()
         self.valid_topics = TopicNameCheck(settings.max_topic_length, settings.max_topic_levels)
         self.transactions = Transactions(
             TransactionPolicy(
@@ -177,6 +180,11 @@ class BrokerCore:
         log.debug("publishing the will of %s on %r", client_id, will.topic)
         self.publish(message)
 
+    def watch_keepalive(self, connection: ClientProtocol, deadline: float) -> None:
+        """Check ``connection`` at ``deadline``; it keeps one live entry in the wheel."""
+        connection.keepalive_due = deadline
+        self.keepalive.schedule(connection, deadline)
+
     # -- routing --------------------------------------------------------------------------
 
     def publish(self, message: Message) -> int:
@@ -264,6 +272,17 @@ class BrokerCore:
             else:
                 self._settle(half, OUTCOMES[action])
 
+    def _report_transactions(self) -> None:
+        counters = self.transactions.counters
+        figures = (len(self.transactions.pending), *astuple(counters))
+        if figures != self._last_report:
+            self._last_report = figures
+            log.info(
+                "transactions: pending=%d commits=%d rollbacks=%d checks=%d checks_sent=%d"
+                " checks_exhausted=%d",
+                *figures,
+            )
+
     def _send_check(self, half: HalfMessage) -> None:
         """Ask one live member of the producer group for the transaction's state."""
         request = half.check_request()
@@ -277,6 +296,7 @@ class BrokerCore:
             )
             return
         client_id, options = member
+        self.transactions.counters.checks_sent += 1
         ids = () if options.identifier is None else (options.identifier,)
         self.connections[client_id].deliver(Delivery(request, min(1, options.qos), False, ids))
 
@@ -286,13 +306,15 @@ class BrokerCore:
         """Run everything that is due: keep-alive checks, delayed wills, session expiry."""
         now = self.clock()
         for connection in self.keepalive.due(now):
+            if now < connection.keepalive_due:
+                continue  # an older entry: the connection has a later one
             deadline = connection.keepalive_deadline()
             if deadline is None:
                 continue
             if now >= deadline:
                 connection.keepalive_expired()
             else:
-                self.keepalive.schedule(connection, deadline)
+                self.watch_keepalive(connection, deadline)
         for kind, client_id in self.deadlines.due(now):
             session = self.sessions.get(client_id)
             if session is None or client_id in self.connections:
@@ -307,6 +329,9 @@ class BrokerCore:
                 log.debug("session %s expired", client_id)
                 self.end_session(client_id)
         self._check_transactions(now)
+        if now >= self._next_report:
+            self._next_report = now + REPORT_INTERVAL
+            self._report_transactions()
 
     def shutdown(self) -> None:
         """Close every connection: the server is shutting down."""

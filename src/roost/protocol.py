@@ -97,6 +97,7 @@ class ClientProtocol:
         "handlers",
         "inbound_aliases",
         "keep_alive",
+        "keepalive_due",
         "last_received",
         "level",
         "max_outgoing_packet",
@@ -131,7 +132,8 @@ class ClientProtocol:
         self.congested = False  # the transport asked us to stop writing for now
         self.problem_information = True  # MQTT 5 Request Problem Information
         core.open_connections.add(self)
-        core.keepalive.schedule(self, self.last_received + CONNECT_TIMEOUT)
+        self.keepalive_due = 0.0  # when its live keep-alive wheel entry comes due
+        core.watch_keepalive(self, self.opened_at + CONNECT_TIMEOUT)
 
     # -- input ----------------------------------------------------------------------------
 
@@ -401,7 +403,7 @@ class ClientProtocol:
         else:
             self._send(ConnAck(present, ConnackV3.ACCEPTED))
         if keep_alive:
-            core.keepalive.schedule(self, self.last_received + 1.5 * keep_alive)
+            core.watch_keepalive(self, self.last_received + 1.5 * keep_alive)
         self._resend_inflight(session)
         self._pump()
 

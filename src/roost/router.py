@@ -54,7 +54,10 @@ class Router:
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
         """Remove a subscription; True if it existed."""
         self._routes.clear()
-        return self._trie.remove(topic_filter, client_id) is not None
+        existed = self._trie.remove(topic_filter, client_id) is not None
+        if existed and self._trie.get(topic_filter) is None:
+            self._next_member.pop(topic_filter, None)  # its round robin ends with it
+        return existed
 
     def subscription_count(self) -> int:
         return len(self._trie)
@@ -119,22 +122,19 @@ class Router:
         return members[start % count]
 
     def pick_subscriber(
-        self, topic: str, online: Callable[[str], bool]
+        self, topic_filter: str, online: Callable[[str], bool]
     ) -> tuple[str, SubscriptionOptions] | None:
-        """One connected session subscribed to ``topic`` (not through a shared
-        subscription), taking turns among them; None if there is none."""
-        candidates: dict[str, SubscriptionOptions] = {}
-        for topic_filter, entries in self._trie.match(topic):
-            if not topic_filter.startswith(SHARE_PREFIX):
-                for client_id, options in entries.items():
-                    if online(client_id):
-                        candidates.setdefault(client_id, options)
+        """One connected session subscribed to exactly ``topic_filter`` (wildcard
+        subscriptions that merely match it do not count), taking turns among them; None if
+        there is none."""
+        entries = self._trie.get(topic_filter) or {}
+        candidates = sorted(client_id for client_id in entries if online(client_id))
         if not candidates:
             return None
-        turn = self._next_member.get(topic, 0)
-        self._next_member[topic] = turn + 1
-        client_id = sorted(candidates)[turn % len(candidates)]
-        return client_id, candidates[client_id]
+        turn = self._next_member.get(topic_filter, 0)
+        self._next_member[topic_filter] = turn + 1
+        client_id = candidates[turn % len(candidates)]
+        return client_id, entries[client_id]
 
     def retain(self, message: Message) -> None:
         """Store, replace or (empty payload) clear the retained message of a topic

@@ -121,7 +121,8 @@ class TransactionCounters:
 
     commits: int = 0
     rollbacks: int = 0
-    checks_sent: int = 0
+    checks: int = 0  # check-backs made, sent or not
+    checks_sent: int = 0  # ... of which a connected member of the group received
     checks_exhausted: int = 0
 
 
@@ -148,15 +149,12 @@ def transaction_fields(properties: Properties) -> tuple[str, str, int | None] | 
     delay_text = found.get(CHECK_DELAY_PROPERTY)
     delay = None
     if delay_text is not None:
-        try:
-            delay = int(delay_text)
-        except ValueError:
-            delay = -1
-        if delay < 0:
+        if not (delay_text.isascii() and delay_text.isdigit()) or len(delay_text) > 9:
             raise TransactionRefused(
-                f"{CHECK_DELAY_PROPERTY} must be a whole number of seconds",
+                f"{CHECK_DELAY_PROPERTY} must be a whole number of seconds (0..999999999)",
                 ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR,
             )
+        delay = int(delay_text)
     return transaction_id, group, delay
 
 
@@ -259,7 +257,7 @@ class Transactions:
             half.next_check = None
             return policy.final_action
         half.checks += 1
-        self.counters.checks_sent += 1
+        self.counters.checks += 1
         half.next_check = now + policy.check_interval
         self._checks.schedule(half.transaction_id, half.next_check)
         return None

@@ -291,6 +291,7 @@ def test_keep_alive_timeout_closes_and_publishes_the_will(
     clock.now = 1015.0  # the first scheduled check: heard from since, so re-scheduled
     core.tick()
     assert not silent.transport.closed
+    assert len(core.keepalive) == 1  # one live entry per connection with a keep alive
     clock.now = 1020.75
     core.tick()
     assert not silent.transport.closed

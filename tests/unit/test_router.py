@@ -241,6 +241,17 @@ def test_pick_subscriber_takes_turns_as_members_come_and_go() -> None:
     assert [pick[0] for pick in picks if pick] == ["a", "a"]
 
 
+def test_pick_subscriber_counts_only_the_exact_filter() -> None:
+    """A wildcard subscriber (a monitor on $tx/#) is not a member of every group."""
+    router = Router()
+    router.subscribe("monitor", "$tx/#", Options(qos=1))
+    router.subscribe("other-groups", "$tx/check/+", Options(qos=1))
+    assert router.pick_subscriber("$tx/check/g", everyone) is None
+    router.subscribe("member", "$tx/check/g", Options(qos=1))
+    picks = {router.pick_subscriber("$tx/check/g", everyone) for _ in range(3)}
+    assert picks == {("member", Options(qos=1))}
+
+
 def test_pick_subscriber_none_when_nobody_online() -> None:
     router = Router()
     router.subscribe("a", "t", Options(qos=1))

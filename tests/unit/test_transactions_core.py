@@ -382,7 +382,9 @@ def test_bad_group_is_refused(group: str | None) -> None:
     assert "roost-tx-group" in str(info.value)
 
 
-@pytest.mark.parametrize("delay", ["-1", "abc", "1.5", "", "ten"])
+@pytest.mark.parametrize(
+    "delay", ["-1", "abc", "1.5", "", "ten", " 5", "+5", "1_000", "٣", "9" * 10]
+)
 def test_bad_check_delay_is_refused(delay: str) -> None:
     with pytest.raises(TransactionRefused) as info:
         fields(("roost-tx-id", "t"), ("roost-tx-group", "g"), ("roost-tx-check-delay", delay))
