@@ -128,7 +128,7 @@ class ClientProtocol:
         self.will: Will | None = None
         self.send_window = self.settings.max_inflight
         self.max_outgoing_packet = MAX_PACKET_SIZE
-        self.inbound_aliases: dict[int, str] = {}
+        self.inbound_aliases: dict[int, str] | None = None  # made on first use
         self.congested = False  # the transport asked us to stop writing for now
         self.problem_information = True  # MQTT 5 Request Problem Information
         core.open_connections.add(self)
@@ -419,10 +419,13 @@ class ClientProtocol:
                     f"topic alias {alias} outside 1..{settings.topic_alias_maximum}",
                     ReasonCode.TOPIC_ALIAS_INVALID,
                 )  # [MQTT-3.3.2-8, -9]
+            aliases = self.inbound_aliases
+            if aliases is None:
+                aliases = self.inbound_aliases = {}
             if topic:
-                self.inbound_aliases[alias] = topic
+                aliases[alias] = topic
             else:
-                known = self.inbound_aliases.get(alias)
+                known = aliases.get(alias)
                 if known is None:
                     raise ProtocolError(f"topic alias {alias} is not set")
                 topic = known

@@ -98,9 +98,12 @@ class Session:
         self.expires_at: float | None = None  # set while no connection holds the session
         self.subscriptions: dict[str, SubscriptionOptions] = {}
         self.inflight: dict[int, Inflight] = {}  # packet id -> flow, in send order
-        self.queue: deque[Delivery] = deque()
+        # The queue and the inbound set start as shared empty immutables and become a deque
+        # / set when first needed: most sessions never queue, and an empty deque costs
+        # 760 bytes (an idle connection's budget is a few KB).
+        self.queue: deque[Delivery] | tuple[()] = ()
         self.queued_qos0 = 0
-        self.inbound_qos2: set[int] = set()  # PUBREC sent, PUBREL not yet received
+        self.inbound_qos2: set[int] | frozenset[int] = frozenset()  # PUBREC sent, no PUBREL
         self.next_packet_id = 1
         self.next_seq = 1
         self.will: Will | None = None  # a will waiting for its delay to pass
@@ -156,6 +159,10 @@ class Session:
         alike), so what is already queued keeps its place and order.
         """
         queue = self.queue
+        if not isinstance(queue, deque):
+            if limit <= 0:
+                return False
+            queue = self.queue = deque()
         if len(queue) >= limit:
             if not self.queued_qos0:
                 return False
@@ -173,8 +180,18 @@ class Session:
             self.store.save_delivery(self.client_id, delivery)
         return True
 
+    def restore_queued(self, delivery: Delivery) -> None:
+        """Put back a stored delivery at the end of the queue (loading, no limit)."""
+        if not isinstance(self.queue, deque):
+            self.queue = deque()
+        self.queue.append(delivery)
+
     def dequeue(self) -> Delivery:
-        delivery = self.queue.popleft()
+        queue = self.queue
+        assert isinstance(queue, deque), "dequeue from an empty queue"
+        delivery = queue.popleft()
+        if not queue:
+            self.queue = ()
         if delivery.qos == 0:
             self.queued_qos0 -= 1
         return delivery
@@ -234,16 +251,20 @@ class Session:
     # -- inbound QoS 2 ----------------------------------------------------------------------
 
     def receive_qos2(self, packet_id: int) -> None:
-        self.inbound_qos2.add(packet_id)
+        inbound = self.inbound_qos2
+        if not isinstance(inbound, set):
+            inbound = self.inbound_qos2 = set()
+        inbound.add(packet_id)
         if self.store is not None:
             self.store.save_inbound_qos2(self.client_id, packet_id)
 
     def release_qos2(self, packet_id: int) -> bool:
         """PUBREL received; False if the packet identifier was unknown."""
-        try:
-            self.inbound_qos2.remove(packet_id)
-        except KeyError:
+        inbound = self.inbound_qos2
+        if packet_id not in inbound:
             return False
+        assert isinstance(inbound, set)
+        inbound.remove(packet_id)
         if self.store is not None:
             self.store.delete_inbound_qos2(self.client_id, packet_id)
         return True

@@ -32,18 +32,19 @@ class Framer:
         self.protocol_level = MQTT_3_1_1
         self._buf = b""
         self._pos = 0
-        self._chunks: list[bytes] = []  # parts of one incomplete packet of known size
+        self._chunks: list[bytes] | None = None  # parts of one incomplete packet of known size
         self._missing = 0  # bytes that packet still lacks
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         data = bytes(data) if type(data) is not bytes else data
-        if self._chunks:
-            self._chunks.append(data)
+        chunks = self._chunks
+        if chunks is not None:
+            chunks.append(data)
             self._missing -= len(data)
             if self._missing > 0:
                 return
-            data = b"".join(self._chunks)
-            self._chunks = []
+            data = b"".join(chunks)
+            self._chunks = None
         elif self._pos < len(self._buf):
             data = self._buf[self._pos :] + data
         self._buf = data

@@ -233,7 +233,6 @@ class SqliteStore:
         sessions: dict[str, Session] = {}
         for row in db.execute("SELECT * FROM sessions"):
             loaded = self._session_from(row)
-            loaded.store = self
             sessions[loaded.client_id] = loaded
         for client_id, topic_filter, qos, no_local, rap, handling, identifier in db.execute(
             "SELECT * FROM subscriptions"
@@ -246,7 +245,7 @@ class SqliteStore:
         self._load_deliveries(sessions)
         for client_id, packet_id in db.execute("SELECT * FROM inbound_qos2"):
             if client_id in sessions:
-                sessions[client_id].inbound_qos2.add(packet_id)
+                sessions[client_id].receive_qos2(packet_id)
         for topic, payload, qos, properties, origin, expires_at in db.execute(
             "SELECT * FROM retained"
         ):
@@ -254,6 +253,8 @@ class SqliteStore:
             if not message.expired(now):
                 state.retained.append(message)
         state.sessions = list(sessions.values())
+        for session in state.sessions:
+            session.store = self  # record changes from now on, not what was just read
         self._load_transactions(state)
         self._next_message_id = (db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
         return state
@@ -311,7 +312,7 @@ class SqliteStore:
                 session.inflight[packet_id] = Inflight(delivery, OutboundState(state))
                 session.next_packet_id = packet_id % 65535 + 1
             else:
-                session.queue.append(delivery)
+                session.restore_queued(delivery)
 
     def _message(
         self,
