@@ -52,7 +52,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=10_000, help="idle-10k clients")
     parser.add_argument("--wildcard-subs", type=int, default=10_000, help="wildcard clients")
     parser.add_argument("--latency-rate", type=float, default=2000.0, help="latency msg/s")
-    parser.add_argument("--qos0-window", type=int, default=4096, help="QoS 0 outstanding")
+    parser.add_argument(
+        "--qos0-window", type=int, default=4096, help="fan-in deliveries outstanding (4096)"
+    )
+    parser.add_argument(
+        "--wildcard-window", type=int, default=16384, help="wildcard deliveries outstanding"
+    )
     parser.add_argument("--workers", type=int, default=0, help="generator processes (cores)")
     parser.add_argument("--roost-arg", action="append", default=[], help="extra roost flag")
     parser.add_argument(
@@ -155,7 +160,7 @@ def print_table(
         for i, metric in enumerate(scenario.metrics):
             value = median(per_broker.get("generator", []), metric.key)
             rows.append((name if i == 0 else "", label(metric), fmt(value, metric.digits)))
-        print(f"load generator alone ({scenario.summary}):", file=out)
+        print(f"generator ceiling: {scenario.summary}", file=out)
         render(("scenario", "metric", "value"), rows, out)
         print(file=out)
 
@@ -241,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         broker_cpus=broker_cpus,
         gen_cpus=gen_cpus,
         qos0_window=args.qos0_window,
+        wildcard_window=args.wildcard_window,
         wildcard_subs=args.wildcard_subs,
         connections=args.connections,
         idle_seconds=args.idle_seconds,

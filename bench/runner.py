@@ -71,6 +71,7 @@ class Ctx:
     publishers: int = 8
     payload: int = 64
     qos0_window: int = 4096
+    wildcard_window: int = 16384
     qos1_window: int = 64
     fanout_subs: int = 100
     wildcard_subs: int = 10_000
@@ -81,7 +82,7 @@ class Ctx:
     soak_rate: float = 5000.0
     soak_interval: float = 5.0
     connect_concurrency: int = 64
-    drain_seconds: float = 3.0
+    drain_seconds: float = 15.0
 
 
 def split(n: int, parts: int) -> list[int]:
@@ -210,18 +211,29 @@ class LoadRun:
             self._check()
             time.sleep(min(0.1, left))
 
-    def drain(self, quiet: float = 0.3) -> None:
-        """After ``stop_load``: wait until deliveries and acks stop moving (bounded)."""
+    def drain(self, quiet: float = 0.5, idle_cpu: float = 0.2) -> None:
+        """After ``stop_load``: wait until every expected delivery has arrived, or until
+        nothing has moved for ``quiet`` seconds while the broker was idle (below
+        ``idle_cpu`` of a core: it is not still working through a backlog), at most
+        ``ctx.drain_seconds``."""
         deadline = time.monotonic() + self.ctx.drain_seconds
         last = (-1, -1)
         since = time.monotonic()
+        cpu_since = self.broker.cpu_seconds()
         while time.monotonic() < deadline:
-            now_counts = (self.total(lg.RECV), self.total(lg.ACKED))
-            if now_counts != last:
-                last = now_counts
-                since = time.monotonic()
-            elif time.monotonic() - since >= quiet:
+            self._check()
+            received, acked = self.total(lg.RECV), self.total(lg.ACKED)
+            now = time.monotonic()
+            if (received, acked) != last:
+                last = (received, acked)
+                since = now
+                cpu_since = self.broker.cpu_seconds()
+            elif received >= self.total(lg.EXPECTED) and now - since >= 0.1:
                 return
+            elif now - since >= quiet:
+                busy = (self.broker.cpu_seconds() - cpu_since) / (now - since)
+                if busy < idle_cpu:
+                    return
             time.sleep(0.02)
 
     def finish(self) -> list[dict[str, Any]]:

@@ -379,7 +379,7 @@ def run_wildcard(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     batches = wildcard_batches(n, ctx.payload)
     roles = merge(
         sub_roles,
-        place(nw, 4, {"role": "pub0", "batches": batches, "window": ctx.qos0_window}),
+        place(nw, 4, {"role": "pub0", "batches": batches, "window": ctx.wildcard_window}),
     )
     with LoadRun(ctx, broker, roles) as run:
         before = run.snapshot()
