@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import subprocess
 import sys
 import threading
@@ -13,55 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from brokerproc import BrokerProcess
 from paho_helpers import V5, V311, connect, disconnect, subscribe, wait_until
-
-LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
-
-
-class BrokerProcess:
-    """``roost serve`` as a child process on an ephemeral port, with a data directory."""
-
-    host = "127.0.0.1"
-
-    def __init__(self, data_dir: Path, *extra: str) -> None:
-        self.data_dir = data_dir
-        self.extra = extra
-        self.process: subprocess.Popen[str] | None = None
-        self.port = 0
-        self.log: list[str] = []
-
-    def start(self) -> BrokerProcess:
-        command = [sys.executable, "-m", "roost", "serve", "--port", "0"]
-        command += ["--data-dir", str(self.data_dir), "--log-level", "info", *self.extra]
-        self.process = subprocess.Popen(
-            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-        )
-        found = threading.Event()
-
-        def read_log() -> None:
-            assert self.process is not None and self.process.stderr is not None
-            for line in self.process.stderr:
-                self.log.append(line)
-                match = LISTENING.search(line)
-                if match:
-                    self.port = int(match.group(1))
-                    found.set()
-
-        threading.Thread(target=read_log, daemon=True).start()
-        if not found.wait(20):
-            self.kill()
-            raise AssertionError("broker did not start:\n" + "".join(self.log))
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def restart(self) -> BrokerProcess:
-        self.kill()
-        return self.start()
 
 
 @pytest.fixture

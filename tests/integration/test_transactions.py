@@ -13,8 +13,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from test_durability import BrokerProcess
 
+from brokerproc import BrokerProcess
 from paho_helpers import wait_until
 
 CHECK_TOPIC = "$tx/check/orders"
