@@ -73,9 +73,14 @@ class BrokerCore:
     def load(self) -> None:
         """Take over the state saved in the store (at start-up)."""
         state = self.store.load(self.clock())
+        now = self.clock()
         for session in state.sessions:
             client_id = session.client_id
             self.sessions[client_id] = session
+            if session.expires_at is None and session.expiry_interval != NEVER_EXPIRES:
+                # It was connected when the broker stopped: it has been closed since.
+                session.expires_at = now + session.expiry_interval
+                session.save()
             for topic_filter, options in session.subscriptions.items():
                 self.router.subscribe(client_id, topic_filter, options)
             if session.expires_at is not None:
@@ -199,6 +204,7 @@ class BrokerCore:
         sessions = self.sessions
         connections = self.connections
         limit = self.settings.max_queued_messages
+        message_time = self.clock()
         for client_id, target in targets:
             qos = message.qos if message.qos < target.qos else target.qos
             retain = message.retain and target.retain_as_published
@@ -207,7 +213,7 @@ class BrokerCore:
             if connection is not None:
                 connection.deliver(delivery)
             # Offline sessions keep QoS 1/2 messages; QoS 0 is not queued for them.
-            elif qos and not sessions[client_id].enqueue(delivery, limit):
+            elif qos and not sessions[client_id].enqueue(delivery, limit, message_time):
                 self.dropped_messages += 1
         return len(targets)
 

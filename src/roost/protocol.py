@@ -186,7 +186,9 @@ class ClientProtocol:
         self._close_with(ReasonCode.SESSION_TAKEN_OVER, "session taken over", publish_will=True)
 
     def server_shutdown(self) -> None:
-        self._close_with(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down", False)
+        """The server closes the connection without the client's DISCONNECT, so the will
+        goes out (or, with a delay, is kept with the session) [MQTT-3.1.2-8]."""
+        self._close_with(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down", True)
 
     def _close_with(self, reason: ReasonCode, text: str, publish_will: bool) -> None:
         if self.state is State.CONNECTED and self.level == MQTT_5:
@@ -245,7 +247,8 @@ class ClientProtocol:
             or self.congested
             or (delivery.qos and len(session.inflight) >= self.send_window)
         ):
-            if not session.enqueue(delivery, self.settings.max_queued_messages):
+            limit = self.settings.max_queued_messages
+            if not session.enqueue(delivery, limit, self.core.clock()):
                 self.core.dropped_messages += 1
             return
         self._send_delivery(session, delivery)
@@ -313,13 +316,31 @@ class ClientProtocol:
 
     def _resend_inflight(self, session: Session) -> None:
         """On session resume, re-send unacknowledged PUBLISH (DUP set) and PUBREL
-        [MQTT-4.4.0-1]."""
+        [MQTT-4.4.0-1], within what the client accepts now: PUBLISHes beyond its Receive
+        Maximum go back to the queue [MQTT-3.3.4-9]; one larger than its Maximum Packet
+        Size is dropped as if delivered [MQTT-3.1.2-25]."""
         now = self.core.clock()
+        sent = 0
+        too_big: list[tuple[int, OutboundState]] = []
+        held_back: list[int] = []
         for packet_id, inflight in session.inflight.items():
             if inflight.state is OutboundState.AWAITING_PUBCOMP:
                 self._send(PubRel(packet_id))
-            else:
-                self.transport.write(self._encode_publish(inflight.delivery, packet_id, True, now))
+                sent += 1
+                continue
+            if sent >= self.send_window:
+                held_back.append(packet_id)
+                continue
+            data = self._encode_publish(inflight.delivery, packet_id, True, now)
+            if len(data) > self.max_outgoing_packet:
+                too_big.append((packet_id, inflight.state))
+                continue
+            self.transport.write(data)
+            sent += 1
+        for packet_id, state in too_big:
+            session.complete(packet_id, state)
+        if held_back:
+            session.unsend(held_back)
 
     # -- packet handlers ------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ class Delivery:
 class OutboundState(IntEnum):
     """Where an outbound QoS 1/2 flow stands."""
 
+    QUEUED = 0  # not sent (as stored)
     AWAITING_PUBACK = 1
     AWAITING_PUBREC = 2
     AWAITING_PUBCOMP = 3
@@ -151,18 +152,21 @@ class Session:
 
     # -- outbound messages ----------------------------------------------------------------
 
-    def enqueue(self, delivery: Delivery, limit: int) -> bool:
+    def enqueue(self, delivery: Delivery, limit: int, now: float) -> bool:
         """Queue a delivery; False if it was dropped.
 
-        Drop policy when ``limit`` deliveries are queued: the oldest queued QoS 0 message is
-        dropped to make room; if none is queued, the new message is dropped (QoS 0 and QoS>0
-        alike), so what is already queued keeps its place and order.
+        Drop policy when ``limit`` deliveries are queued: expired messages are removed
+        first [MQTT-3.3.2-5]; then the oldest queued QoS 0 message is dropped to make room;
+        if none is queued, the new message is dropped (QoS 0 and QoS>0 alike), so what is
+        already queued keeps its place and order.
         """
         queue = self.queue
         if not isinstance(queue, deque):
             if limit <= 0:
                 return False
             queue = self.queue = deque()
+        if len(queue) >= limit:
+            queue = self._drop_expired(queue, now)
         if len(queue) >= limit:
             if not self.queued_qos0:
                 return False
@@ -179,6 +183,31 @@ class Session:
             self.next_seq += 1
             self.store.save_delivery(self.client_id, delivery)
         return True
+
+    def _drop_expired(self, queue: deque[Delivery], now: float) -> deque[Delivery]:
+        kept: deque[Delivery] = deque()
+        for queued in queue:
+            if not queued.message.expired(now):
+                kept.append(queued)
+                continue
+            if queued.qos == 0:
+                self.queued_qos0 -= 1
+            self.discard(queued)
+        self.queue = kept
+        return kept
+
+    def unsend(self, packet_ids: list[int]) -> None:
+        """Put deliveries sent under ``packet_ids`` (in send order) back at the head of
+        the queue, to be sent again under new identifiers: a resumed client may allow
+        fewer messages in flight than were outstanding [MQTT-3.3.4-9]."""
+        queue = self.queue
+        if not isinstance(queue, deque):
+            queue = self.queue = deque()
+        for packet_id in reversed(packet_ids):
+            delivery = self.inflight.pop(packet_id).delivery
+            queue.appendleft(delivery)
+            if self.store is not None:
+                self.store.update_delivery(self.client_id, delivery, OutboundState.QUEUED, 0)
 
     def restore_queued(self, delivery: Delivery) -> None:
         """Put back a stored delivery at the end of the queue (loading, no limit)."""

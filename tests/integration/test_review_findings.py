@@ -1,6 +1,6 @@
-"""Protocol review findings: each xfail test reproduces a bug against MQTT 5.0 / 3.1.1 (the
-reason says which); the tests without xfail pin down subtle behaviour that was checked and
-found right.
+"""Protocol review findings: the first group reproduces bugs found against MQTT 5.0 / 3.1.1
+(now fixed; each docstring cites the rule); the second pins down subtle behaviour that was
+checked and found right.
 
 The raw-socket tests use ``raw`` (tests/integration/conftest.py) for byte-level flows and
 ``rawmqtt.RawClient`` where a will has to be set in CONNECT.
@@ -90,15 +90,9 @@ def codec_client(opened: list[CodecClient], broker: Any) -> CodecClient:
 
 
 # --------------------------------------------------------------------------------------------
-# bugs (xfail, strict)
+# bugs found in review (fixed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqliteStore deletes a message row when its last delivery completes but the "
-    "in-memory Message keeps store_id, so a later delivery of the same (retained) "
-    "message references a missing row and is lost on restart",
-)
 def test_retained_message_inflight_to_second_session_survives_restart(make_broker, clients, raw):
     """A retained QoS 1 message is delivered and acknowledged by one persistent session,
     then sent to a second persistent session that does not acknowledge it. After a restart
@@ -131,11 +125,6 @@ def test_retained_message_inflight_to_second_session_survives_restart(make_broke
     ], "unacknowledged retained message not resent after restart"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a session connected when the broker dies has expires_at NULL in the store, so "
-    "after restart it is never scheduled to expire",
-)
 def test_session_connected_at_crash_still_expires(tmp_path: Path, clients) -> None:
     """Session Expiry Interval 1: the session must be gone some time after the connection
     ends [MQTT-3.1.2-23]. A broker crash ends the connection; after the restart the
@@ -156,11 +145,6 @@ def test_session_connected_at_crash_still_expires(tmp_path: Path, clients) -> No
         process.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClientProtocol._resend_inflight re-sends every inflight PUBLISH at once, "
-    "ignoring the Receive Maximum of the new connection",
-)
 def test_resend_on_reconnect_respects_new_receive_maximum(broker, clients, raw):
     """The client reconnects with Receive Maximum 1 while 4 QoS 1 messages are
     unacknowledged: the server MUST NOT have more than 1 unacknowledged QoS 1 PUBLISH
@@ -184,11 +168,6 @@ def test_resend_on_reconnect_respects_new_receive_maximum(broker, clients, raw):
     assert len(burst) <= 1, f"{len(burst)} unacknowledged PUBLISH with Receive Maximum 1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClientProtocol._resend_inflight ignores the Maximum Packet Size of the "
-    "reconnecting client",
-)
 def test_resend_on_reconnect_respects_new_maximum_packet_size(broker, clients, raw):
     """The client reconnects with Maximum Packet Size 64 while a 300-byte QoS 1 PUBLISH is
     unacknowledged: the server MUST NOT send a packet larger than that [MQTT-3.1.2-24]; it
@@ -210,11 +189,6 @@ def test_resend_on_reconnect_respects_new_maximum_packet_size(broker, clients, r
     assert all(size <= 64 for size in sizes), f"packets of {sizes} bytes sent, maximum 64"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Session.enqueue refuses new messages when the queue is full of messages whose "
-    "expiry has already passed (expired entries are only dropped at send time)",
-)
 def test_expired_queued_messages_do_not_crowd_out_fresh_ones(make_broker, clients):
     """Messages whose Message Expiry Interval has passed MUST be deleted for an offline
     subscriber [MQTT-3.3.2-5]; they must not fill the queue (max 2 here) so that a fresh
@@ -234,11 +208,6 @@ def test_expired_queued_messages_do_not_crowd_out_fresh_ones(make_broker, client
     assert b"short0" not in again.payloads() and b"short1" not in again.payloads()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="graceful shutdown closes connections with publish_will=False: a connected "
-    "client's will is neither published nor kept with its persistent session",
-)
 def test_will_survives_graceful_shutdown(make_broker, clients, codec_clients):
     """The server closing the connection without having received DISCONNECT 0x00 is one of
     the situations in which the will MUST be published, after its delay or when the

@@ -167,7 +167,7 @@ def topics(session: Session) -> list[str]:
 def test_enqueue_below_the_limit_keeps_everything_in_order() -> None:
     session = Session("c")
     for index, qos in enumerate([0, 1, 2, 0]):
-        assert session.enqueue(delivery(f"m{index}", qos), limit=4)
+        assert session.enqueue(delivery(f"m{index}", qos), limit=4, now=0.0)
     assert topics(session) == ["m0", "m1", "m2", "m3"]
     assert session.queued_qos0 == 2
 
@@ -175,11 +175,11 @@ def test_enqueue_below_the_limit_keeps_everything_in_order() -> None:
 def test_full_queue_drops_the_oldest_qos0_first() -> None:
     session = Session("c")
     for name, qos in [("a", 1), ("b", 0), ("c", 1), ("d", 0)]:
-        assert session.enqueue(delivery(name, qos), limit=4)
-    assert session.enqueue(delivery("e", 1), limit=4)
+        assert session.enqueue(delivery(name, qos), limit=4, now=0.0)
+    assert session.enqueue(delivery("e", 1), limit=4, now=0.0)
     assert topics(session) == ["a", "c", "d", "e"]
     assert session.queued_qos0 == 1
-    assert session.enqueue(delivery("f", 0), limit=4)
+    assert session.enqueue(delivery("f", 0), limit=4, now=0.0)
     assert topics(session) == ["a", "c", "e", "f"]
     assert session.queued_qos0 == 1
 
@@ -187,24 +187,24 @@ def test_full_queue_drops_the_oldest_qos0_first() -> None:
 def test_full_queue_without_qos0_refuses_the_new_message() -> None:
     session = Session("c")
     for name in "abc":
-        assert session.enqueue(delivery(name, 1), limit=3)
-    assert not session.enqueue(delivery("new1", 1), limit=3)
-    assert not session.enqueue(delivery("new0", 0), limit=3)
+        assert session.enqueue(delivery(name, 1), limit=3, now=0.0)
+    assert not session.enqueue(delivery("new1", 1), limit=3, now=0.0)
+    assert not session.enqueue(delivery("new0", 0), limit=3, now=0.0)
     assert topics(session) == ["a", "b", "c"]
     assert session.queued_qos0 == 0
 
 
 def test_zero_limit_refuses_everything() -> None:
     session = Session("c")
-    assert not session.enqueue(delivery("a", 0), limit=0)
-    assert not session.enqueue(delivery("b", 1), limit=0)
+    assert not session.enqueue(delivery("a", 0), limit=0, now=0.0)
+    assert not session.enqueue(delivery("b", 1), limit=0, now=0.0)
     assert not session.queue
 
 
 def test_dequeue_keeps_the_qos0_count() -> None:
     session = Session("c")
-    session.enqueue(delivery("a", 0), 10)
-    session.enqueue(delivery("b", 1), 10)
+    session.enqueue(delivery("a", 0), 10, now=0.0)
+    session.enqueue(delivery("b", 1), 10, now=0.0)
     assert session.dequeue().message.topic == "a"
     assert session.queued_qos0 == 0
     assert session.dequeue().message.topic == "b"
@@ -220,7 +220,7 @@ def test_drop_policy_model(qoses: list[int], limit: int) -> None:
     session = Session("c")
     model: list[tuple[int, int]] = []  # (index, qos)
     for index, qos in enumerate(qoses):
-        accepted = session.enqueue(delivery(str(index), qos), limit)
+        accepted = session.enqueue(delivery(str(index), qos), limit, now=0.0)
         expected = True
         if len(model) >= limit:
             oldest_qos0 = next((i for i, entry in enumerate(model) if entry[1] == 0), None)
@@ -269,9 +269,9 @@ def test_subscriptions_are_saved_and_deleted() -> None:
 def test_qos1_flow_is_recorded_with_increasing_seq() -> None:
     session, store = persistent()
     first, second, third = delivery("a", 1), delivery("b", 1), delivery("c", 0)
-    session.enqueue(first, 10)
-    session.enqueue(second, 10)
-    session.enqueue(third, 10)  # QoS 0: not stored
+    session.enqueue(first, 10, now=0.0)
+    session.enqueue(second, 10, now=0.0)
+    session.enqueue(third, 10, now=0.0)  # QoS 0: not stored
     assert (first.seq, second.seq, third.seq) == (1, 2, 0)
     session.send(session.dequeue(), 11)
     session.send(session.dequeue(), 12)
@@ -289,7 +289,7 @@ def test_qos1_flow_is_recorded_with_increasing_seq() -> None:
 def test_send_of_an_unqueued_delivery_saves_it_first() -> None:
     session, store = persistent()
     queued = delivery("queued", 1)
-    session.enqueue(queued, 10)
+    session.enqueue(queued, 10, now=0.0)
     direct = delivery("direct", 2)
     session.send(direct, 5)
     assert direct.seq == 2
@@ -324,7 +324,7 @@ def test_seq_keeps_increasing_across_many_deliveries() -> None:
     for index in range(20):
         item = delivery(str(index), 1 + index % 2)
         if index % 3:
-            session.enqueue(item, 100)
+            session.enqueue(item, 100, now=0.0)
         else:
             session.send(item, session.allocate_packet_id())
     seqs = [call[2] for call in store.calls if call[0] == "save_delivery"]
@@ -334,7 +334,7 @@ def test_seq_keeps_increasing_across_many_deliveries() -> None:
 def test_discard_deletes_only_stored_deliveries() -> None:
     session, store = persistent()
     stored = delivery("s", 1)
-    session.enqueue(stored, 10)
+    session.enqueue(stored, 10, now=0.0)
     session.discard(session.dequeue())
     session.discard(delivery("never-stored", 0))
     assert store.calls[1:] == [("save_delivery", "c", 1, "s"), ("delete_delivery", "c", 1)]
@@ -342,8 +342,8 @@ def test_discard_deletes_only_stored_deliveries() -> None:
 
 def test_refused_delivery_is_not_stored() -> None:
     session, store = persistent()
-    session.enqueue(delivery("a", 1), 1)
-    assert not session.enqueue(delivery("b", 1), 1)
+    session.enqueue(delivery("a", 1), 1, now=0.0)
+    assert not session.enqueue(delivery("b", 1), 1, now=0.0)
     assert store.names()[1:] == ["save_delivery"]
 
 
@@ -368,7 +368,7 @@ def test_session_with_expiry_zero_records_nothing() -> None:
     session.subscribe("a", SubscriptionOptions(qos=1))
     session.unsubscribe("a")
     queued = delivery("q", 1)
-    session.enqueue(queued, 10)
+    session.enqueue(queued, 10, now=0.0)
     session.send(session.dequeue(), session.allocate_packet_id())
     session.send(delivery("x", 2), session.allocate_packet_id())
     session.released(2)
@@ -390,7 +390,7 @@ def test_set_expiry_interval_to_zero_deletes_the_record() -> None:
     assert store.calls[1:] == [("delete_session", "c")]
     assert session.store is None
     session.subscribe("a", SubscriptionOptions())
-    session.enqueue(delivery(), 10)
+    session.enqueue(delivery(), 10, now=0.0)
     assert store.calls[1:] == [("delete_session", "c")]
 
 

@@ -406,7 +406,9 @@ class SqliteStore:
         if not message.store_id:
             message.store_id = self._next_message_id
             self._next_message_id += 1
-            self._record(_SAVE_MESSAGE, self._message_row(message, message.store_id))
+        # Always (INSERT OR IGNORE): the row goes when its last delivery does, and a message
+        # kept in memory (a retained one) may be delivered again later.
+        self._record(_SAVE_MESSAGE, self._message_row(message, message.store_id))
         ids = ",".join(map(str, delivery.subscription_ids))
         self._record(
             _SAVE_DELIVERY,
