@@ -277,10 +277,11 @@ class Roost(BrokerProcess):
         ]
 
 
-# Mosquitto 2.0.11 (Debian 11/12) loses track of queued QoS 1 messages once an online
+# Mosquitto 2.0.11 (the Debian package) loses track of queued QoS 1 messages once an online
 # client's inflight quota fills: deliveries collapse and acknowledged messages are never sent
-# (the inflight-quota fixes of 2.0.13, eclipse-mosquitto/mosquitto#2362). With 0 (no limit)
-# it delivers everything, so that is the default; --mosquitto-inflight overrides it.
+# (consistent with the inflight-quota fixes of 2.0.13, eclipse-mosquitto/mosquitto#2362).
+# With 0 (no limit) it delivers everything, so that is the default; --mosquitto-inflight
+# overrides it.
 MOSQUITTO_INFLIGHT = 0
 
 # set_tcp_nodelay defaults to false (Nagle on), Mosquitto's stock setting; see --mosquitto-nodelay.
