@@ -53,6 +53,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--wildcard-subs", type=int, default=10_000, help="wildcard clients")
     parser.add_argument("--latency-rate", type=float, default=2000.0, help="latency msg/s")
     parser.add_argument(
+        "--qos1-window", type=int, default=64, help="unacked QoS 1 PUBLISHes per publisher (64)"
+    )
+    parser.add_argument(
         "--qos0-window", type=int, default=4096, help="fan-in deliveries outstanding (4096)"
     )
     parser.add_argument(
@@ -246,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         broker_cpus=broker_cpus,
         gen_cpus=gen_cpus,
         qos0_window=args.qos0_window,
+        qos1_window=args.qos1_window,
         wildcard_window=args.wildcard_window,
         wildcard_subs=args.wildcard_subs,
         connections=args.connections,

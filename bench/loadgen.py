@@ -357,13 +357,18 @@ class Conn(asyncio.Protocol):
 
 
 async def open_conn(
-    w: Worker, client_id: str, keepalive: int, latency: bool = False, timeout: float = 30.0
+    w: Worker,
+    client_id: str,
+    keepalive: int,
+    latency: bool = False,
+    timeout: float = 30.0,
+    clean: bool = True,
 ) -> Conn:
     _, conn = await asyncio.wait_for(
         w.loop.create_connection(lambda: Conn(w, latency), HOST, w.port), timeout
     )
     try:
-        first, body = await conn.request(connect_packet(client_id, keepalive), timeout)
+        first, body = await conn.request(connect_packet(client_id, keepalive, clean), timeout)
         if first != 0x20 or len(body) != 2 or body[1] != 0:
             raise MqttError(f"connection refused: 0x{first:02x} {body!r}")
     except BaseException:
@@ -382,6 +387,7 @@ async def connect_many(
     filters: Callable[[int], list[tuple[str, int]]] | None,
     sem: asyncio.Semaphore,
     latency: bool = False,
+    clean: bool = True,
 ) -> list[Conn]:
     """Connect (and subscribe) every client id, at most ``sem`` at a time, each with a
     bounded number of attempts. Failed clients are reported and left out."""
@@ -391,7 +397,7 @@ async def connect_many(
             last: BaseException | None = None
             for attempt in range(CONNECT_ATTEMPTS):
                 try:
-                    conn = await open_conn(w, client_ids[index], keepalive, latency)
+                    conn = await open_conn(w, client_ids[index], keepalive, latency, clean=clean)
                 except (TimeoutError, OSError, MqttError) as exc:
                     last = exc
                     w.add(CONN_FAIL)
@@ -584,6 +590,7 @@ async def _setup_role(
             filters if kind == "sub" else None,
             sem,
             latency=bool(role.get("latency")),
+            clean=bool(role.get("clean", True)),
         )
     elif kind == "pub0":
         conns = await connect_many(w, ids, keepalive, None, sem)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import loadgen as lg
-from bench.brokers import BrokerProcess, NullBroker
+from bench.brokers import BrokerProcess, NullBroker, Roost
 from bench.runner import Ctx, LoadRun, Snapshot, cpu_percent, other_load_percent, rate, split
 
 GEN_SATURATED = 85.0  # generator CPU % (per generator core) above which it may be the limit
@@ -630,6 +630,75 @@ SOAK = Scenario(
 )
 
 
+# -- 8. Durability cost (Roost against itself) ---------------------------------------------
+
+DURABLE_STORES = {
+    "full": ["--store", "sqlite", "--durability", "full"],
+    "memory": ["--store", "memory"],
+}
+
+
+def run_durable(ctx: Ctx, _: BrokerProcess | None) -> Outcome:
+    """QoS 1 fan-in to one persistent subscriber: every delivery is stored, and every
+    PUBACK waits for its commit with durability=full. Interleaved with --store memory."""
+    out = Outcome()
+    nw = ctx.workers
+    roles = merge(
+        single(nw, {"role": "sub", "filters": [TOPIC], "qos": 1, "clean": False}),
+        place(
+            nw,
+            ctx.publishers,
+            {
+                "role": "pub1",
+                "topic": TOPIC,
+                "payload": ctx.payload,
+                "window": ctx.qos1_window,
+                "delivery_window": ctx.qos0_window,
+            },
+        ),
+    )
+    rates: dict[str, list[float]] = {store: [] for store in DURABLE_STORES}
+    for _round in range(ctx.rounds):
+        for store, args in DURABLE_STORES.items():
+            broker = Roost(ctx.broker_cpus, args)
+            try:
+                broker.start()
+                a, b, _final, run = throughput(ctx, broker, roles)
+                out.notes.extend(run.problems())
+            finally:
+                broker.stop()
+            rates[store].append(rate(a, b, lg.ACKED))
+    for store, values in rates.items():
+        out.metrics[store] = sorted(values)[len(values) // 2]
+    if out.metrics["memory"]:
+        out.metrics["ratio"] = out.metrics["full"] / out.metrics["memory"]
+    return out
+
+
+DURABLE = Scenario(
+    "durable",
+    "Roost only: 8 QoS 1 publishers -> 1 persistent subscriber, durability=full vs --store memory",
+    (
+        Metric("full", "PUBACKs/s, sqlite durability=full", "higher"),
+        Metric("memory", "PUBACKs/s, --store memory", "higher"),
+        Metric("ratio", "full / memory", "higher", 2),
+    ),
+    run_durable,
+    per_broker=False,
+)
+
+
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s for s in (CEILING, QOS0_FANIN, QOS1_FANIN, QOS0_FANOUT, WILDCARD, IDLE, LATENCY, SOAK)
+    s.name: s
+    for s in (
+        CEILING,
+        QOS0_FANIN,
+        QOS1_FANIN,
+        QOS0_FANOUT,
+        WILDCARD,
+        IDLE,
+        LATENCY,
+        SOAK,
+        DURABLE,
+    )
 }

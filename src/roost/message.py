@@ -24,6 +24,7 @@ class Message:
         "qos",
         "retain",
         "store_id",
+        "stored_deliveries",
         "topic",
         "topic_bytes",
     )
@@ -50,6 +51,7 @@ class Message:
         expiry = properties.message_expiry_interval
         self.expires_at: float | None = None if expiry is None else now + expiry
         self.store_id = 0  # row id once a store has saved it
+        self.stored_deliveries = 0  # deliveries the store holds for it
         self._properties_bytes: bytes | None = None
         self._encoded: dict[tuple[int, bool], bytes] | None = None
 

@@ -138,14 +138,11 @@ _SAVE_MESSAGE = (
 )
 _SAVE_DELIVERY = (
     "INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain,"
-    " subscription_ids) VALUES (?, ?, ?, ?, ?, ?)"
+    " subscription_ids, state, packet_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE_DELIVERY = "UPDATE deliveries SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?"
 _DELETE_DELIVERY = "DELETE FROM deliveries WHERE client_id = ? AND seq = ?"
-_DELETE_ORPHAN_MESSAGE = (
-    "DELETE FROM messages WHERE id = ?"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?)"
-)
+_DELETE_MESSAGE = "DELETE FROM messages WHERE id = ?"
 _DELETE_SESSION = (
     "DELETE FROM sessions WHERE client_id = ?",
     "DELETE FROM subscriptions WHERE client_id = ?",
@@ -182,7 +179,11 @@ class SqliteStore:
         self._db = self._open()
         self._wall_offset = 0.0  # wall clock minus broker clock, fixed at load
         self._next_message_id = 1
-        self._ops: list[Op] = []
+        self._ops: list[Op | None] = []  # None: cancelled before it was written
+        # Inserts of deliveries and messages recorded since the last hand-over to the writer:
+        # a delivery acknowledged before it reached the disk never needs to.
+        self._unwritten: dict[tuple[str, int], int] = {}  # -> index of its insert
+        self._unwritten_messages: dict[int, int] = {}  # message id -> index of its insert
         self._callbacks: list[Callable[[], None]] = []
         self._flush_scheduled = False
         self._busy = False  # a batch is being written
@@ -207,6 +208,7 @@ class SqliteStore:
             if version == 0:
                 db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA wal_autocheckpoint = 10000")
             db.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self._durability]}")
             for index in range(version, SCHEMA_VERSION):
                 db.executescript(
@@ -307,6 +309,7 @@ class SqliteStore:
             ids = tuple(int(i) for i in sub_ids.split(",")) if sub_ids else ()
             delivery = Delivery(message, qos, bool(retain), ids)
             delivery.seq = seq
+            message.stored_deliveries += 1
             session.next_seq = seq + 1
             if state:
                 session.inflight[packet_id] = Inflight(delivery, OutboundState(state))
@@ -343,7 +346,8 @@ class SqliteStore:
 
     # -- recording --------------------------------------------------------------------------
 
-    def _record(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _record(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Queue one statement for the next batch; returns its index in the batch."""
         self._ops.append((sql, params))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -351,6 +355,7 @@ class SqliteStore:
                 self._loop.call_later(self._interval, self._flush)
             else:
                 self._loop.call_soon(self._flush)
+        return len(self._ops) - 1
 
     def save_session(self, session: Session) -> None:
         will = session.will
@@ -406,14 +411,15 @@ class SqliteStore:
         if not message.store_id:
             message.store_id = self._next_message_id
             self._next_message_id += 1
-        # Always (INSERT OR IGNORE): the row goes when its last delivery does, and a message
-        # kept in memory (a retained one) may be delivered again later.
-        self._record(_SAVE_MESSAGE, self._message_row(message, message.store_id))
+        message.stored_deliveries += 1
+        if message.store_id not in self._unwritten_messages:
+            # Always (INSERT OR IGNORE): the row goes when its last delivery does, and a
+            # message kept in memory (a retained one) may be delivered again later.
+            index = self._record(_SAVE_MESSAGE, self._message_row(message, message.store_id))
+            self._unwritten_messages[message.store_id] = index
         ids = ",".join(map(str, delivery.subscription_ids))
-        self._record(
-            _SAVE_DELIVERY,
-            (client_id, delivery.seq, message.store_id, delivery.qos, int(delivery.retain), ids),
-        )
+        row = (client_id, delivery.seq, message.store_id, delivery.qos, int(delivery.retain), ids)
+        self._unwritten[client_id, delivery.seq] = self._record(_SAVE_DELIVERY, (*row, 0, 0))
 
     def _message_row(self, message: Message, key: int | str) -> tuple[Any, ...]:
         properties = _properties_blob(message.properties, PacketType.PUBLISH)
@@ -431,12 +437,28 @@ class SqliteStore:
     def update_delivery(
         self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
     ) -> None:
-        self._record(_UPDATE_DELIVERY, (int(state), packet_id, client_id, delivery.seq))
+        index = self._unwritten.get((client_id, delivery.seq))
+        if index is None:
+            self._record(_UPDATE_DELIVERY, (int(state), packet_id, client_id, delivery.seq))
+            return
+        op = self._ops[index]  # still to be inserted: insert it in its new state
+        assert op is not None
+        self._ops[index] = (op[0], (*op[1][:6], int(state), packet_id))
 
     def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
-        self._record(_DELETE_DELIVERY, (client_id, delivery.seq))
-        message_id = delivery.message.store_id
-        self._record(_DELETE_ORPHAN_MESSAGE, (message_id, message_id))
+        message = delivery.message
+        message.stored_deliveries -= 1
+        index = self._unwritten.pop((client_id, delivery.seq), None)
+        if index is None:
+            self._record(_DELETE_DELIVERY, (client_id, delivery.seq))
+        else:
+            self._ops[index] = None  # saved and done within one batch: nothing to write
+        if message.stored_deliveries > 0:
+            return
+        message_index = self._unwritten_messages.pop(message.store_id, None)
+        if message_index is not None:
+            self._ops[message_index] = None
+        self._record(_DELETE_MESSAGE, (message.store_id,))
 
     def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
         self._record("INSERT OR REPLACE INTO inbound_qos2 VALUES (?, ?)", (client_id, packet_id))
@@ -487,7 +509,10 @@ class SqliteStore:
         self._flush_scheduled = False
         if self._busy or not (self._ops or self._callbacks):
             return
-        ops, self._ops = self._ops, []
+        ops = [op for op in self._ops if op is not None]
+        self._ops = []
+        self._unwritten.clear()
+        self._unwritten_messages.clear()
         callbacks, self._callbacks = self._callbacks, []
         if not ops:  # everything they wait for is already committed
             for callback in callbacks:
@@ -542,8 +567,9 @@ class SqliteStore:
         if self._writer_started:
             self._batches.put(None)
             self._writer.join()
-        if self._ops:
-            self._write(self._ops)
+        ops = [op for op in self._ops if op is not None]
+        if ops:
+            self._write(ops)
             self._ops = []
         self._db.close()
 
