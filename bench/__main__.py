@@ -163,7 +163,7 @@ def print_table(
         for i, metric in enumerate(scenario.metrics):
             value = median(per_broker.get("generator", []), metric.key)
             rows.append((name if i == 0 else "", label(metric), fmt(value, metric.digits)))
-        print(f"generator ceiling: {scenario.summary}", file=out)
+        print(f"{name}: {scenario.summary}", file=out)
         render(("scenario", "metric", "value"), rows, out)
         print(file=out)
 
