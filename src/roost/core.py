@@ -318,7 +318,10 @@ class BrokerCore:
             if deadline is None:
                 continue
             if now >= deadline:
-                connection.keepalive_expired()
+                try:
+                    connection.keepalive_expired()
+                except Exception:  # one failure must not lose the rest of this sweep
+                    log.exception("error closing a connection whose keep alive expired")
             else:
                 self.watch_keepalive(connection, deadline)
         for kind, client_id in self.deadlines.due(now):
