@@ -81,19 +81,49 @@ def make_client(
     client_id: str = "",
     version: int = V5,
     clean: bool | None = None,
+    collector: Collector | None = None,
 ) -> tuple[mqtt.Client, Collector]:
-    """A paho client (callback API v2) wired to a new Collector; not yet connected."""
+    """A paho client (callback API v2) wired to ``collector`` (a new Collector by default);
+    not yet connected."""
     kwargs: dict[str, Any] = {"client_id": client_id, "protocol": version}
     if version != V5:
         kwargs["clean_session"] = True if clean is None else clean
     client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
     client.max_inflight_messages_set(65535)
-    collector = Collector()
+    if collector is None:
+        collector = Collector()
     client.on_message = collector.on_message
     client.on_connect = collector.on_connect
     client.on_disconnect = collector.on_disconnect
     client.on_subscribe = collector.on_subscribe
     return client, collector
+
+
+def start(
+    client: mqtt.Client,
+    collector: Collector,
+    broker: Any,
+    client_id: str = "",
+    version: int = V5,
+    clean: bool = True,
+    session_expiry: int | None = None,
+    keepalive: int = 60,
+    properties: Properties | None = None,
+) -> None:
+    """Send CONNECT to ``broker`` (has .host/.port), start the loop and wait for the CONNACK,
+    whatever its reason code."""
+    connect_kwargs: dict[str, Any] = {"keepalive": keepalive}
+    if version == V5:
+        props = properties or Properties(PacketTypes.CONNECT)
+        if session_expiry is not None:
+            props.SessionExpiryInterval = session_expiry
+        connect_kwargs["clean_start"] = clean
+        connect_kwargs["properties"] = props
+    client.connect(broker.host, broker.port, **connect_kwargs)
+    client.loop_start()
+    if not collector.connected.wait(TIMEOUT):
+        client.loop_stop()
+        raise AssertionError(f"no CONNACK for {client_id!r}")
 
 
 def connect(
@@ -113,18 +143,9 @@ def connect(
     if will is not None:
         topic, payload, qos, retain = will
         client.will_set(topic, payload, qos, retain, properties=will_properties)
-    connect_kwargs: dict[str, Any] = {"keepalive": keepalive}
-    if version == V5:
-        props = properties or Properties(PacketTypes.CONNECT)
-        if session_expiry is not None:
-            props.SessionExpiryInterval = session_expiry
-        connect_kwargs["clean_start"] = clean
-        connect_kwargs["properties"] = props
-    client.connect(broker.host, broker.port, **connect_kwargs)
-    client.loop_start()
-    if not collector.connected.wait(TIMEOUT):
-        client.loop_stop()
-        raise AssertionError("no CONNACK")
+    start(
+        client, collector, broker, client_id, version, clean, session_expiry, keepalive, properties
+    )
     if expect_success:
         rc = collector.connacks[-1][0]
         assert not getattr(rc, "is_failure", bool(rc)), f"CONNACK refused: {rc}"
@@ -146,7 +167,7 @@ def subscribe(
         client.subscribe(topic, **kwargs)
     else:
         client.subscribe(topic, qos, **kwargs)
-    wait_until(lambda: len(collector.subacks) > before, what="SUBACK")
+    wait_until(lambda: len(collector.subacks) > before, what=f"SUBACK for {topic}")
     return collector.subacks[before]
 
 
@@ -162,4 +183,4 @@ def publish_and_wait(
     info = client.publish(topic, payload, qos, retain, **kwargs)
     if qos:
         info.wait_for_publish(TIMEOUT)
-        assert info.is_published()
+        assert info.is_published(), f"publish of {payload!r} to {topic} not acknowledged"

@@ -7,14 +7,18 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from paho_helpers import Collector, connect, disconnect
 from roost.codec import Framer, encode
 from roost.codec.packets import ConnAck, Connect, Packet, Will
 from roost.codec.properties import NO_PROPERTIES, Properties
+
+LEVELS = pytest.mark.parametrize("level", [4, 5], ids=["v311", "v5"])
 
 
 def varint(value: int) -> bytes:
@@ -70,12 +74,43 @@ def publish_bytes(
     return frame(0x30 | (qos << 1), body + payload)
 
 
-class RawClient:
+class Connection:
+    """One blocking TCP connection to the broker (TCP_NODELAY) with deadline-bounded reads."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.sock = socket.create_connection((host, port), timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _recv(self, deadline: float) -> bytes | None:
+        """Bytes from the socket; None when ``deadline`` passes; b"" when closed."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv(65536)
+        except TimeoutError:
+            return None
+        except ConnectionResetError:
+            return b""
+
+    def abort(self) -> None:
+        """Close with a TCP RST instead of a FIN (SO_LINGER 0), like a network failure."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RawClient(Connection):
     """One blocking TCP connection speaking MQTT through ``roost.codec``."""
 
     def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().__init__(host, port, timeout)
         self.level = 5
         self.framer = Framer()
         self.framer.protocol_level = 5
@@ -84,9 +119,6 @@ class RawClient:
     def set_level(self, level: int) -> None:
         self.level = level
         self.framer.protocol_level = level
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
 
     def send_packet(self, packet: Packet, level: int | None = None) -> None:
         self.send(encode(packet, self.level if level is None else level))
@@ -115,19 +147,6 @@ class RawClient:
         packet = self.recv_packet()
         assert isinstance(packet, ConnAck), f"expected CONNACK, got {packet!r}"
         return packet
-
-    def _recv(self, deadline: float) -> bytes | None:
-        """Bytes from the socket; None when ``deadline`` passes; b"" when closed."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        self.sock.settimeout(remaining)
-        try:
-            return self.sock.recv(65536)
-        except TimeoutError:
-            return None
-        except ConnectionResetError:
-            return b""
 
     def recv_packet(self, timeout: float = 5.0) -> Packet:
         """The next packet from the server; AssertionError on timeout or close."""
@@ -174,14 +193,6 @@ class RawClient:
             packets = list(self.framer)
             assert not packets, f"unexpected packets {packets}"
 
-    def abort(self) -> None:
-        """Close with a TCP RST instead of a FIN (SO_LINGER 0), like a network failure."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 class Clients:
     """Tracks the raw and paho clients of one test and closes them all at the end."""
@@ -208,3 +219,16 @@ class Clients:
                 client.loop_stop()
         for raw in self._raw:
             raw.close()
+
+
+def clients_fixture(name: str = "clients") -> Any:
+    """A fixture for a test module (``clients = clients_fixture()``): a Clients tracker
+    closed at teardown, before the test's brokers (it depends on ``make_broker``)."""
+
+    @pytest.fixture(name=name)
+    def tracked(make_broker: Callable[..., Any]) -> Iterator[Clients]:
+        tracked = Clients()
+        yield tracked
+        tracked.close()
+
+    return tracked

@@ -9,7 +9,6 @@ the middle) and for checking exact CONNACK / DISCONNECT codes.
 from __future__ import annotations
 
 import contextlib
-import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -22,7 +21,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from paho_helpers import TIMEOUT, V5, Collector, make_client, wait_until
+from paho_helpers import (
+    TIMEOUT,
+    V5,
+    Collector,
+    make_client,
+    publish_and_wait,
+    start,
+    subscribe,
+    wait_until,
+)
+from rawmqtt import Connection, frame, utf8, varint
 
 # --------------------------------------------------------------------------------------------
 # paho clients
@@ -94,18 +103,44 @@ class Conn:
     def connack_props(self) -> Any:
         return self.col.connacks[-1][1]
 
-    def sub(self, topic: str, qos: int = 0, **kwargs: Any) -> list[int]:
-        return sub(self.client, self.col, topic, qos, **kwargs)
+    def sub(
+        self,
+        topic: str,
+        qos: int = 0,
+        *,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = 0,
+        sub_id: int | None = None,
+    ) -> list[int]:
+        """Subscribe one filter (v5 options when the client speaks v5); wait for the SUBACK
+        and return its reason codes as ints."""
+        if self.client.protocol != V5:
+            return [code_of(rc) for rc in subscribe(self.client, self.col, topic, qos)]
+        props = None
+        if sub_id is not None:
+            props = Properties(PacketTypes.SUBSCRIBE)
+            props.SubscriptionIdentifier = sub_id
+        options = SubscribeOptions(
+            qos=qos,
+            noLocal=no_local,
+            retainAsPublished=retain_as_published,
+            retainHandling=retain_handling,
+        )
+        # The options carry the QoS: paho refuses a non-zero ``qos`` alongside them.
+        codes = subscribe(self.client, self.col, topic, options=options, properties=props)
+        return [code_of(rc) for rc in codes]
 
     def sub_many(self, filters: list[tuple[str, int]]) -> list[int]:
         """One SUBSCRIBE with several ``(filter, qos)``; returns the SUBACK codes."""
-        before = len(self.col.subacks)
-        self.client.subscribe(filters)
-        wait_until(lambda: len(self.col.subacks) > before, what="SUBACK")
-        return [code_of(rc) for rc in self.col.subacks[before]]
+        return [code_of(rc) for rc in subscribe(self.client, self.col, filters)]
 
     def unsub(self, topics: str | list[str]) -> list[int]:
-        return unsub(self.client, self.col, topics)
+        """Unsubscribe and wait for the UNSUBACK; returns its reason codes (empty for 3.1.1)."""
+        before = len(self.col.unsubacks)
+        self.client.unsubscribe(topics)
+        wait_until(lambda: len(self.col.unsubacks) > before, what="UNSUBACK")
+        return self.col.unsubacks[before]
 
     def pub(
         self,
@@ -115,7 +150,8 @@ class Conn:
         retain: bool = False,
         properties: Properties | None = None,
     ) -> None:
-        pub(self.client, topic, payload, qos, retain, properties)
+        """Publish; for QoS > 0 wait until the flow with the broker completes."""
+        publish_and_wait(self.client, topic, payload, qos, retain, properties=properties)
 
     def stop(self) -> None:
         """Disconnect normally (if still connected) and stop the network loop."""
@@ -134,12 +170,8 @@ class Clients:
 
     def make(self, client_id: str = "", version: int = V5, clean: bool = True) -> Conn:
         """A paho client wired to a SessionCollector, not yet connected."""
-        client, _ = make_client(client_id, version, clean)
         col = SessionCollector()
-        client.on_message = col.on_message
-        client.on_connect = col.on_connect
-        client.on_disconnect = col.on_disconnect
-        client.on_subscribe = col.on_subscribe
+        client, _ = make_client(client_id, version, clean, col)
         client.on_unsubscribe = col.on_unsubscribe
         # Never reconnect on its own within a test: a client closed by the broker (takeover)
         # must stay closed.
@@ -154,26 +186,14 @@ class Clients:
         client_id: str = "",
         version: int = V5,
         clean: bool = True,
-        session_expiry: int | None = None,
-        keepalive: int = 60,
-        properties: Properties | None = None,
         expect_success: bool = True,
+        **options: Any,
     ) -> Conn:
         """Connect, start the loop and wait for the CONNACK (which must be a success unless
-        ``expect_success`` is false)."""
+        ``expect_success`` is false). ``options`` (``session_expiry``, ``keepalive``,
+        ``properties``) go to ``paho_helpers.start``."""
         conn = self.make(client_id, version, clean)
-        kwargs: dict[str, Any] = {"keepalive": keepalive}
-        if version == V5:
-            props = properties or Properties(PacketTypes.CONNECT)
-            if session_expiry is not None:
-                props.SessionExpiryInterval = session_expiry
-            kwargs["clean_start"] = clean
-            kwargs["properties"] = props
-        conn.client.connect(broker.host, broker.port, **kwargs)
-        conn.client.loop_start()
-        if not conn.col.connected.wait(TIMEOUT):
-            conn.client.loop_stop()
-            raise AssertionError(f"no CONNACK for {client_id!r}")
+        start(conn.client, conn.col, broker, client_id, version, clean, **options)
         if expect_success:
             assert conn.connack_rc == 0, f"CONNACK refused for {client_id!r}: {conn.connack_rc}"
         return conn
@@ -189,77 +209,6 @@ def clients() -> Iterator[Clients]:
     c = Clients()
     yield c
     c.close_all()
-
-
-def sub(
-    client: mqtt.Client,
-    col: Collector,
-    topic: str,
-    qos: int = 0,
-    *,
-    no_local: bool = False,
-    retain_as_published: bool = False,
-    retain_handling: int = 0,
-    sub_id: int | None = None,
-) -> list[int]:
-    """Subscribe one filter (v5 options when the client speaks v5); wait for the SUBACK and
-    return its reason codes as ints."""
-    before = len(col.subacks)
-    if client.protocol == V5:
-        props = None
-        if sub_id is not None:
-            props = Properties(PacketTypes.SUBSCRIBE)
-            props.SubscriptionIdentifier = sub_id
-        options = SubscribeOptions(
-            qos=qos,
-            noLocal=no_local,
-            retainAsPublished=retain_as_published,
-            retainHandling=retain_handling,
-        )
-        client.subscribe(topic, options=options, properties=props)
-    else:
-        client.subscribe(topic, qos)
-    wait_until(lambda: len(col.subacks) > before, what=f"SUBACK for {topic}")
-    return [code_of(rc) for rc in col.subacks[before]]
-
-
-def unsub(client: mqtt.Client, col: SessionCollector, topics: str | list[str]) -> list[int]:
-    """Unsubscribe and wait for the UNSUBACK; returns its reason codes (empty for 3.1.1)."""
-    before = len(col.unsubacks)
-    client.unsubscribe(topics)
-    wait_until(lambda: len(col.unsubacks) > before, what="UNSUBACK")
-    return col.unsubacks[before]
-
-
-def pub(
-    client: mqtt.Client,
-    topic: str,
-    payload: bytes,
-    qos: int = 0,
-    retain: bool = False,
-    properties: Properties | None = None,
-) -> None:
-    """Publish; for QoS > 0 wait until the flow with the broker completes."""
-    info = client.publish(topic, payload, qos, retain, properties=properties)
-    if qos:
-        info.wait_for_publish(TIMEOUT)
-        assert info.is_published(), f"publish of {payload!r} to {topic} not acknowledged"
-
-
-def publish_props(**values: Any) -> Properties:
-    """PUBLISH properties from keyword arguments (paho property names)."""
-    props = Properties(PacketTypes.PUBLISH)
-    for name, value in values.items():
-        setattr(props, name, value)
-    return props
-
-
-def connect_props(**values: Any) -> Properties:
-    """CONNECT properties from keyword arguments (paho property names)."""
-    props = Properties(PacketTypes.CONNECT)
-    for name, value in values.items():
-        setattr(props, name, value)
-    return props
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,20 +269,6 @@ NAMES = {number: name for name, number in TYPES.items()}
 RawProps = list[tuple[str, Any]]
 
 
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def mqtt_str(s: str | bytes) -> bytes:
-    b = s.encode() if isinstance(s, str) else s
-    return struct.pack("!H", len(b)) + b
-
-
 def encode_props(props: RawProps | None) -> bytes:
     """Encode ``[(paho property name, value), ...]`` with its length prefix."""
     body = bytearray()
@@ -349,14 +284,10 @@ def encode_props(props: RawProps | None) -> bytes:
         elif kind == "varint":
             body += varint(value)
         elif kind in ("str", "bin"):
-            body += mqtt_str(value)
+            body += utf8(value)
         else:
-            body += mqtt_str(value[0]) + mqtt_str(value[1])
+            body += utf8(value[0]) + utf8(value[1])
     return varint(len(body)) + bytes(body)
-
-
-def frame(first_byte: int, body: bytes) -> bytes:
-    return bytes([first_byte]) + varint(len(body)) + body
 
 
 @dataclass
@@ -470,21 +401,18 @@ class _Reader:
         return self.take(self.left())
 
 
-class RawClient:
-    """A blocking MQTT client over a plain socket: one packet at a time, no automatic acks.
+class RawClient(Connection):
+    """A blocking MQTT client over a plain socket: one packet at a time, no automatic acks,
+    and its own hand-written packet decoder (independent of ``roost.codec``).
     ``version`` is the protocol level: 4 = MQTT 3.1.1, 5 = MQTT 5.0."""
 
     def __init__(self, host: str, port: int, version: int = 4) -> None:
+        super().__init__(host, port, TIMEOUT)
         self.version = version
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.closed = False
 
     # -- sending --------------------------------------------------------------------------
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
 
     def send_connect(
         self,
@@ -497,11 +425,11 @@ class RawClient:
         props = list(props or [])
         if session_expiry is not None:
             props.append(("SessionExpiryInterval", session_expiry))
-        body = mqtt_str("MQTT") + bytes([self.version, 0x02 if clean else 0x00])
+        body = utf8("MQTT") + bytes([self.version, 0x02 if clean else 0x00])
         body += struct.pack("!H", keep_alive)
         if self.version == 5:
             body += encode_props(props)
-        body += mqtt_str(client_id)
+        body += utf8(client_id)
         self.send(frame(0x10, body))
 
     def connect(
@@ -527,7 +455,7 @@ class RawClient:
         props: RawProps | None = None,
     ) -> None:
         first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
-        body = mqtt_str(topic)
+        body = utf8(topic)
         if qos:
             body += struct.pack("!H", packet_id)
         if self.version == 5:
@@ -547,7 +475,7 @@ class RawClient:
         if self.version == 5:
             body += encode_props(props)
         for topic_filter, options in filters:
-            body += mqtt_str(topic_filter) + bytes([options])
+            body += utf8(topic_filter) + bytes([options])
         self.send(frame(0x82, body))
         return self.expect("SUBACK")
 
@@ -566,16 +494,12 @@ class RawClient:
 
     def _fill(self, deadline: float) -> bool:
         """Read more bytes; False on EOF / reset; TimeoutError at the deadline."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        self.sock.settimeout(remaining)
         try:
-            chunk = self.sock.recv(65536)
-        except TimeoutError:
-            raise
+            chunk = self._recv(deadline)
         except OSError:
             return False
+        if chunk is None:
+            raise TimeoutError
         if not chunk:
             return False
         self.buf += chunk

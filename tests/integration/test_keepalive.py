@@ -4,23 +4,13 @@ PINGREQ keeps it alive, 0 disables the timeout, and MQTT 5 Server Keep Alive ove
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-
 from paho_helpers import V5, subscribe
-from rawmqtt import Clients, RawClient
+from rawmqtt import LEVELS, Clients, RawClient, clients_fixture
 from roost.codec.packets import Disconnect, Packet, PingReq, PingResp, Will
 
-LEVELS = pytest.mark.parametrize("level", [4, 5], ids=["v311", "v5"])
-
-
-@pytest.fixture
-def clients(make_broker: Callable[..., Any]) -> Iterator[Clients]:
-    tracked = Clients()
-    yield tracked
-    tracked.close()
+clients = clients_fixture()
 
 
 def assert_timeout_close(packets: list[Packet]) -> None:

@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 
 from paho_helpers import V5, publish_and_wait, subscribe
-from rawmqtt import Clients, RawClient, connect_bytes, frame, publish_bytes, utf8, varint
+from rawmqtt import (
+    LEVELS,
+    Clients,
+    RawClient,
+    clients_fixture,
+    connect_bytes,
+    frame,
+    publish_bytes,
+    utf8,
+    varint,
+)
 from roost.codec.packets import (
     ConnAck,
     Connect,
@@ -26,14 +36,7 @@ from roost.codec.packets import (
 )
 from roost.codec.properties import Properties
 
-LEVELS = pytest.mark.parametrize("level", [4, 5], ids=["v311", "v5"])
-
-
-@pytest.fixture
-def clients(make_broker: Callable[..., Any]) -> Iterator[Clients]:
-    tracked = Clients()
-    yield tracked
-    tracked.close()
+clients = clients_fixture()
 
 
 @contextmanager

@@ -3,13 +3,10 @@ resume, the session-present flag, PINGREQ, and the client's MQTT 5 Receive Maxim
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-
 from paho_helpers import V5, publish_and_wait
-from rawmqtt import Clients, RawClient
+from rawmqtt import LEVELS, Clients, RawClient, clients_fixture
 from roost.codec.packets import (
     Disconnect,
     PingReq,
@@ -22,14 +19,7 @@ from roost.codec.packets import (
 )
 from roost.codec.properties import Properties
 
-LEVELS = pytest.mark.parametrize("level", [4, 5], ids=["v311", "v5"])
-
-
-@pytest.fixture
-def clients(make_broker: Callable[..., Any]) -> Iterator[Clients]:
-    tracked = Clients()
-    yield tracked
-    tracked.close()
+clients = clients_fixture()
 
 
 def raw_subscribe(raw: RawClient, topic: str, qos: int = 1) -> None:

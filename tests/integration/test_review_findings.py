@@ -9,17 +9,16 @@ The raw-socket tests use ``raw`` (tests/integration/conftest.py) for byte-level 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
 from brokerproc import BrokerProcess
 from paho_helpers import V5, wait_until
-from rawmqtt import RawClient as CodecClient
+from rawmqtt import clients_fixture, frame
 from roost.codec import encode
 from roost.codec.packets import Disconnect, Publish, Will
 from roost.codec.properties import Properties
@@ -53,13 +52,7 @@ def collect(client: Any, seconds: float) -> list[Any]:
 
 def wire_size(pkt: Any) -> int:
     """Size on the wire of a packet decoded by the ``raw`` client."""
-    length = len(pkt.body)
-    header = 1
-    while True:
-        header += 1
-        length >>= 7
-        if not length:
-            return header + len(pkt.body)
+    return len(frame(pkt.flags, pkt.body))
 
 
 def expiring(seconds: int) -> PahoProperties:
@@ -75,18 +68,7 @@ def elapse(seconds: float) -> None:
     wait_until(lambda: time.monotonic() - start > seconds, seconds + 5, f"{seconds}s to pass")
 
 
-@pytest.fixture
-def codec_clients() -> Iterator[list[CodecClient]]:
-    opened: list[CodecClient] = []
-    yield opened
-    for client in opened:
-        client.close()
-
-
-def codec_client(opened: list[CodecClient], broker: Any) -> CodecClient:
-    client = CodecClient(broker.host, broker.port)
-    opened.append(client)
-    return client
+codec_clients = clients_fixture("codec_clients")
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +196,7 @@ def test_will_survives_graceful_shutdown(make_broker, clients, codec_clients):
     session ends [MQTT-3.1.2-8]. With a 1 s will delay and a 300 s session, the retained
     will must exist some time after a shutdown and restart."""
     broker = make_broker()
-    device = codec_client(codec_clients, broker)
+    device = codec_clients.raw(broker)
     will = Will(
         "sd/status", b"offline", qos=1, retain=True, properties=Properties(will_delay_interval=1)
     )
@@ -239,11 +221,11 @@ def test_takeover_sends_0x8e_and_publishes_will_once(broker, clients, codec_clie
     [MQTT-3.1.2-8]; the resumed session is present."""
     watcher = clients.connect(broker, "tw-watch", V5)
     watcher.sub("tw/#", 1)
-    old = codec_client(codec_clients, broker)
+    old = codec_clients.raw(broker)
     will = Will("tw/status", b"gone", qos=1)
     props = Properties(session_expiry_interval=300)
     assert old.connect("tw-dev", level=5, will=will, properties=props).reason_code == 0
-    new = codec_client(codec_clients, broker)
+    new = codec_clients.raw(broker)
     connack = new.connect("tw-dev", level=5, clean_start=False, properties=props)
     assert connack.reason_code == 0 and connack.session_present
     closing = old.expect_closed()
@@ -261,11 +243,11 @@ def test_takeover_within_will_delay_suppresses_will(broker, clients, codec_clien
     MUST NOT be sent [MQTT-3.1.3-9], even though the old connection was taken over."""
     watcher = clients.connect(broker, "td-watch", V5)
     watcher.sub("td/#", 1)
-    old = codec_client(codec_clients, broker)
+    old = codec_clients.raw(broker)
     will = Will("td/status", b"gone", qos=1, properties=Properties(will_delay_interval=1))
     props = Properties(session_expiry_interval=300)
     assert old.connect("td-dev", level=5, will=will, properties=props).reason_code == 0
-    new = codec_client(codec_clients, broker)
+    new = codec_clients.raw(broker)
     assert new.connect("td-dev", level=5, clean_start=False, properties=props).session_present
     old.expect_closed()
     elapse(1.8)
@@ -280,7 +262,7 @@ def test_bytes_after_disconnect_are_ignored(broker, clients, codec_clients):
     [MQTT-3.14.4-1, -2]: a PUBLISH in the same segment is not routed, no will is sent."""
     watcher = clients.connect(broker, "ad-watch", V5)
     watcher.sub("ad/#", 0)
-    client = codec_client(codec_clients, broker)
+    client = codec_clients.raw(broker)
     will = Will("ad/will", b"will", qos=0)
     assert client.connect("ad-dev", level=5, will=will).reason_code == 0
     tail = encode(Publish("ad/after", b"after", 0, False, False, 0), 5)
@@ -299,7 +281,7 @@ def test_disconnect_raising_session_expiry_from_zero_is_protocol_error(
     [MQTT-3.14.2-2]: the server answers DISCONNECT 0x82 and the will is published."""
     watcher = clients.connect(broker, "pe-watch", V5)
     watcher.sub("pe/#", 1)
-    client = codec_client(codec_clients, broker)
+    client = codec_clients.raw(broker)
     will = Will("pe/will", b"will", qos=1)
     assert client.connect("pe-dev", level=5, will=will).reason_code == 0
     client.send_packet(Disconnect(0, Properties(session_expiry_interval=60)))

@@ -4,24 +4,16 @@ DISCONNECT; QoS, retain and (MQTT 5) the will delay are honoured."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from paho_helpers import V5, Collector, publish_and_wait, subscribe, wait_until
-from rawmqtt import Clients
+from rawmqtt import LEVELS, Clients, clients_fixture
 from roost.codec.packets import Disconnect, PubAck, Publish, Will
 from roost.codec.properties import Properties
 
-LEVELS = pytest.mark.parametrize("level", [4, 5], ids=["v311", "v5"])
-
-
-@pytest.fixture
-def clients(make_broker: Callable[..., Any]) -> Iterator[Clients]:
-    tracked = Clients()
-    yield tracked
-    tracked.close()
+clients = clients_fixture()
 
 
 def watch(clients: Clients, broker: Any, topic: str = "will/#", qos: int = 2) -> Collector:
