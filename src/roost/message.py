@@ -38,7 +38,11 @@ class Message:
         properties: Properties = NO_PROPERTIES,
         origin: str = "",
         now: float = 0.0,
+        frame: bytes = b"",
+        frame_level: int = 0,
     ) -> None:
+        """``frame``: the QoS 0 PUBLISH this message arrived in at ``frame_level``, reused
+        as its encoding for subscribers of the same wire format."""
         self.topic = topic
         self.topic_bytes = topic.encode()
         self.payload = payload
@@ -53,7 +57,9 @@ class Message:
         self.store_id = 0  # row id once a store has saved it
         self.stored_deliveries = 0  # deliveries the store holds for it
         self._properties_bytes: bytes | None = None
-        self._encoded: dict[tuple[int, bool], bytes] | None = None
+        self._encoded: dict[tuple[bool, bool], bytes] | None = None
+        if frame:
+            self._encoded = {(frame_level == MQTT_5, retain): frame}
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -78,7 +84,7 @@ class Message:
         """
         if self.expires_at is not None:
             return self._encode_qos0(protocol_level, retain, now)
-        key = (protocol_level, retain)
+        key = (protocol_level == MQTT_5, retain)  # 3.1 and 3.1.1 encode PUBLISH alike
         cache = self._encoded
         if cache is None:
             cache = self._encoded = {}

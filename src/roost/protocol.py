@@ -476,6 +476,8 @@ class ClientProtocol:
             packet.properties,
             session.client_id,
             self.last_received,
+            packet.frame if alias is None else b"",  # an alias is this connection's own
+            self.level,
         )
         code, ack_properties = self._accept(message)
         if qos == 0:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roost.codec import MQTT_3_1, MQTT_3_1_1, MQTT_5, Framer, Properties, Publish
+from roost.codec import MQTT_3_1, MQTT_3_1_1, MQTT_5, Framer, Properties, Publish, encode
 from roost.message import Message
 
 
@@ -148,3 +148,24 @@ def test_message_fields() -> None:
     message = Message("a/b", b"x", 2, True, origin="me")
     assert (message.topic, message.topic_bytes, message.payload) == ("a/b", b"a/b", b"x")
     assert (message.qos, message.retain, message.origin, message.store_id) == (2, True, "me", 0)
+
+
+def test_arrival_frame_is_reused_for_the_same_wire_format_only() -> None:
+    """A QoS 0 PUBLISH is forwarded as it arrived to subscribers of its own format (3.1 and
+    3.1.1 share one), and encoded anew for the other."""
+    props = Properties(content_type="text/plain", user_properties=(("k", "v"),))
+    arrived = encode(Publish("a/b", b"hello", properties=props), MQTT_5)
+    framer = Framer()
+    framer.protocol_level = MQTT_5
+    framer.feed(arrived)
+    packet = next(iter(framer))
+    assert isinstance(packet, Publish)
+    assert packet.frame == arrived
+    message = Message(
+        "a/b", b"hello", 0, False, packet.properties, frame=packet.frame, frame_level=5
+    )
+    assert message.encode_qos0(MQTT_5, False, 0.0) is packet.frame
+    for level in (MQTT_3_1, MQTT_3_1_1):
+        v3 = message.encode_qos0(level, False, 0.0)
+        assert v3 == encode(Publish("a/b", b"hello"), MQTT_3_1_1)
+    assert message.encode_qos0(MQTT_5, True, 0.0) != packet.frame  # retain flag differs

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from roost.codec.decode import decode_packet
-from roost.codec.packets import MQTT_3_1_1, Connect, Packet
+from roost.codec.packets import MQTT_3_1_1, Connect, Packet, Publish
 from roost.errors import MalformedPacket, PacketTooLarge
 
 MAX_PACKET_SIZE = 268_435_460  # 1 + 4-byte Remaining Length + 268435455 [MQTT 2.1.4]
@@ -84,7 +84,10 @@ class Framer:
             return None
         self._pos = end
         packet = decode_packet(buf[start], buf[pos:end], self.protocol_level)
-        if type(packet) is Connect:
+        if type(packet) is Publish:
+            if not packet.qos:
+                packet.frame = buf[start:end]
+        elif type(packet) is Connect:
             self.protocol_level = packet.protocol_level
         return packet
 

@@ -78,6 +78,9 @@ class Publish:
     dup: bool = False
     packet_id: int = 0
     properties: Properties = NO_PROPERTIES
+    # The packet's own bytes, kept by the framer for QoS 0 so a broker can forward them
+    # unchanged instead of encoding the message again; not part of the value.
+    frame: bytes = field(default=b"", compare=False, repr=False)
     packet_type = PacketType.PUBLISH
 
 
