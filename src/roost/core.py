@@ -39,7 +39,8 @@ log = logging.getLogger("roost.core")
 
 WILL_DUE = "will"
 SESSION_EXPIRES = "expiry"
-REPORT_INTERVAL = 60.0  # seconds between transaction counter lines in the log (if changed)
+REPORT_INTERVAL = 60.0  # seconds between housekeeping rounds: counters logged, expired
+# retained messages removed (from memory and store)
 
 
 class BrokerCore:
@@ -341,6 +342,8 @@ class BrokerCore:
         if now >= self._next_report:
             self._next_report = now + REPORT_INTERVAL
             self._report_transactions()
+            for topic in self.router.drop_expired_retained(now):
+                self.store.delete_retained(topic)
 
     def shutdown(self) -> None:
         """Close every connection: the server is shutting down."""

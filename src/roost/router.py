@@ -147,14 +147,15 @@ class Router:
     def retained_for(self, topic_filter: str, now: float) -> list[Message]:
         """Unexpired retained messages matching a (non-shared) filter, oldest topic first."""
         _, inner = parse_shared(topic_filter)
-        found: list[Message] = []
-        expired: list[str] = []
-        for topic, message in self.retained.items():
-            if topic_matches(inner, topic):
-                if message.expired(now):
-                    expired.append(topic)
-                else:
-                    found.append(message)
+        return [
+            message
+            for topic, message in self.retained.items()
+            if topic_matches(inner, topic) and not message.expired(now)
+        ]
+
+    def drop_expired_retained(self, now: float) -> list[str]:
+        """Forget retained messages whose expiry has passed; returns their topics."""
+        expired = [topic for topic, message in self.retained.items() if message.expired(now)]
         for topic in expired:
             del self.retained[topic]
-        return found
+        return expired

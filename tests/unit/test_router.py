@@ -316,7 +316,7 @@ def test_dollar_topics_not_matched_by_leading_wildcards() -> None:
     assert [m.topic for m in router.retained_for("$SYS/+", 0)] == ["$SYS/uptime"]
 
 
-def test_expired_retained_messages_are_dropped() -> None:
+def test_expired_retained_messages_are_not_given_and_then_dropped() -> None:
     router = Router()
     short = retained("a/short", expiry=10, now=100.0)
     long = retained("a/long", expiry=100, now=100.0)
@@ -325,16 +325,12 @@ def test_expired_retained_messages_are_dropped() -> None:
         router.retain(item)
     assert len(router.retained_for("a/+", 109.9)) == 3
     assert {m.topic for m in router.retained_for("a/+", 110.0)} == {"a/long", "a/forever"}
-    assert "a/short" not in router.retained
     assert {m.topic for m in router.retained_for("a/+", 1e9)} == {"a/forever"}
+    assert router.drop_expired_retained(109.9) == []
+    assert router.drop_expired_retained(110.0) == ["a/short"]
+    assert set(router.retained) == {"a/long", "a/forever"}
+    assert router.drop_expired_retained(1e9) == ["a/long"]
     assert set(router.retained) == {"a/forever"}
-
-
-def test_expired_retained_message_outside_the_filter_is_kept_until_asked() -> None:
-    router = Router()
-    router.retain(retained("x", expiry=1, now=0.0))
-    assert router.retained_for("y", 50.0) == []
-    assert "x" in router.retained
 
 
 def test_retained_message_is_not_routed_by_itself() -> None:
