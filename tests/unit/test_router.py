@@ -333,6 +333,13 @@ def test_expired_retained_messages_are_not_given_and_then_dropped() -> None:
     assert set(router.retained) == {"a/forever"}
 
 
+def test_expired_retained_message_outside_the_filter_is_kept_until_asked() -> None:
+    router = Router()
+    router.retain(retained("x", expiry=1, now=0.0))
+    assert router.retained_for("y", 50.0) == []
+    assert "x" in router.retained
+
+
 def test_retained_message_is_not_routed_by_itself() -> None:
     router = Router()
     router.retain(retained("a/b"))
