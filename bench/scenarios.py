@@ -96,6 +96,18 @@ def throughput(
     return start, end, final, run
 
 
+def qos0_outcome(
+    ctx: Ctx, run: LoadRun, a: Snapshot, b: Snapshot, final: Snapshot, expected: int
+) -> Outcome:
+    """Received and sent rates, loss against the ``expected`` counter, CPU."""
+    out = Outcome(notes=run.problems())
+    out.metrics["recv"] = rate(a, b, lg.RECV)
+    out.metrics["sent"] = rate(a, b, lg.SENT)
+    out.metrics["loss"] = loss_percent(final[expected], final[lg.RECV])
+    cpu_metrics(ctx, out, a, b)
+    return out
+
+
 def cpu_metrics(ctx: Ctx, out: Outcome, a: Snapshot, b: Snapshot) -> None:
     out.metrics["broker_cpu"] = cpu_percent(a, b)
     out.metrics["gen_cpu"] = cpu_percent(a, b, gen=True)
@@ -204,12 +216,7 @@ def run_qos0_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
         ),
     )
     a, b, final, run = throughput(ctx, broker, roles)
-    out = Outcome(notes=run.problems())
-    out.metrics["recv"] = rate(a, b, lg.RECV)
-    out.metrics["sent"] = rate(a, b, lg.SENT)
-    out.metrics["loss"] = loss_percent(final[lg.SENT], final[lg.RECV])
-    cpu_metrics(ctx, out, a, b)
-    return out
+    return qos0_outcome(ctx, run, a, b, final, lg.SENT)
 
 
 QOS0_FANIN = Scenario(
@@ -286,12 +293,7 @@ def run_qos0_fanout(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
         ),
     )
     a, b, final, run = throughput(ctx, broker, roles)
-    out = Outcome(notes=run.problems())
-    out.metrics["recv"] = rate(a, b, lg.RECV)
-    out.metrics["sent"] = rate(a, b, lg.SENT)
-    out.metrics["loss"] = loss_percent(final[lg.EXPECTED], final[lg.RECV])
-    cpu_metrics(ctx, out, a, b)
-    return out
+    return qos0_outcome(ctx, run, a, b, final, lg.EXPECTED)
 
 
 QOS0_FANOUT = Scenario(
@@ -394,14 +396,10 @@ def run_wildcard(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
         run.drain()
         final = run.snapshot()
         run.finish()
-    out = Outcome(notes=run.problems())
-    out.metrics["recv"] = rate(a, b, lg.RECV)
-    out.metrics["sent"] = rate(a, b, lg.SENT)
-    out.metrics["loss"] = loss_percent(final[lg.EXPECTED], final[lg.RECV])
+    out = qos0_outcome(ctx, run, a, b, final, lg.EXPECTED)
     out.metrics["setup"] = setup
     out.metrics["setup_cost"] = 1e6 * (after.broker_cpu - before.broker_cpu) / max(1, n)
     out.metrics["rss"] = final.broker_rss_kb / 1024
-    cpu_metrics(ctx, out, a, b)
     return out
 
 
