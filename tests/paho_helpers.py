@@ -153,8 +153,10 @@ def connect(
 
 
 def disconnect(client: mqtt.Client) -> None:
-    """Normal DISCONNECT and stop the network loop."""
+    """Normal DISCONNECT, sent before the network loop stops (paho closes its socket once
+    DISCONNECT is written; stopping the loop earlier could leave it unsent)."""
     client.disconnect()
+    wait_until(lambda: client.socket() is None, what="DISCONNECT to be sent")
     client.loop_stop()
 
 

@@ -75,21 +75,28 @@ class BrokerCore:
         """Take over the state saved in the store (at start-up)."""
         state = self.store.load(self.clock())
         now = self.clock()
+        interrupted: list[Session] = []  # connected when the broker stopped
         for session in state.sessions:
             client_id = session.client_id
             self.sessions[client_id] = session
-            if session.expires_at is None and session.expiry_interval != NEVER_EXPIRES:
-                # It was connected when the broker stopped: it has been closed since.
-                session.expires_at = now + session.expiry_interval
-                session.save()
             for topic_filter, options in session.subscriptions.items():
                 self.router.subscribe(client_id, topic_filter, options)
+            if session.expires_at is None and (
+                session.expiry_interval != NEVER_EXPIRES
+                or (session.will is not None and session.will_due is None)
+            ):
+                interrupted.append(session)
+                continue
             if session.expires_at is not None:
                 self.deadlines.schedule((SESSION_EXPIRES, client_id), session.expires_at)
             if session.will_due is not None:
                 self.deadlines.schedule((WILL_DUE, client_id), session.will_due)
         for message in state.retained:
             self.router.retained[message.topic] = message
+        for session in interrupted:
+            # Its connection ended with the broker, without DISCONNECT: an abnormal end.
+            will, session.will = session.will, None
+            self._session_left(session, will, now)
         for half in state.transactions:
             self.transactions.restore(half)
         for transaction_id, outcome in state.settled:
@@ -107,12 +114,19 @@ class BrokerCore:
         return client_id in self.connections
 
     def open_session(
-        self, connection: ClientProtocol, client_id: str, clean_start: bool, expiry: int
+        self,
+        connection: ClientProtocol,
+        client_id: str,
+        clean_start: bool,
+        expiry: int,
+        will: Will | None,
     ) -> tuple[Session, bool]:
         """Attach ``connection`` to the session of ``client_id``; returns (session, present).
 
         An existing connection with that client id is taken over [MQTT-3.1.4-3]; with clean
-        start the old session ends [MQTT-3.1.2-4], otherwise it resumes [MQTT-3.1.2-5].
+        start the old session ends [MQTT-3.1.2-4], otherwise it resumes [MQTT-3.1.2-5]. The
+        connection's will is kept with the session (and stored), so that a broker crash
+        does not lose it.
         """
         previous = self.connections.get(client_id)
         if previous is not None:
@@ -124,10 +138,11 @@ class BrokerCore:
         present = session is not None
         if session is None:
             session = self.sessions[client_id] = Session(client_id, expiry)
+            session.will = will
             session.attach_store(self.store)
         else:
             # Reconnected in time: a delayed will is not sent [MQTT-3.1.3-9].
-            session.will = None
+            session.will = will
             session.will_due = None
             session.expires_at = None
             session.set_expiry_interval(expiry, self.store)
@@ -141,13 +156,19 @@ class BrokerCore:
             return
         client_id = session.client_id
         del self.connections[client_id]
-        now = self.clock()
-        expiry = session.expiry_interval
-        if expiry == 0:
+        session.will = None  # the connection's will: sent below if it must be
+        if session.expiry_interval == 0:
             if will is not None:
                 self.publish_will(client_id, will)
             self.end_session(client_id)
             return
+        self._session_left(session, will, self.clock())
+
+    def _session_left(self, session: Session, will: Will | None, now: float) -> None:
+        """A persistent session lost its connection at ``now``: start its expiry, and send
+        ``will`` at the earlier of its delay and the end of the session."""
+        client_id = session.client_id
+        expiry = session.expiry_interval
         if expiry != NEVER_EXPIRES:
             session.expires_at = now + expiry
             self.deadlines.schedule((SESSION_EXPIRES, client_id), session.expires_at)
@@ -155,7 +176,6 @@ class BrokerCore:
         if will is not None and delay == 0:
             self.publish_will(client_id, will)
         elif will is not None:
-            # Published at the earlier of the will delay and the end of the session.
             due = now + delay
             if session.expires_at is not None:
                 due = min(due, session.expires_at)

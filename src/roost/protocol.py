@@ -402,7 +402,9 @@ class ClientProtocol:
         self.session_expiry = granted_expiry
         self.keep_alive = keep_alive
         self.will = will
-        session, present = core.open_session(self, client_id, packet.clean_start, granted_expiry)
+        session, present = core.open_session(
+            self, client_id, packet.clean_start, granted_expiry, will
+        )
         self.session = session
         self.state = State.CONNECTED
         self.handlers = _HANDLERS[State.CONNECTED]

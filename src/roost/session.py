@@ -107,7 +107,9 @@ class Session:
         self.inbound_qos2: set[int] | frozenset[int] = frozenset()  # PUBREC sent, no PUBREL
         self.next_packet_id = 1
         self.next_seq = 1
-        self.will: Will | None = None  # a will waiting for its delay to pass
+        # While connected: the connection's will (stored, so a crash does not lose it);
+        # after the connection ended: a will waiting for its delay (will_due is set).
+        self.will: Will | None = None
         self.will_due: float | None = None
         self.store: Store | None = None
 

@@ -140,3 +140,41 @@ def test_corrupt_database_stops_start_up(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "roost.db" in result.stderr and "backup" in result.stderr
     assert (data / "roost.db").read_bytes().startswith(b"this is not a database")
+
+
+def test_will_of_a_client_connected_at_the_crash_is_published_after_restart(
+    broker_process: BrokerProcess,
+) -> None:
+    """The broker dying ends the connection without DISCONNECT: the will goes out
+    [MQTT-3.1.2-8], even though the process could not send it before it died."""
+    client, _ = connect(
+        broker_process,
+        "doomed",
+        V5,
+        clean=False,
+        session_expiry=3600,
+        will=("status/doomed", b"offline", 1, True),
+    )
+    quiet, _ = connect(
+        broker_process,
+        "quiet",
+        V5,
+        clean=False,
+        session_expiry=3600,
+        will=("status/quiet", b"offline", 1, True),
+    )
+    disconnect(quiet)  # a normal DISCONNECT before the crash: its will is gone
+    broker_process.kill()
+    client.loop_stop()
+    broker_process.start()
+
+    watcher, collector = connect(broker_process, "watcher", V5)
+    subscribe(watcher, collector, "status/#", 1)
+    collector.wait_for_messages(1)
+    watcher.publish("status/zz-marker", b"end", 1).wait_for_publish(10)
+    collector.wait_for_messages(2)
+    disconnect(watcher)
+    assert [(m.topic, m.payload, m.retain) for m in collector.messages] == [
+        ("status/doomed", b"offline", True),
+        ("status/zz-marker", b"end", False),
+    ]
