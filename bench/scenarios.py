@@ -235,11 +235,12 @@ QOS0_FANIN = Scenario(
 # -- 2. QoS 1 fan-in ---------------------------------------------------------------------------
 
 
-def run_qos1_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
-    assert broker is not None
+def qos1_fanin_roles(ctx: Ctx, clean: bool) -> list[list[dict[str, Any]]]:
+    """QoS 1 publishers with bounded windows -> one QoS 1 subscriber (``clean`` session
+    or a persistent one)."""
     nw = ctx.workers
-    roles = merge(
-        single(nw, {"role": "sub", "filters": [TOPIC], "qos": 1}),
+    return merge(
+        single(nw, {"role": "sub", "filters": [TOPIC], "qos": 1, "clean": clean}),
         place(
             nw,
             ctx.publishers,
@@ -252,6 +253,11 @@ def run_qos1_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
             },
         ),
     )
+
+
+def run_qos1_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    assert broker is not None
+    roles = qos1_fanin_roles(ctx, clean=True)
     a, b, final, run = throughput(ctx, broker, roles)
     out = Outcome(notes=run.problems())
     out.metrics["acked"] = rate(a, b, lg.ACKED)
@@ -640,21 +646,7 @@ def run_durable(ctx: Ctx, _: BrokerProcess | None) -> Outcome:
     """QoS 1 fan-in to one persistent subscriber: every delivery is stored, and every
     PUBACK waits for its commit with durability=full. Interleaved with --store memory."""
     out = Outcome()
-    nw = ctx.workers
-    roles = merge(
-        single(nw, {"role": "sub", "filters": [TOPIC], "qos": 1, "clean": False}),
-        place(
-            nw,
-            ctx.publishers,
-            {
-                "role": "pub1",
-                "topic": TOPIC,
-                "payload": ctx.payload,
-                "window": ctx.qos1_window,
-                "delivery_window": ctx.qos0_window,
-            },
-        ),
-    )
+    roles = qos1_fanin_roles(ctx, clean=False)
     rates: dict[str, list[float]] = {store: [] for store in DURABLE_STORES}
     for _round in range(ctx.rounds):
         for store, args in DURABLE_STORES.items():
