@@ -73,8 +73,8 @@ class BrokerCore:
 
     def load(self) -> None:
         """Take over the state saved in the store (at start-up)."""
-        state = self.store.load(self.clock())
         now = self.clock()
+        state = self.store.load(now)
         interrupted: list[Session] = []  # connected when the broker stopped
         for session in state.sessions:
             client_id = session.client_id
@@ -263,6 +263,7 @@ class BrokerCore:
 
     def _settle(self, half: HalfMessage, outcome: Settled) -> None:
         if outcome is Settled.COMMITTED:
+            # A fresh message: its expiry counts from the commit, not from the prepare.
             stored = half.message
             self.publish(
                 Message(
