@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 from roost.config import Settings
 from roost.core import BrokerCore
@@ -23,8 +24,11 @@ SWEEP_INTERVAL = 0.25  # seconds between sweeps of keep-alive, will-delay and ex
 class Broker:
     """A single Roost node serving MQTT over TCP."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] | None = None) -> None:
+        """``clock`` gives the broker's time in seconds (default: the event loop's monotonic
+        clock); tests inject one that they move on by hand."""
         self.settings = settings
+        self._clock = clock
         self.core: BrokerCore | None = None
         self.port = settings.port
         self._server: asyncio.Server | None = None
@@ -34,7 +38,7 @@ class Broker:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._store = open_store(self.settings, loop)
-        core = self.core = BrokerCore(self.settings, loop.time, self._store)
+        core = self.core = BrokerCore(self.settings, self._clock or loop.time, self._store)
         core.load()
         self._server = await loop.create_server(
             lambda: TcpConnection(core),
@@ -55,6 +59,11 @@ class Broker:
                 core.tick()
             except Exception:
                 log.exception("error in the periodic sweep")
+
+    def sweep(self) -> None:
+        """Run now what the periodic sweep runs: everything that is due by the clock."""
+        if self.core is not None:
+            self.core.tick()
 
     async def stop(self) -> None:
         """Stop accepting, tell clients (MQTT 5: DISCONNECT 0x8B), close everything."""
