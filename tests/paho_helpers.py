@@ -1,8 +1,13 @@
-"""Small helpers around paho-mqtt clients for integration tests: connect and wait, collect
-messages, wait for events with timeouts (never bare sleeps)."""
+"""Helpers around paho-mqtt clients for integration tests: connect and wait, collect what a
+client observes, wait for events with timeouts (never bare sleeps).
+
+``Clients`` (the ``clients`` fixture of tests/integration/conftest.py) connects ``Conn``
+objects: a paho client with its ``Collector``, stopped at teardown. The functions below it
+(``connect``, ``subscribe``, ...) work on a bare paho client and its collector."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 TIMEOUT = 10.0
 
@@ -30,14 +36,22 @@ def wait_until(
         time.sleep(0.005)
 
 
+def code_of(rc: Any) -> int:
+    """The integer value of a paho ReasonCode (or a plain int)."""
+    return int(getattr(rc, "value", rc))
+
+
 class Collector:
-    """Records what a paho client observes: messages, connects, disconnects."""
+    """Records what a paho client observes: messages, CONNACKs (with the session-present
+    flag), SUBACKs, UNSUBACKs and disconnects."""
 
     def __init__(self) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self.connacks: list[tuple[Any, Any]] = []  # (reason_code, properties)
+        self.session_present: list[bool] = []  # one per CONNACK
         self.disconnects: list[Any] = []  # reason codes
         self.subacks: list[list[Any]] = []
+        self.unsubacks: list[list[int]] = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
         self.disconnected = threading.Event()
@@ -49,6 +63,7 @@ class Collector:
     def on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None
     ) -> None:
+        self.session_present.append(bool(getattr(flags, "session_present", False)))
         self.connacks.append((rc, props))
         self.connected.set()
 
@@ -63,6 +78,11 @@ class Collector:
     ) -> None:
         self.subacks.append(list(rcs))
 
+    def on_unsubscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None
+    ) -> None:
+        self.unsubacks.append([code_of(rc) for rc in rcs])
+
     def wait_for_messages(self, count: int, timeout: float = TIMEOUT) -> list[mqtt.MQTTMessage]:
         wait_until(
             lambda: len(self.messages) >= count,
@@ -75,6 +95,28 @@ class Collector:
     def payloads(self) -> list[bytes]:
         with self.lock:
             return [m.payload for m in self.messages]
+
+    def topics(self) -> list[str]:
+        with self.lock:
+            return [m.topic for m in self.messages]
+
+    def by_payload(self, payload: bytes) -> list[mqtt.MQTTMessage]:
+        with self.lock:
+            return [m for m in self.messages if m.payload == payload]
+
+    def wait_for_payload(self, payload: bytes, timeout: float = TIMEOUT) -> mqtt.MQTTMessage:
+        wait_until(lambda: bool(self.by_payload(payload)), timeout, f"message {payload!r}")
+        return self.by_payload(payload)[0]
+
+    def before(self, payload: bytes) -> list[mqtt.MQTTMessage]:
+        """Messages received before the first one carrying ``payload`` (a marker)."""
+        with self.lock:
+            out = []
+            for m in self.messages:
+                if m.payload == payload:
+                    return out
+                out.append(m)
+        raise AssertionError(f"marker {payload!r} not received")
 
 
 def make_client(
@@ -90,12 +132,16 @@ def make_client(
         kwargs["clean_session"] = True if clean is None else clean
     client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
     client.max_inflight_messages_set(65535)
+    # Never reconnect on its own within a test: a client closed by the broker (takeover,
+    # keep-alive timeout) must stay closed.
+    client.reconnect_delay_set(min_delay=60, max_delay=120)
     if collector is None:
         collector = Collector()
     client.on_message = collector.on_message
     client.on_connect = collector.on_connect
     client.on_disconnect = collector.on_disconnect
     client.on_subscribe = collector.on_subscribe
+    client.on_unsubscribe = collector.on_unsubscribe
     return client, collector
 
 
@@ -186,3 +232,112 @@ def publish_and_wait(
     if qos:
         info.wait_for_publish(TIMEOUT)
         assert info.is_published(), f"publish of {payload!r} to {topic} not acknowledged"
+
+
+class Conn:
+    """One connected paho client with its collector; unknown attributes come from the
+    collector (``messages``, ``wait_for_payload``, ``before``, ``session_present`` ...)."""
+
+    def __init__(self, client: mqtt.Client, col: Collector) -> None:
+        self.client = client
+        self.col = col
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.col, name)
+
+    @property
+    def connack_rc(self) -> int:
+        return code_of(self.col.connacks[-1][0])
+
+    @property
+    def connack_props(self) -> Any:
+        return self.col.connacks[-1][1]
+
+    def sub(
+        self,
+        topic: str,
+        qos: int = 0,
+        *,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = 0,
+        sub_id: int | None = None,
+    ) -> list[int]:
+        """Subscribe one filter (v5 options when the client speaks v5); wait for the SUBACK
+        and return its reason codes as ints."""
+        if self.client.protocol != V5:
+            return [code_of(rc) for rc in subscribe(self.client, self.col, topic, qos)]
+        props = None
+        if sub_id is not None:
+            props = Properties(PacketTypes.SUBSCRIBE)
+            props.SubscriptionIdentifier = sub_id
+        options = SubscribeOptions(
+            qos=qos,
+            noLocal=no_local,
+            retainAsPublished=retain_as_published,
+            retainHandling=retain_handling,
+        )
+        # The options carry the QoS: paho refuses a non-zero ``qos`` alongside them.
+        codes = subscribe(self.client, self.col, topic, options=options, properties=props)
+        return [code_of(rc) for rc in codes]
+
+    def sub_many(self, filters: list[tuple[str, int]]) -> list[int]:
+        """One SUBSCRIBE with several ``(filter, qos)``; returns the SUBACK codes."""
+        return [code_of(rc) for rc in subscribe(self.client, self.col, filters)]
+
+    def unsub(self, topics: str | list[str]) -> list[int]:
+        """Unsubscribe and wait for the UNSUBACK; returns its reason codes (empty for 3.1.1)."""
+        before = len(self.col.unsubacks)
+        self.client.unsubscribe(topics)
+        wait_until(lambda: len(self.col.unsubacks) > before, what="UNSUBACK")
+        return self.col.unsubacks[before]
+
+    def pub(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> None:
+        """Publish; for QoS > 0 wait until the flow with the broker completes."""
+        publish_and_wait(self.client, topic, payload, qos, retain, properties=properties)
+
+    def stop(self) -> None:
+        """Disconnect normally (if still connected) and stop the network loop."""
+        try:
+            if self.client.is_connected():
+                disconnect(self.client)
+        finally:
+            self.client.loop_stop()
+
+
+class Clients:
+    """Connects paho clients and remembers them so teardown can stop their loops."""
+
+    def __init__(self) -> None:
+        self.all: list[Conn] = []
+
+    def connect(
+        self,
+        broker: Any,
+        client_id: str = "",
+        version: int = V5,
+        clean: bool = True,
+        expect_success: bool = True,
+        **options: Any,
+    ) -> Conn:
+        """Connect, start the loop and wait for the CONNACK (which must be a success unless
+        ``expect_success`` is false). ``options`` (``session_expiry``, ``keepalive``,
+        ``will``, ``will_properties``, ``properties``) go to :func:`connect`."""
+        client, col = connect(
+            broker, client_id, version, clean, expect_success=expect_success, **options
+        )
+        conn = Conn(client, col)
+        self.all.append(conn)
+        return conn
+
+    def close_all(self) -> None:
+        for conn in self.all:
+            with contextlib.suppress(Exception):
+                conn.stop()

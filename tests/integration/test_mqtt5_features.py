@@ -1,16 +1,17 @@
 """MQTT 5 features seen from paho and raw clients: subscription options and identifiers,
 message expiry, property pass-through, topic aliases, CONNACK properties, and the client's
-Maximum Packet Size."""
+Maximum Packet Size.
+
+Message-expiry tests run the broker on a ManualClock, so the time a message waits is exact."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from paho_helpers import V5, V311, wait_until
+from brokerthread import MOMENT
+from paho_helpers import V5, V311
 
 
 def props(packet_type: int = PacketTypes.PUBLISH, **values) -> Properties:
@@ -99,38 +100,72 @@ def test_retain_as_published_keeps_retain_flag_on_live_messages(broker, clients)
 # message expiry and properties
 
 
-def test_message_expiry_for_offline_session(broker, clients):
-    """Queued messages whose Message Expiry Interval passed are not delivered; others are,
-    with the interval reduced by the time they waited [MQTT-3.3.2-5, -6]."""
+def queued_while_offline(clients, broker, *messages: tuple[bytes, int | None]) -> None:
+    """Queue QoS 1 ``(payload, message expiry interval)`` messages on ``e/t`` for the
+    persistent session "exp", which is offline when this returns."""
     s = clients.connect(broker, "exp", V5, clean=False, session_expiry=300)
     s.sub("e/#", 1)
     s.stop()
+    broker.wait_offline("exp")
     p = clients.connect(broker, "pub", V5)
-    p.pub("e/short", b"short", 1, properties=props(MessageExpiryInterval=1))
-    p.pub("e/long", b"long", 1, properties=props(MessageExpiryInterval=60))
-    p.pub("e/none", b"none", 1)
-    published = time.monotonic()
-    wait_until(lambda: time.monotonic() - published > 2.2, timeout=5, what="2.2 s to pass")
-    s2 = clients.connect(broker, "exp", V5, clean=False, session_expiry=300)
-    assert s2.session_present == [True]
-    p.pub("e/marker", b"marker", 1)
-    s2.wait_for_payload(b"marker")
-    got = s2.before(b"marker")
+    for payload, expiry in messages:
+        properties = None if expiry is None else props(MessageExpiryInterval=expiry)
+        p.pub("e/t", payload, 1, properties=properties)
+
+
+def delivered_on_resume(clients, broker):
+    """Resume "exp" and return what it gets before a live marker."""
+    s = clients.connect(broker, "exp", V5, clean=False, session_expiry=300)
+    assert s.session_present == [True]
+    clients.connect(broker, "marker-pub", V5).pub("e/marker", b"marker", 1)
+    s.wait_for_payload(b"marker")
+    return s.before(b"marker")
+
+
+def expiry_of(message) -> int | None:
+    return getattr(message.properties, "MessageExpiryInterval", None)
+
+
+def test_message_expiry_for_offline_session(make_broker, clock, clients):
+    """Queued messages whose Message Expiry Interval passed are not delivered; others are,
+    with the interval reduced by the time they waited [MQTT-3.3.2-5, -6]."""
+    broker = make_broker(clock=clock)
+    queued_while_offline(clients, broker, (b"short", 1), (b"long", 60), (b"none", None))
+    broker.advance(2)
+    got = delivered_on_resume(clients, broker)
     assert [m.payload for m in got] == [b"long", b"none"], [m.payload for m in got]
-    remaining = getattr(got[0].properties, "MessageExpiryInterval", None)
-    assert remaining is not None and 50 <= remaining <= 58, (
-        f"expiry interval should be 60 minus the ~2 s waited, got {remaining}"
-    )
-    assert getattr(got[1].properties, "MessageExpiryInterval", None) is None
+    assert [expiry_of(m) for m in got] == [58, None]
 
 
-def test_message_expiry_forwarded_on_live_delivery(broker, clients):
+def test_queued_message_delivered_until_its_expiry_interval_ends(make_broker, clock, clients):
+    """Just before its Message Expiry Interval ends a queued message is still delivered,
+    with the whole second that is left [MQTT-3.3.2-6]."""
+    broker = make_broker(clock=clock)
+    queued_while_offline(clients, broker, (b"edge", 2))
+    broker.advance(2 - MOMENT)
+    got = delivered_on_resume(clients, broker)
+    assert [(m.payload, expiry_of(m)) for m in got] == [(b"edge", 1)]
+
+
+def test_expired_queued_messages_do_not_crowd_out_fresh_ones(make_broker, clock, clients):
+    """Messages whose Message Expiry Interval has passed MUST be deleted for an offline
+    subscriber [MQTT-3.3.2-5]; they must not fill the queue (max 2 here) so that a fresh
+    message published afterwards is dropped."""
+    broker = make_broker(clock=clock, max_queued_messages=2)
+    queued_while_offline(clients, broker, (b"short0", 1), (b"short1", 1))
+    broker.advance(1)
+    clients.connect(broker, "fresh-pub", V5).pub("e/t", b"fresh", 1)
+    got = delivered_on_resume(clients, broker)
+    assert [m.payload for m in got] == [b"fresh"]
+
+
+def test_message_expiry_forwarded_on_live_delivery(make_broker, clock, clients):
+    broker = make_broker(clock=clock)
     s = clients.connect(broker, "sub", V5)
     s.sub("el/t", 1)
     p = clients.connect(broker, "pub", V5)
     p.pub("el/t", b"m", 1, properties=props(MessageExpiryInterval=60))
-    value = getattr(s.wait_for_payload(b"m").properties, "MessageExpiryInterval", None)
-    assert value is not None and 58 <= value <= 60, value
+    assert expiry_of(s.wait_for_payload(b"m")) == 60
 
 
 def test_publish_properties_passed_through_unchanged(broker, clients):
@@ -316,3 +351,24 @@ def test_message_larger_than_client_maximum_packet_size_is_dropped(broker, clien
     assert [m.payload for m in small.messages] == [b"small"]
     assert small.client.is_connected()
     assert small.disconnects == []
+
+
+def test_resend_on_reconnect_respects_new_maximum_packet_size(broker, clients, raw):
+    """The client reconnects with Maximum Packet Size 64 while a 300-byte QoS 1 PUBLISH is
+    unacknowledged: the server MUST NOT send a packet larger than that [MQTT-3.1.2-24]; it
+    discards it as if delivered [MQTT-3.1.2-25]."""
+    sub, _ = raw.connected(broker, "mp-sub", 5, clean=False, session_expiry=300)
+    sub.subscribe(1, [("mp/t", 1)])
+    pub = clients.connect(broker, "mp-pub", V5)
+    pub.pub("mp/t", b"x" * 300, 1)
+    assert len(sub.expect("PUBLISH").payload) == 300
+    sub.drop()
+    broker.wait_offline("mp-sub")
+
+    props = [("MaximumPacketSize", 64)]
+    again, connack = raw.connected(broker, "mp-sub", 5, False, 300, props)
+    assert connack.session_present
+    assert again.until_pingresp() == [], "the 300-byte message was sent after all"
+    pub.pub("mp/t", b"small", 1)
+    small = again.expect("PUBLISH")
+    assert small.payload == b"small" and small.wire_size <= 64

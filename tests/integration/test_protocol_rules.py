@@ -5,52 +5,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from paho_helpers import V5, publish_and_wait
-from rawmqtt import LEVELS, Clients, RawClient, clients_fixture
-from roost.codec.packets import (
-    Disconnect,
-    PingReq,
-    PingResp,
-    PubAck,
-    Publish,
-    SubAck,
-    Subscribe,
-    Subscription,
-)
-from roost.codec.properties import Properties
-
-clients = clients_fixture()
+from paho_helpers import V5, Clients
+from rawmqtt import LEVELS, RawClient, RawFactory
 
 
-def raw_subscribe(raw: RawClient, topic: str, qos: int = 1) -> None:
-    raw.send_packet(Subscribe(packet_id=7, subscriptions=(Subscription(topic, qos=qos),)))
-    suback = raw.recv_packet(3)
-    assert isinstance(suback, SubAck) and suback.packet_id == 7, suback
-    assert suback.reason_codes == (qos,), suback
+def raw_subscribe(client: RawClient, topic: str, qos: int = 1) -> None:
+    suback = client.subscribe(7, [(topic, qos)])
+    assert suback.packet_id == 7 and suback.reason_codes == [qos], suback
 
 
 def publish_qos1(clients: Clients, broker: Any, topic: str, payloads: list[bytes]) -> None:
-    pub, _ = clients.paho(broker, client_id="rules-pub", version=V5)
+    pub = clients.connect(broker, "rules-pub", V5)
     for payload in payloads:
-        publish_and_wait(pub, topic, payload, qos=1)
-
-
-def recv_publish(raw: RawClient, timeout: float = 3.0) -> Publish:
-    packet = raw.recv_packet(timeout)
-    assert isinstance(packet, Publish), f"expected PUBLISH, got {packet!r}"
-    return packet
+        pub.pub(topic, payload, qos=1)
 
 
 @LEVELS
 def test_unacknowledged_messages_have_distinct_packet_ids(
-    broker: Any, clients: Clients, level: int
+    broker: Any, clients: Clients, raw: RawFactory, level: int
 ) -> None:
-    raw = clients.raw(broker)
-    raw.connect("pid-sub", level=level)
-    raw_subscribe(raw, "pid/t")
+    client, _ = raw.connected(broker, "pid-sub", level)
+    raw_subscribe(client, "pid/t")
     payloads = [b"m1", b"m2", b"m3"]
     publish_qos1(clients, broker, "pid/t", payloads)
-    received = [recv_publish(raw) for _ in payloads]
+    received = [client.expect("PUBLISH") for _ in payloads]
     assert [p.payload for p in received] == payloads
     assert all(p.qos == 1 for p in received), received
     ids = [p.packet_id for p in received]
@@ -60,64 +38,100 @@ def test_unacknowledged_messages_have_distinct_packet_ids(
 
 @LEVELS
 def test_unacknowledged_message_resent_with_dup_on_resume(
-    broker: Any, clients: Clients, level: int
+    broker: Any, clients: Clients, raw: RawFactory, level: int
 ) -> None:
-    persistent = Properties(session_expiry_interval=60) if level == 5 else None
-    first = clients.raw(broker)
-    connack = first.connect("resume", level=level, clean_start=level == 5, properties=persistent)
-    assert connack.reason_code == 0
+    expiry = 60 if level == 5 else None  # 3.1.1: clean session 0 keeps the session
+    first, _ = raw.connected(broker, "resume", level, clean=level == 5, session_expiry=expiry)
     raw_subscribe(first, "resume/t")
     publish_qos1(clients, broker, "resume/t", [b"keep me"])
-    original = recv_publish(first)
+    original = first.expect("PUBLISH")
     assert original.qos == 1 and not original.dup, original
-    first.close()  # no PUBACK
+    first.drop()  # no PUBACK
 
-    second = clients.raw(broker)
-    connack = second.connect("resume", level=level, clean_start=False, properties=persistent)
-    assert connack.reason_code == 0 and connack.session_present, connack
-    again = recv_publish(second)
+    second, connack = raw.connected(broker, "resume", level, clean=False, session_expiry=expiry)
+    assert connack.session_present, connack
+    again = second.expect("PUBLISH")
     assert again.payload == b"keep me" and again.qos == 1, again
     assert again.dup, "a re-sent PUBLISH must have DUP=1"
     assert again.packet_id == original.packet_id, (original.packet_id, again.packet_id)
-    second.send_packet(PubAck(packet_id=again.packet_id))
-    second.expect_silence(0.3)
-    second.send_packet(Disconnect())
+    second.ack("PUBACK", again.packet_id)
+    second.ping()  # nothing is re-sent once acknowledged
+    second.disconnect()
 
 
 @LEVELS
-def test_session_present_flag(broker: Any, clients: Clients, level: int) -> None:
-    persistent = Properties(session_expiry_interval=60) if level == 5 else None
+def test_session_present_flag(broker: Any, raw: RawFactory, level: int) -> None:
+    expiry = 60 if level == 5 else None
     steps = [(False, False), (False, True), (True, False), (False, False)]
     for clean, expected_present in steps:
-        raw = clients.raw(broker)
-        props = None if clean else persistent
-        connack = raw.connect("sp", level=level, clean_start=clean, properties=props)
-        assert connack.reason_code == 0, connack
+        client, connack = raw.connected(broker, "sp", level, clean, None if clean else expiry)
         assert connack.session_present == expected_present, (clean, connack)
-        raw.send_packet(Disconnect())
-        raw.expect_closed(3)
+        client.disconnect()
+        client.wait_closed(3)
 
 
 @LEVELS
-def test_pingreq_gets_pingresp(broker: Any, clients: Clients, level: int) -> None:
-    raw = clients.raw(broker)
-    raw.connect("pinger", level=level)
+def test_pingreq_gets_pingresp(broker: Any, raw: RawFactory, level: int) -> None:
+    client, _ = raw.connected(broker, "pinger", level)
     for _ in range(3):
-        raw.send_packet(PingReq())
-        assert isinstance(raw.recv_packet(2), PingResp)
+        client.ping()
 
 
-def test_server_respects_client_receive_maximum(broker: Any, clients: Clients) -> None:
-    raw = clients.raw(broker)
-    connack = raw.connect("slow", level=5, properties=Properties(receive_maximum=2))
-    assert connack.reason_code == 0
-    raw_subscribe(raw, "rm/t")
+def test_server_respects_client_receive_maximum(
+    broker: Any, clients: Clients, raw: RawFactory
+) -> None:
+    client, _ = raw.connected(broker, "slow", 5, props=[("ReceiveMaximum", 2)])
+    raw_subscribe(client, "rm/t")
     payloads = [f"m{i}".encode() for i in range(5)]
-    publish_qos1(clients, broker, "rm/t", payloads)
-    inflight = [recv_publish(raw), recv_publish(raw)]
+    publish_qos1(clients, broker, "rm/t", payloads)  # all five routed before the PINGREQ
+    inflight = [client.expect("PUBLISH"), client.expect("PUBLISH")]
     assert [p.payload for p in inflight] == payloads[:2]
-    raw.expect_silence(0.5)
-    raw.send_packet(PubAck(packet_id=inflight[0].packet_id))
-    third = recv_publish(raw)
+    client.ping()  # no third PUBLISH came before the PINGRESP
+    client.ack("PUBACK", inflight[0].packet_id)
+    third = client.expect("PUBLISH")
     assert third.payload == payloads[2] and not third.dup, third
-    raw.expect_silence(0.5)
+    client.ping()
+
+
+def test_resend_on_reconnect_respects_new_receive_maximum(
+    broker: Any, clients: Clients, raw: RawFactory
+) -> None:
+    """The client reconnects with Receive Maximum 1 while 4 QoS 1 messages are
+    unacknowledged: the server MUST NOT have more than 1 unacknowledged QoS 1 PUBLISH
+    outstanding [MQTT-3.3.4-9] (Mosquitto moves the excess back to the queue)."""
+    sub, _ = raw.connected(broker, "rm-sub", 5, clean=False, session_expiry=300)
+    raw_subscribe(sub, "rm/t")
+    payloads = [f"m{i}".encode() for i in range(4)]
+    publish_qos1(clients, broker, "rm/t", payloads)
+    assert [sub.expect("PUBLISH").payload for _ in payloads] == payloads
+    sub.drop()
+    broker.wait_offline("rm-sub")
+
+    props = [("ReceiveMaximum", 1)]
+    again, connack = raw.connected(broker, "rm-sub", 5, False, 300, props)
+    assert connack.session_present
+    burst = again.until_pingresp()
+    assert [(p.name, p.payload) for p in burst] == [("PUBLISH", b"m0")], burst
+    received = [burst[0]]
+    for _ in payloads[1:]:
+        again.ack("PUBACK", received[-1].packet_id)
+        received.append(again.expect("PUBLISH"))
+    assert [p.payload for p in received] == payloads
+
+
+def test_pubrec_error_frees_the_receive_window(
+    broker: Any, clients: Clients, raw: RawFactory
+) -> None:
+    """PUBREC with a reason code >= 0x80 ends the QoS 2 flow and no longer counts against
+    the client's Receive Maximum [MQTT-3.3.4-9, 4.3.3]: with Receive Maximum 1 the next
+    message follows at once, under a packet identifier that may be reused."""
+    sub, _ = raw.connected(broker, "pr-sub", 5, props=[("ReceiveMaximum", 1)])
+    raw_subscribe(sub, "pr/t", qos=2)
+    pub = clients.connect(broker, "pr-pub", V5)
+    pub.pub("pr/t", b"a", 2)
+    pub.pub("pr/t", b"b", 2)
+    first = sub.expect("PUBLISH")
+    assert first.payload == b"a"
+    sub.ack("PUBREC", first.packet_id, reason_code=0x80)
+    second = sub.expect("PUBLISH")
+    assert second.payload == b"b" and not second.dup

@@ -6,21 +6,19 @@ from pathlib import Path
 
 from brokerproc import BrokerProcess
 from paho_helpers import V5, connect, disconnect, subscribe
-from rawmqtt import RawClient
-from roost.codec import MQTT_3_1_1, MQTT_5, Disconnect
+from rawmqtt import RawFactory
 
 
-def test_sigterm_tells_mqtt5_clients_and_closes_mqtt311_ones(tmp_path: Path) -> None:
+def test_sigterm_tells_mqtt5_clients_and_closes_mqtt311_ones(
+    tmp_path: Path, raw: RawFactory
+) -> None:
     broker = BrokerProcess(tmp_path / "data").start()
     try:
-        v5 = RawClient(broker.host, broker.port)
-        v5.connect("v5-client", level=MQTT_5)
-        v311 = RawClient(broker.host, broker.port)
-        v311.connect("v311-client", level=MQTT_3_1_1)
+        v5, _ = raw.connected(broker, "v5-client", 5)
+        v311, _ = raw.connected(broker, "v311-client", 4)
         assert broker.terminate() == 0
-        packets = v5.expect_closed()
-        assert [type(p) for p in packets] == [Disconnect]
-        assert packets[0].reason_code == 0x8B  # server shutting down
+        packets = v5.wait_closed()
+        assert [(p.name, p.reason_code) for p in packets] == [("DISCONNECT", 0x8B)]
         assert v311.read_until_closed() == b""  # 3.1.1 has no server DISCONNECT
     finally:
         broker.kill()
