@@ -1,10 +1,14 @@
 """Transactional (half) messages over the wire, spoken by hand with paho-mqtt MQTT 5 clients
-(and a raw socket where a crash or a PUBREC code is needed): see docs/transactions.md."""
+(and a raw socket where a crash or a PUBREC code is needed): see docs/transactions.md.
+
+Check-back tests run the broker on a ManualClock: broker time is moved on interval by
+interval, and a fence (a marker each group member receives after everything sent to it
+before) shows which checks have been sent by then."""
 
 from __future__ import annotations
 
+import itertools
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,14 +19,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from brokerproc import BrokerProcess
+from brokerthread import MOMENT, ManualClock
 from paho_helpers import wait_until
 
 CHECK_TOPIC = "$tx/check/orders"
+FENCE_TOPIC = "fence/checks"
 SUCCESS, NOT_AUTHORIZED, REFUSED, QUOTA_EXCEEDED = 0x00, 0x87, 0x83, 0x97
-# Short check-back timings: first check after 1 s, then every second, three at most.
-QUICK_CHECKS: dict[str, Any] = {
+# Check-back timings: first check 1 s after the half message, then every 2 s, three at most.
+CHECKS: dict[str, Any] = {
     "transaction_timeout": 1,
-    "transaction_check_interval": 1,
+    "transaction_check_interval": 2,
     "transaction_check_max": 3,
 }
 
@@ -107,6 +113,22 @@ def checks_for(member: Conn, tx_id: str) -> list[mqtt.MQTTMessage]:
 
 def wait_for_checks(member: Conn, tx_id: str, count: int, timeout: float = 10) -> None:
     wait_until(lambda: len(checks_for(member, tx_id)) >= count, timeout, f"{count} checks")
+
+
+_fences = itertools.count()
+
+
+def fence(producer: Producer, *members: Producer) -> None:
+    """Publish a marker on FENCE_TOPIC and wait until every member (subscribed to it) has
+    it: by then each member has received every check the broker sent it before."""
+    marker = f"fence {next(_fences)}".encode()
+    assert producer.publish(FENCE_TOPIC, marker)[0] in (SUCCESS, 0x10)
+    for member in members:
+        member.conn.wait_for_payload(marker)
+
+
+def check_numbers(member: Producer, tx_id: str) -> list[str]:
+    return [user(m)["roost-tx-check"] for m in checks_for(member.conn, tx_id)]
 
 
 def subscriber(clients: Clients, broker: Broker, client_id: str, *filters: str) -> Conn:
@@ -306,11 +328,12 @@ def test_pending_limits(
 
 def test_another_member_answers_the_check_after_a_crash(
     make_broker: Callable[..., Any],
+    clock: ManualClock,
     clients: Clients,
     raw: RawFactory,
     connect: Callable[..., Producer],
 ) -> None:
-    broker = make_broker(**QUICK_CHECKS)
+    broker = make_broker(clock=clock, **CHECKS)
     orders = subscriber(clients, broker, "orders", "orders/#")
     crashing, _ = raw.connected(broker, "producer-a", version=5)
     assert crashing.subscribe(1, [(CHECK_TOPIC, 1)]).reason_codes == [1]
@@ -319,8 +342,10 @@ def test_another_member_answers_the_check_after_a_crash(
     crashing.publish("orders/paid", b"paid 1001", qos=1, packet_id=1, props=props)
     assert crashing.expect("PUBACK").reason_code == SUCCESS
     crashing.drop()  # no DISCONNECT, no decision
+    broker.wait_offline("producer-a")
 
     member = connect(broker, "producer-b", CHECK_TOPIC)
+    broker.advance(1)
     wait_for_checks(member.conn, "t1", 1)
     check = checks_for(member.conn, "t1")[0]
     assert (check.payload, check.qos) == (b"paid 1001", 1)
@@ -335,36 +360,43 @@ def test_another_member_answers_the_check_after_a_crash(
 
 
 def test_checks_go_to_connected_members_in_turn(
-    make_broker: Callable[..., Any], connect: Callable[..., Producer]
+    make_broker: Callable[..., Any], clock: ManualClock, connect: Callable[..., Producer]
 ) -> None:
-    broker = make_broker(**QUICK_CHECKS)
-    members = [connect(broker, f"member-{n}", CHECK_TOPIC) for n in (1, 2)]
+    broker = make_broker(clock=clock, **CHECKS)
+    members = [connect(broker, f"member-{n}", CHECK_TOPIC, FENCE_TOPIC) for n in (1, 2)]
     producer = connect(broker, "producer")
     assert producer.half("t1")[0] == SUCCESS
-    # Check 1 goes to one member, check 2 to the other.
-    wait_until(lambda: sum(len(checks_for(m.conn, "t1")) for m in members) >= 2, what="2 checks")
-    assert [len(checks_for(m.conn, "t1")) for m in members] == [1, 1]
+    broker.advance(1)
+    broker.advance(2)
+    fence(producer, *members)
+    # Check 1 went to one member, check 2 to the other.
+    assert sorted(check_numbers(m, "t1") for m in members) == [["1"], ["2"]]
     assert producer.decide("rollback", "t1")[0] == SUCCESS
 
 
 @pytest.mark.parametrize("final_action", ["rollback", "commit", "keep"])
 def test_unanswered_checks_then_the_final_action(
     make_broker: Callable[..., Any],
+    clock: ManualClock,
     clients: Clients,
     connect: Callable[..., Producer],
     final_action: str,
 ) -> None:
-    broker = make_broker(**QUICK_CHECKS, transaction_final_action=final_action)
+    broker = make_broker(clock=clock, **CHECKS, transaction_final_action=final_action)
     orders = subscriber(clients, broker, "orders", "orders/#")
-    silent = connect(broker, "silent-member", CHECK_TOPIC)  # acknowledges checks, never decides
+    # Acknowledges checks, never decides.
+    silent = connect(broker, "silent-member", CHECK_TOPIC, FENCE_TOPIC)
     producer = connect(broker, "producer")
     assert producer.half("t1")[0] == SUCCESS
-    wait_for_checks(silent.conn, "t1", 3)
-    # The final action comes one interval after check 3; a 4th check would come then too.
-    # The first check of t2, two seconds from now, comes after both.
-    assert producer.half("t2", extra=[("roost-tx-check-delay", "2")])[0] == SUCCESS
-    wait_for_checks(silent.conn, "t2", 1)
-    assert [user(m)["roost-tx-check"] for m in checks_for(silent.conn, "t1")] == ["1", "2", "3"]
+    broker.advance(1)
+    for _ in range(2):
+        broker.advance(2)
+    # The final action is due one interval after check 3.
+    broker.advance(2 - MOMENT)
+    assert producer.decide("unknown", "t1") == (SUCCESS, "")  # still pending
+    broker.advance(MOMENT)
+    fence(producer, silent)
+    assert check_numbers(silent, "t1") == ["1", "2", "3"]  # and no 4th check
 
     probe = producer.decide("unknown", "t1")  # changes nothing, tells whether t1 is pending
     if final_action == "keep":
@@ -377,25 +409,25 @@ def test_unanswered_checks_then_the_final_action(
     orders.wait_for_payload(marker)
     delivered = [m.payload for m in orders.before(marker)]
     assert delivered == ([] if final_action == "rollback" else [b"t1"])
-    assert producer.decide("rollback", "t2")[0] == SUCCESS
 
 
 def test_check_delay_overrides_transaction_timeout(
-    make_broker: Callable[..., Any], connect: Callable[..., Producer]
+    make_broker: Callable[..., Any], clock: ManualClock, connect: Callable[..., Producer]
 ) -> None:
-    broker = make_broker(**QUICK_CHECKS)
-    member = connect(broker, "member", CHECK_TOPIC)
+    broker = make_broker(clock=clock, **CHECKS)
+    member = connect(broker, "member", CHECK_TOPIC, FENCE_TOPIC)
     producer = connect(broker, "producer")
-    start = time.monotonic()
     assert producer.half("late", extra=[("roost-tx-check-delay", "3")])[0] == SUCCESS
     assert producer.half("early")[0] == SUCCESS
-    wait_for_checks(member.conn, "early", 1)
-    early = time.monotonic() - start
-    assert member.decide("rollback", "early")[0] == SUCCESS
+    broker.advance(1)  # transaction_timeout
+    broker.advance(2 - MOMENT)
+    fence(producer, member)
+    assert check_numbers(member, "early") == ["1"]
+    assert check_numbers(member, "late") == []
+    broker.advance(MOMENT)  # the check delay of "late"
     wait_for_checks(member.conn, "late", 1)
-    late = time.monotonic() - start
-    assert early < 2.5 and 2.9 <= late < 5, (early, late)
-    assert member.decide("rollback", "late")[0] == SUCCESS
+    for tx_id in ("early", "late"):
+        assert member.decide("rollback", tx_id)[0] == SUCCESS
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """TransactionProducer (roost.client) against a real broker: local transaction outcomes,
-check-backs, sync and async callbacks, refusals."""
+check-backs, sync and async callbacks, refusals.
+
+Check-back tests run the broker on a ManualClock and move its time on to each check."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from brokerthread import ManualClock
 from roost.client import (
     CheckRequest,
     HalfMessage,
@@ -46,6 +49,11 @@ def producer(
     broker: Any, check: Callable[[CheckRequest], Any], **options: Any
 ) -> TransactionProducer:
     return TransactionProducer(f"mqtt://{broker.host}:{broker.port}", "orders", check, **options)
+
+
+async def advance(broker: Any, seconds: float) -> None:
+    """Move the broker's clock on and run its sweep (in the broker's thread)."""
+    await asyncio.to_thread(broker.advance, seconds)
 
 
 def answer(state: LocalTransactionState) -> Callable[[Any], LocalTransactionState]:
@@ -144,9 +152,9 @@ def test_rollback_never_delivers(
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_unknown_then_the_check_commits(
-    make_broker: Callable[..., Any], asynchronous: bool
+    make_broker: Callable[..., Any], clock: ManualClock, asynchronous: bool
 ) -> None:
-    broker = make_broker(**QUICK_CHECKS)
+    broker = make_broker(clock=clock, **QUICK_CHECKS)
     requests: list[CheckRequest] = []
 
     def check(request: CheckRequest) -> LocalTransactionState:
@@ -163,6 +171,8 @@ def test_unknown_then_the_check_commits(
         async with producer(broker, check_async if asynchronous else check) as sender:
             result = await sender.send("orders/paid", b"x", answer(UNKNOWN), transaction_id="t1")
             assert result == SendResult("t1", UNKNOWN)
+            await advance(broker, 1)  # check 1
+            await advance(broker, 1)  # check 2
             message = await anext(orders.messages())
         await orders.disconnect()
         assert message.payload == b"x"
@@ -174,14 +184,18 @@ def test_unknown_then_the_check_commits(
     run(scenario)
 
 
-def test_another_member_answers_for_a_closed_producer(make_broker: Callable[..., Any]) -> None:
-    broker = make_broker(**QUICK_CHECKS)
+def test_another_member_answers_for_a_closed_producer(
+    make_broker: Callable[..., Any], clock: ManualClock
+) -> None:
+    broker = make_broker(clock=clock, **QUICK_CHECKS)
 
     async def scenario() -> None:
         orders = await consumer(broker)
-        async with producer(broker, answer(UNKNOWN)) as first:
+        async with producer(broker, answer(UNKNOWN), client_id="first") as first:
             result = await first.send("orders/paid", b"x", answer(UNKNOWN))
+        await asyncio.to_thread(broker.wait_offline, "first")
         async with producer(broker, answer(COMMIT)):
+            await advance(broker, 1)
             message = await anext(orders.messages())
         await orders.disconnect()
         assert dict(message.properties.user_properties)["roost-tx-id"] == result.transaction_id
