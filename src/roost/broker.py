@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from roost.attach import Attacher, Authenticator
 from roost.config import Settings
 from roost.core import BrokerCore
 from roost.errors import StoreError
@@ -23,8 +24,9 @@ SWEEP_INTERVAL = 0.25  # seconds between sweeps of keep-alive, will-delay and ex
 class Broker:
     """A single Roost node serving MQTT over TCP."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, authenticator: Authenticator | None = None) -> None:
         self.settings = settings
+        self.attacher = Attacher(authenticator)
         self.core: BrokerCore | None = None
         self.port = settings.port
         self._server: asyncio.Server | None = None
@@ -37,7 +39,7 @@ class Broker:
         core = self.core = BrokerCore(self.settings, loop.time, self._store)
         core.load()
         self._server = await loop.create_server(
-            lambda: TcpConnection(core),
+            lambda: TcpConnection(core, self.attacher),
             self.settings.host,
             self.settings.port,
             reuse_address=True,
@@ -62,6 +64,7 @@ class Broker:
             self._server.close()
         if self.core is not None:
             self.core.shutdown()
+        await self.attacher.drain()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
