@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from roost.attach import Authenticator
 from roost.broker import Broker
 from roost.config import Settings
 
@@ -17,10 +18,10 @@ from roost.config import Settings
 class RunningBroker:
     """A broker serving on 127.0.0.1:<ephemeral port> in its own event-loop thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, authenticator: Authenticator | None = None) -> None:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
-        self.broker = Broker(settings)
+        self.broker = Broker(settings, authenticator)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.call(self.broker.start())
@@ -43,13 +44,14 @@ class RunningBroker:
 @pytest.fixture
 def make_broker(tmp_path: Path) -> Iterator[Callable[..., RunningBroker]]:
     """Factory: ``make_broker(max_packet_size=..., ...)`` starts a broker with those settings
-    (by default the SQLite store in a fresh temporary data directory)."""
+    (by default the SQLite store in a fresh temporary data directory), and optionally an
+    ``authenticator``."""
     started: list[RunningBroker] = []
 
-    def factory(**overrides: Any) -> RunningBroker:
+    def factory(authenticator: Authenticator | None = None, **overrides: Any) -> RunningBroker:
         defaults = {"host": "127.0.0.1", "port": 0, "data_dir": str(tmp_path / "data")}
         settings = Settings(**{**defaults, **overrides})
-        running = RunningBroker(settings)
+        running = RunningBroker(settings, authenticator)
         started.append(running)
         return running
 

@@ -3,7 +3,8 @@ connection take its session.
 
 It runs on the event loop, possibly across several loop turns (a password hash computed in
 a thread, a remote identity service, later a session claimed from another cluster node);
-the connection does not read meanwhile, so the packets behind CONNECT keep their order.
+the connection handles nothing else meanwhile, so the packets behind CONNECT keep their
+order.
 When nothing has to wait (no authenticator), the attach completes at once, without a task.
 """
 
@@ -89,6 +90,11 @@ class Attacher:
             connection.complete_connect()
         else:
             connection.refuse_connect(verdict.reason, verdict.text)
+
+    @property
+    def attaching(self) -> int:
+        """How many attaches are waiting for the authenticator."""
+        return len(self._tasks)
 
     async def drain(self) -> None:
         """Wait for the attaches in progress (at shutdown)."""

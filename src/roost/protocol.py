@@ -7,11 +7,12 @@ come next, negotiation, inbound acknowledgements and receive maximum, reading pa
 resumed. Broker policy (sessions, subscriptions, routing, transactions) is the core's;
 outbound delivery is the :class:`~roost.outbox.Outbox`'s.
 
-After a valid CONNECT the connection is CONNECTING: it stops reading and hands itself to
-an *attach* step (authentication, taking the session over, loading it), which ends with
+After a valid CONNECT the connection is CONNECTING: it hands itself to an *attach* step
+(authentication, taking the session over, loading it), which ends with
 :meth:`ServerConnection.complete_connect` or :meth:`ServerConnection.refuse_connect`,
 possibly on a later loop turn. Packets the client sent right behind its CONNECT stay in
-the framer and are handled after CONNACK, in order.
+the framer (reading pauses once ATTACH_INPUT_LIMIT bytes wait) and are handled after
+CONNACK, in order.
 
 Every ProtocolError ends up in one place, :meth:`ServerConnection._violation`, which
 answers with the right CONNACK or DISCONNECT reason code, logs one line and closes this
@@ -71,6 +72,7 @@ log = logging.getLogger("roost.protocol")
 
 CONNECT_TIMEOUT = 10.0  # seconds a new connection has to be attached (CONNECT and attach)
 PACKET_BUDGET = 256  # packets handled per loop turn before other connections get theirs
+ATTACH_INPUT_LIMIT = 65_536  # bytes buffered behind CONNECT before reading pauses
 MAX_REASON_BYTES = 65_535  # a UTF-8 string's limit [MQTT-1.5.4]
 
 # Why reading from a connection is paused; it reads only while none applies.
@@ -186,7 +188,14 @@ class ServerConnection:
         if self.state is State.CLOSED:
             return
         self.last_received = self.core.clock()
-        self.framer.feed(data)
+        framer = self.framer
+        framer.feed(data)
+        if self.state is State.CONNECTING:
+            # Kept for after CONNACK; reading goes on (so a client that leaves is noticed)
+            # until the buffer holds ATTACH_INPUT_LIMIT bytes.
+            if framer.buffered >= ATTACH_INPUT_LIMIT:
+                self.transport.pause_reading(WAITING_FOR_ATTACH)
+            return
         self.handle_input()
 
     def handle_input(self) -> None:
@@ -428,7 +437,6 @@ class ServerConnection:
         self.problem_information = terms.problem_information
         self.state = State.CONNECTING
         self.handlers = _HANDLERS[State.CONNECTING]
-        self.transport.pause_reading(WAITING_FOR_ATTACH)
         self._attach(self)
 
     def _on_publish(self, packet: Publish) -> None:

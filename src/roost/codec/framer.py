@@ -50,6 +50,13 @@ class Framer:
         self._buf = data
         self._pos = 0
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as packets."""
+        if self._chunks is not None:
+            return sum(map(len, self._chunks))
+        return len(self._buf) - self._pos
+
     def clear(self) -> None:
         """Drop whatever input is buffered (the connection is closed)."""
         self._buf = b""
