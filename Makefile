@@ -8,7 +8,7 @@ PORT ?= 1883
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,fast]'
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 run: $(VENV)/.installed

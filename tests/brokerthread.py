@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from paho_helpers import wait_until
+from roost.attach import Authenticator
 from roost.broker import Broker
 from roost.config import Settings
 from roost.store.sqlite import DATABASE_NAME
@@ -38,17 +39,23 @@ class ManualClock:
 class RunningBroker:
     """A broker serving on 127.0.0.1:<ephemeral port> in its own event-loop thread."""
 
-    def __init__(self, settings: Settings, clock: ManualClock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        authenticator: Authenticator | None = None,
+        clock: ManualClock | None = None,
+    ) -> None:
         self.settings = settings
+        self.authenticator = authenticator
         self.clock = clock
+        self.stopped = False
         self.loop = asyncio.new_event_loop()
-        self.broker = Broker(settings, clock)
+        self.broker = Broker(settings, authenticator, clock)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.call(self.broker.start())
         self.host = "127.0.0.1"
         self.port: int = self.broker.port
-        self.stopped = False
 
     def call(self, coro: Any, timeout: float = 10.0) -> Any:
         """Run a coroutine on the broker's loop and return its result."""
@@ -100,27 +107,35 @@ class RunningBroker:
 
 
 class BrokerFactory:
-    """``make_broker(max_packet_size=..., clock=ManualClock(), ...)`` starts a broker with
-    those settings (by default the SQLite store in a fresh temporary data directory);
-    every broker is stopped at teardown."""
+    """``make_broker(max_packet_size=..., authenticator=..., clock=ManualClock())`` starts a
+    broker with those settings (by default the SQLite store in a fresh temporary data
+    directory), optionally an authenticator and a manual clock; every broker is stopped at
+    teardown."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.started: list[RunningBroker] = []
 
-    def __call__(self, clock: ManualClock | None = None, **overrides: Any) -> RunningBroker:
+    def __call__(
+        self,
+        authenticator: Authenticator | None = None,
+        clock: ManualClock | None = None,
+        **overrides: Any,
+    ) -> RunningBroker:
         defaults = {"host": "127.0.0.1", "port": 0, "data_dir": str(self.data_dir)}
-        return self._start(Settings(**{**defaults, **overrides}), clock)
+        return self._start(Settings(**{**defaults, **overrides}), authenticator, clock)
 
     def restart(self, running: RunningBroker, **overrides: Any) -> RunningBroker:
         """Stop ``running`` gracefully and start a broker with the same settings (data
-        directory included) and clock, on a new port."""
+        directory included), authenticator and clock, on a new port."""
         running.stop()
         settings = dataclasses.replace(running.settings, port=0, **overrides)
-        return self._start(settings, running.clock)
+        return self._start(settings, running.authenticator, running.clock)
 
-    def _start(self, settings: Settings, clock: ManualClock | None) -> RunningBroker:
-        running = RunningBroker(settings, clock)
+    def _start(
+        self, settings: Settings, authenticator: Authenticator | None, clock: ManualClock | None
+    ) -> RunningBroker:
+        running = RunningBroker(settings, authenticator, clock)
         self.started.append(running)
         return running
 

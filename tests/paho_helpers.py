@@ -132,9 +132,6 @@ def make_client(
         kwargs["clean_session"] = True if clean is None else clean
     client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
     client.max_inflight_messages_set(65535)
-    # Never reconnect on its own within a test: a client closed by the broker (takeover,
-    # keep-alive timeout) must stay closed.
-    client.reconnect_delay_set(min_delay=60, max_delay=120)
     if collector is None:
         collector = Collector()
     client.on_message = collector.on_message
@@ -333,6 +330,9 @@ class Clients:
         client, col = connect(
             broker, client_id, version, clean, expect_success=expect_success, **options
         )
+        # Never reconnect on its own within a test: a client closed by the broker (takeover,
+        # keep-alive timeout) must stay closed.
+        client.reconnect_delay_set(min_delay=60, max_delay=120)
         conn = Conn(client, col)
         self.all.append(conn)
         return conn

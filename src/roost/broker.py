@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from roost.attach import Attacher, Authenticator
 from roost.config import Settings
 from roost.core import BrokerCore
 from roost.errors import StoreError
@@ -24,10 +25,16 @@ SWEEP_INTERVAL = 0.25  # seconds between sweeps of keep-alive, will-delay and ex
 class Broker:
     """A single Roost node serving MQTT over TCP."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        authenticator: Authenticator | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         """``clock`` gives the broker's time in seconds (default: the event loop's monotonic
         clock); tests inject one that they move on by hand."""
         self.settings = settings
+        self.attacher = Attacher(authenticator)
         self._clock = clock
         self.core: BrokerCore | None = None
         self.port = settings.port
@@ -41,7 +48,7 @@ class Broker:
         core = self.core = BrokerCore(self.settings, self._clock or loop.time, self._store)
         core.load()
         self._server = await loop.create_server(
-            lambda: TcpConnection(core),
+            lambda: TcpConnection(core, self.attacher),
             self.settings.host,
             self.settings.port,
             reuse_address=True,
@@ -71,6 +78,7 @@ class Broker:
             self._server.close()
         if self.core is not None:
             self.core.shutdown()
+        await self.attacher.drain()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

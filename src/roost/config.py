@@ -35,6 +35,7 @@ class Settings:
     max_keep_alive: int = 65535  # a client asking for more gets Server Keep Alive
     topic_alias_maximum: int = 64  # aliases a client may use towards the broker
     max_session_expiry: int = 0xFFFFFFFF  # seconds; 0xFFFFFFFF = never expire
+    write_stall_timeout: int = 60  # seconds a client may read nothing before it is closed
     # Client identifiers
     strict_client_id: bool = False  # only 1-23 chars of 0-9a-zA-Z [MQTT-3.1.3-5]
     allow_empty_client_id: bool = True
@@ -44,6 +45,7 @@ class Settings:
     shared_subscription_available: bool = True
     subscription_identifier_available: bool = True
     maximum_qos: int = 2
+    response_information: str = ""  # MQTT 5 Response Information prefix ("" = not offered)
     # Storage
     store: str = "sqlite"  # "sqlite" (embedded, durable) or "memory" (nothing survives)
     data_dir: str = "./data"
@@ -77,6 +79,7 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "max_keep_alive": (1, 65535),
     "topic_alias_maximum": (0, 65535),
     "max_session_expiry": (0, 0xFFFFFFFF),
+    "write_stall_timeout": (1, 86_400),
     "maximum_qos": (0, 2),
     "commit_interval_ms": (1, 60_000),
     "transaction_timeout": (0, 86_400),

@@ -1,8 +1,10 @@
-"""The broker's shared state, free of I/O: sessions by client id, who is connected, the
-router, and the timers swept by one periodic tick.
+"""The broker's shared state and policy, free of I/O: sessions by client id, who is
+connected, subscriptions and routing, transactions, and the timers swept by one periodic
+tick.
 
-The asyncio shell (``broker.py``) owns the listener and the clock; every connection's
-protocol object (``protocol.py``) calls in here to open and end sessions and to publish.
+The asyncio shell (``broker.py``) owns the listener and the clock; every connection
+(``protocol.py``) calls in here to open and end sessions, to subscribe and to publish.
+What the core needs of a connection is the :class:`Connection` protocol below.
 """
 
 from __future__ import annotations
@@ -10,17 +12,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import astuple, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from roost.codec import Will
+from roost.codec import SubAck, Subscribe, Subscription, UnsubAck, Unsubscribe, Will
 from roost.config import Settings
-from roost.errors import ReasonCode
+from roost.errors import ProtocolError, ReasonCode, TransactionRefused
 from roost.message import Message
 from roost.router import Router
-from roost.session import NEVER_EXPIRES, Delivery, Session
+from roost.session import NEVER_EXPIRES, Delivery, Session, SubscriptionOptions
 from roost.store.base import Store
 from roost.timers import Deadlines, TimingWheel
-from roost.topics import TopicNameCheck
+from roost.topics import TopicNameCheck, is_wildcard, parse_shared, validate_topic_filter
 from roost.transactions import (
     DECISION_TOPICS,
     OUTCOMES,
@@ -28,12 +30,8 @@ from roost.transactions import (
     HalfMessage,
     Settled,
     TransactionPolicy,
-    TransactionRefused,
     Transactions,
 )
-
-if TYPE_CHECKING:
-    from roost.protocol import ClientProtocol
 
 log = logging.getLogger("roost.core")
 
@@ -41,6 +39,26 @@ WILL_DUE = "will"
 SESSION_EXPIRES = "expiry"
 REPORT_INTERVAL = 60.0  # seconds between housekeeping rounds: counters logged, expired
 # retained messages removed (from memory and store)
+DROP_REPORT_INTERVAL = 10.0  # seconds between log lines about messages dropped per client
+DROP_REPORT_CLIENTS = 20  # clients named per such log line; the rest are counted
+
+
+class Connection(Protocol):
+    """What the core needs of a client's connection."""
+
+    keepalive_due: float  # when its live keep-alive wheel entry comes due
+
+    def deliver(self, delivery: Delivery) -> None: ...
+
+    def take_over(self) -> None: ...
+
+    def keepalive_deadline(self) -> float | None: ...
+
+    def keepalive_expired(self) -> None: ...
+
+    def writes_stuck(self, seconds: float) -> None: ...
+
+    def server_shutdown(self) -> None: ...
 
 
 class BrokerCore:
@@ -52,11 +70,14 @@ class BrokerCore:
         self.store = store
         self.router = Router()
         self.sessions: dict[str, Session] = {}
-        self.connections: dict[str, ClientProtocol] = {}  # client id -> its live connection
-        self.open_connections: set[ClientProtocol] = set()  # every socket, CONNECTed or not
-        self.keepalive: TimingWheel[ClientProtocol] = TimingWheel(clock())
+        self.connections: dict[str, Connection] = {}  # client id -> its live connection
+        self.open_connections: set[Connection] = set()  # every socket, CONNECTed or not
+        self.keepalive: TimingWheel[Connection] = TimingWheel(clock())
         self.deadlines: Deadlines[tuple[str, str]] = Deadlines()
-        self.dropped_messages = 0
+        self.blocked_writers: dict[Connection, float] = {}  # -> since when it reads nothing
+        self.dropped_messages = 0  # messages dropped because a session's queue was full
+        self._drops_to_report: dict[str, int] = {}  # client id -> drops not yet logged
+        self._next_drop_report = 0.0
         self._next_report = clock() + REPORT_INTERVAL
         self._last_report: tuple[int, ...] = ()
         self.valid_topics = TopicNameCheck(settings.max_topic_length, settings.max_topic_levels)
@@ -115,7 +136,7 @@ class BrokerCore:
 
     def open_session(
         self,
-        connection: ClientProtocol,
+        connection: Connection,
         client_id: str,
         clean_start: bool,
         expiry: int,
@@ -149,12 +170,18 @@ class BrokerCore:
         self.connections[client_id] = connection
         return session, present
 
-    def connection_closed(self, connection: ClientProtocol, will: Will | None) -> None:
-        """The connection holding a session ended; ``will`` is its will if it must be sent."""
-        session = connection.session
-        if session is None or self.connections.get(session.client_id) is not connection:
-            return
+    def connection_ended(self, connection: Connection) -> None:
+        """A network connection closed: forget it everywhere (it may never have attached)."""
+        self.open_connections.discard(connection)
+        self.blocked_writers.pop(connection, None)
+
+    def connection_closed(
+        self, connection: Connection, session: Session, will: Will | None
+    ) -> None:
+        """The connection holding ``session`` ended; ``will`` is its will if it must be sent."""
         client_id = session.client_id
+        if self.connections.get(client_id) is not connection:
+            return
         del self.connections[client_id]
         session.will = None  # the connection's will: sent below if it must be
         if session.expiry_interval == 0:
@@ -206,7 +233,7 @@ class BrokerCore:
         log.debug("publishing the will of %s on %r", client_id, will.topic)
         self.publish(message)
 
-    def watch_keepalive(self, connection: ClientProtocol, deadline: float) -> None:
+    def watch_keepalive(self, connection: Connection, deadline: float) -> None:
         """Check ``connection`` at ``deadline``; it keeps one live entry in the wheel."""
         connection.keepalive_due = deadline
         self.keepalive.schedule(connection, deadline)
@@ -235,8 +262,111 @@ class BrokerCore:
                 connection.deliver(delivery)
             # Offline sessions keep QoS 1/2 messages; QoS 0 is not queued for them.
             elif qos and not sessions[client_id].enqueue(delivery, limit, message_time):
-                self.dropped_messages += 1
+                self.note_dropped(client_id)
         return len(targets)
+
+    def note_dropped(self, client_id: str) -> None:
+        """A message for ``client_id`` was dropped because its session's queue is full;
+        counted, and logged by the periodic tick (rate limited)."""
+        self.dropped_messages += 1
+        drops = self._drops_to_report
+        drops[client_id] = drops.get(client_id, 0) + 1
+
+    def _report_drops(self, now: float) -> None:
+        drops = self._drops_to_report
+        if not drops or now < self._next_drop_report:
+            return
+        self._next_drop_report = now + DROP_REPORT_INTERVAL
+        self._drops_to_report = {}
+        named = sorted(drops.items(), key=lambda item: -item[1])[:DROP_REPORT_CLIENTS]
+        listed = ", ".join(f"{client_id}: {count}" for client_id, count in named)
+        rest = len(drops) - len(named)
+        log.warning(
+            "queue full (max_queued_messages=%d), messages dropped for %s%s",
+            self.settings.max_queued_messages,
+            listed,
+            f" and {rest} more clients" if rest else "",
+        )
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    def subscribe(
+        self, session: Session, packet: Subscribe, v5: bool
+    ) -> tuple[SubAck, list[Delivery]]:
+        """Apply a SUBSCRIBE: its SUBACK and the retained messages to send [MQTT-3.3.1-8].
+
+        Every filter is checked before any is applied, so a protocol error anywhere in the
+        packet changes nothing.
+        """
+        settings = self.settings
+        ids = packet.properties.subscription_identifiers
+        identifier = ids[0] if ids else None
+        if identifier is not None and not settings.subscription_identifier_available:
+            raise ProtocolError(
+                "subscription identifiers are not supported",
+                ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+            )
+        failures = [self._check_filter(sub) for sub in packet.subscriptions]
+        codes: list[int] = []
+        retained: list[Delivery] = []
+        now = self.clock()
+        sub_ids = () if identifier is None else (identifier,)
+        for sub, failure in zip(packet.subscriptions, failures, strict=True):
+            if failure is not None:
+                codes.append(failure if v5 else 0x80)
+                continue
+            topic_filter = sub.topic_filter
+            qos = min(sub.qos, settings.maximum_qos)
+            options = SubscriptionOptions(
+                qos, sub.no_local, sub.retain_as_published, sub.retain_handling, identifier
+            )
+            is_new = self.router.subscribe(session.client_id, topic_filter, options)
+            session.subscribe(topic_filter, options)
+            codes.append(qos)
+            handling = sub.retain_handling
+            shared = topic_filter.startswith("$share/")  # no retained for shared [MQTT-3.8.4]
+            if not shared and (handling == 0 or (handling == 1 and is_new)):
+                for message in self.router.retained_for(topic_filter, now):
+                    granted = min(message.qos, qos)
+                    retained.append(Delivery(message, granted, True, sub_ids))
+        return SubAck(packet.packet_id, tuple(codes)), retained
+
+    def _check_filter(self, sub: Subscription) -> int | None:
+        """The SUBACK failure code for a filter, or None if it can be subscribed."""
+        settings = self.settings
+        topic_filter = sub.topic_filter
+        try:
+            validate_topic_filter(
+                topic_filter, settings.max_topic_length, settings.max_topic_levels
+            )
+        except ProtocolError as exc:
+            return exc.reason_code
+        group, inner = parse_shared(topic_filter)
+        if group is not None:
+            if not settings.shared_subscription_available:
+                return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+            if sub.no_local:
+                raise ProtocolError("no local on a shared subscription")  # [MQTT-3.8.3-4]
+        if not settings.wildcard_subscription_available and is_wildcard(inner):
+            return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+        return None
+
+    def unsubscribe(self, session: Session, packet: Unsubscribe) -> UnsubAck:
+        codes: list[int] = []
+        for topic_filter in packet.topic_filters:
+            existed = self.router.unsubscribe(session.client_id, topic_filter)
+            session.unsubscribe(topic_filter)
+            codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
+        return UnsubAck(packet.packet_id, tuple(codes))
+
+    # -- flow control -----------------------------------------------------------------------
+
+    def writes_blocked(self, connection: Connection) -> None:
+        """``connection``'s client stopped reading; the tick closes it if it stays so."""
+        self.blocked_writers.setdefault(connection, self.clock())
+
+    def writes_unblocked(self, connection: Connection) -> None:
+        self.blocked_writers.pop(connection, None)
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -280,25 +410,24 @@ class BrokerCore:
         self.store.settle_transaction(half.transaction_id, outcome)
         log.debug("transaction %s %s", half.transaction_id, outcome.value)
 
-    def _check_transactions(self, now: float) -> None:
-        transactions = self.transactions
-        for half in transactions.due(now):
-            action = transactions.next_step(half, now)
-            if action is None:
-                self._send_check(half)
-                self.store.save_transaction(half)
-                continue
-            log.warning(
-                "transaction %s of group %s: no decision after %d checks; final action: %s",
-                half.transaction_id,
-                half.group,
-                half.checks,
-                action.value,
-            )
-            if action is FinalAction.KEEP:
-                self.store.save_transaction(half)
-            else:
-                self._settle(half, OUTCOMES[action])
+    def _check_transaction(self, half: HalfMessage, now: float) -> None:
+        """A half message is due: check back with its group, or take the final action."""
+        action = self.transactions.next_step(half, now)
+        if action is None:
+            self._send_check(half)
+            self.store.save_transaction(half)
+            return
+        log.warning(
+            "transaction %s of group %s: no decision after %d checks; final action: %s",
+            half.transaction_id,
+            half.group,
+            half.checks,
+            action.value,
+        )
+        if action is FinalAction.KEEP:
+            self.store.save_transaction(half)
+        else:
+            self._settle(half, OUTCOMES[action])
 
     def _report_transactions(self) -> None:
         counters = self.transactions.counters
@@ -331,42 +460,61 @@ class BrokerCore:
     # -- timers ---------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Run everything that is due: keep-alive checks, delayed wills, session expiry."""
+        """Run everything that is due: keep-alive checks, clients that stopped reading,
+        delayed wills, session expiry, transaction checks, housekeeping. Every due item is
+        handled even when another one fails."""
         now = self.clock()
         for connection in self.keepalive.due(now):
-            if now < connection.keepalive_due:
-                continue  # an older entry: the connection has a later one
-            deadline = connection.keepalive_deadline()
-            if deadline is None:
-                continue
-            if now >= deadline:
-                try:
-                    connection.keepalive_expired()
-                except Exception:  # one failure must not lose the rest of this sweep
-                    log.exception("error closing a connection whose keep alive expired")
-            else:
-                self.watch_keepalive(connection, deadline)
+            _guarded(self._check_keepalive, connection, now)
+        stall = self.settings.write_stall_timeout
+        for connection, since in list(self.blocked_writers.items()):
+            if now - since >= stall:
+                _guarded(connection.writes_stuck, now - since)
         for kind, client_id in self.deadlines.due(now):
-            session = self.sessions.get(client_id)
-            if session is None or client_id in self.connections:
-                continue
-            will = session.will
-            if kind == WILL_DUE:
-                if will is not None and session.will_due is not None and session.will_due <= now:
-                    session.will = session.will_due = None
-                    session.save()
-                    self.publish_will(client_id, will)
-            elif session.expires_at is not None and session.expires_at <= now:
-                log.debug("session %s expired", client_id)
-                self.end_session(client_id)
-        self._check_transactions(now)
+            _guarded(self._deadline_due, kind, client_id, now)
+        for half in self.transactions.due(now):
+            _guarded(self._check_transaction, half, now)
+        self._report_drops(now)
         if now >= self._next_report:
             self._next_report = now + REPORT_INTERVAL
             self._report_transactions()
             for topic in self.router.drop_expired_retained(now):
                 self.store.delete_retained(topic)
 
+    def _check_keepalive(self, connection: Connection, now: float) -> None:
+        if now < connection.keepalive_due:
+            return  # an older entry: the connection has a later one
+        deadline = connection.keepalive_deadline()
+        if deadline is None:
+            return
+        if now >= deadline:
+            connection.keepalive_expired()
+        else:
+            self.watch_keepalive(connection, deadline)
+
+    def _deadline_due(self, kind: str, client_id: str, now: float) -> None:
+        session = self.sessions.get(client_id)
+        if session is None or client_id in self.connections:
+            return
+        will = session.will
+        if kind == WILL_DUE:
+            if will is not None and session.will_due is not None and session.will_due <= now:
+                session.will = session.will_due = None
+                session.save()
+                self.publish_will(client_id, will)
+        elif session.expires_at is not None and session.expires_at <= now:
+            log.debug("session %s expired", client_id)
+            self.end_session(client_id)
+
     def shutdown(self) -> None:
         """Close every connection: the server is shutting down."""
         for connection in list(self.open_connections):
             connection.server_shutdown()
+
+
+def _guarded(step: Callable[..., None], *args: object) -> None:
+    """Run one step of the tick; a failure is logged and does not stop the others."""
+    try:
+        step(*args)
+    except Exception:
+        log.exception("error in the periodic tick (%s)", getattr(step, "__name__", step))

@@ -1,7 +1,21 @@
 """Roost's exceptions and the MQTT reason codes they carry.
 
 Every protocol failure is a :class:`ProtocolError` holding the MQTT 5 reason code
-that one place in the broker turns into a CONNACK or DISCONNECT.
+that one place in the broker turns into a CONNACK or DISCONNECT. The whole tree::
+
+    RoostError
+    ├── ConfigError                 a setting is invalid (start-up stops, naming it)
+    ├── StoreError                  the store cannot be opened, read or written
+    ├── EncodeError (ValueError)    a value does not fit its MQTT wire type
+    ├── PacketIdsExhausted          all 65535 packet identifiers of a session are in use
+    ├── TransactionRefused          a half message or decision is refused (PUBACK code)
+    └── ProtocolError               a peer broke the protocol (CONNACK / DISCONNECT code)
+        ├── MalformedPacket
+        ├── PacketTooLarge
+        ├── UnsupportedProtocolVersion
+        └── ConnectRefused          CONNECT well formed but refused (CONNACK, not DISCONNECT)
+
+The client library adds ``roost.client.errors.ClientError`` under ``RoostError``.
 """
 
 from __future__ import annotations
@@ -80,6 +94,22 @@ class StoreError(RoostError):
     """The session/message store cannot be used (corrupt, unreadable, wrong version)."""
 
 
+class EncodeError(RoostError, ValueError):
+    """A value cannot be encoded: out of its wire type's range or not allowed there."""
+
+
+class PacketIdsExhausted(RoostError):
+    """All 65535 packet identifiers of a session are in use [MQTT-2.2.1]."""
+
+
+class TransactionRefused(RoostError):
+    """A half message or decision is not accepted; ``reason_code`` goes in the PUBACK."""
+
+    def __init__(self, message: str, reason_code: ReasonCode) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
 class ProtocolError(RoostError):
     """A peer broke the MQTT protocol; ``reason_code`` says how (sent in DISCONNECT/CONNACK)."""
 
@@ -101,3 +131,21 @@ class PacketTooLarge(ProtocolError):
     """A packet exceeds the maximum packet size in force."""
 
     reason_code = ReasonCode.PACKET_TOO_LARGE
+
+
+class UnsupportedProtocolVersion(ProtocolError):
+    """CONNECT names a protocol or level the broker does not speak [MQTT-3.1.2-2].
+
+    ``protocol_level`` is the level byte received, so a 3.x client can be answered with
+    CONNACK return code 1.
+    """
+
+    reason_code = ReasonCode.UNSUPPORTED_PROTOCOL_VERSION
+
+    def __init__(self, message: str, protocol_level: int) -> None:
+        super().__init__(message)
+        self.protocol_level = protocol_level
+
+
+class ConnectRefused(ProtocolError):
+    """CONNECT is well formed but refused: answered with CONNACK, not DISCONNECT."""

@@ -1,17 +1,29 @@
-"""One client connection, sans I/O: bytes in, packets handled in arrival order, bytes out.
+"""One server-side MQTT connection, sans I/O: bytes in, packets handled in arrival order,
+bytes out.
 
-The asyncio shell gives each connection a :class:`Transport` (write bytes, close) and feeds
-it ``data_received`` / ``connection_lost``. Every ProtocolError ends up in one place,
-:meth:`ClientProtocol._violation`, which answers with the right CONNACK or DISCONNECT
-reason code, logs one line and closes this connection only.
+The I/O shell gives each connection a :class:`Transport` and feeds it ``data_received`` /
+``connection_lost``. The connection owns protocol state and flow only: which packet may
+come next, negotiation, inbound acknowledgements and receive maximum, reading paused and
+resumed. Broker policy (sessions, subscriptions, routing, transactions) is the core's;
+outbound delivery is the :class:`~roost.outbox.Outbox`'s.
+
+After a valid CONNECT the connection is CONNECTING: it hands itself to an *attach* step
+(authentication, taking the session over, loading it), which ends with
+:meth:`ServerConnection.complete_connect` or :meth:`ServerConnection.refuse_connect`,
+possibly on a later loop turn. Packets the client sent right behind its CONNECT stay in
+the framer (reading pauses once ATTACH_INPUT_LIMIT bytes wait) and are handled after
+CONNACK, in order.
+
+Every ProtocolError ends up in one place, :meth:`ServerConnection._violation`, which
+answers with the right CONNACK or DISCONNECT reason code, logs one line and closes this
+connection only.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from enum import Enum
 from functools import partial
 from typing import Any, Protocol
@@ -37,26 +49,36 @@ from roost.codec import (
     Subscribe,
     UnsubAck,
     Unsubscribe,
-    UnsupportedProtocolVersion,
     Will,
     encode,
-    encode_properties,
-    encode_publish,
 )
 from roost.core import BrokerCore
-from roost.errors import ConnackV3, ProtocolError, ReasonCode
+from roost.errors import (
+    ConnackV3,
+    ConnectRefused,
+    ProtocolError,
+    ReasonCode,
+    TransactionRefused,
+    UnsupportedProtocolVersion,
+)
 from roost.message import Message
-from roost.session import NEVER_EXPIRES, Delivery, OutboundState, Session
-from roost.session import SubscriptionOptions as Options
-from roost.topics import is_wildcard, parse_shared, validate_topic_filter, validate_topic_name
+from roost.negotiation import MAX_PACKET_SIZE, ConnectTerms, negotiate
+from roost.outbox import Outbox
+from roost.session import Delivery, OutboundState, Session
 from roost.transactions import TOPIC_PREFIX as TRANSACTION_TOPICS
-from roost.transactions import TransactionRefused, transaction_fields
+from roost.transactions import transaction_fields
 
 log = logging.getLogger("roost.protocol")
 
-CONNECT_TIMEOUT = 10.0  # seconds a new connection has to send CONNECT
-MAX_PACKET_SIZE = 268_435_460  # the largest packet MQTT can express
-STRICT_CLIENT_ID = re.compile(r"[0-9a-zA-Z]{1,23}")  # [MQTT-3.1.3-5]
+CONNECT_TIMEOUT = 10.0  # seconds a new connection has to be attached (CONNECT and attach)
+PACKET_BUDGET = 256  # packets handled per loop turn before other connections get theirs
+ATTACH_INPUT_LIMIT = 65_536  # bytes buffered behind CONNECT before reading pauses
+MAX_REASON_BYTES = 65_535  # a UTF-8 string's limit [MQTT-1.5.4]
+
+# Why reading from a connection is paused; it reads only while none applies.
+WAITING_FOR_ATTACH = 1
+OVER_BUDGET = 2
+WRITES_BACKED_UP = 4
 
 _V3_REFUSALS = {  # MQTT 5 CONNACK reason -> the MQTT 3.1.1 return code closest to it
     ReasonCode.CLIENT_IDENTIFIER_NOT_VALID: ConnackV3.IDENTIFIER_REJECTED,
@@ -73,25 +95,42 @@ class Transport(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Flush, then close (the shell may linger to let the client read a DISCONNECT)."""
+        ...
+
+    def pause_reading(self, reason: int) -> None: ...
+
+    def resume_reading(self, reason: int) -> None: ...
+
+    def continue_later(self) -> None:
+        """Call :meth:`ServerConnection.handle_input` again on a later loop turn."""
+        ...
+
+
+Attach = Callable[["ServerConnection"], None]
+_WithReason = PubAck | PubRec | PubRel | PubComp | SubAck | UnsubAck | Disconnect
+
+
+def attach_at_once(connection: ServerConnection) -> None:
+    """The attach step when nothing needs to wait: accept the CONNECT now."""
+    connection.complete_connect()
 
 
 class State(Enum):
     AWAITING_CONNECT = 1
-    CONNECTED = 2
-    CLOSED = 3
+    CONNECTING = 2  # CONNECT accepted, attach in progress, not reading
+    CONNECTED = 3
+    CLOSED = 4
 
 
-class ConnectRefused(ProtocolError):
-    """CONNECT is well formed but refused: answered with CONNACK, not DISCONNECT."""
-
-
-class ClientProtocol:
-    """The MQTT state of one network connection, bound to a session once CONNECTed."""
+class ServerConnection:
+    """The MQTT state of one network connection, bound to a session once attached."""
 
     __slots__ = (
+        "_attach",
+        "_in_input",
         "client_id",
-        "congested",
         "core",
         "framer",
         "handlers",
@@ -102,35 +141,42 @@ class ClientProtocol:
         "level",
         "max_outgoing_packet",
         "opened_at",
+        "outbox",
         "problem_information",
-        "send_window",
+        "qos1_awaiting_commit",
         "session",
         "session_expiry",
         "settings",
         "state",
+        "terms",
         "transport",
         "will",
     )
 
-    def __init__(self, core: BrokerCore, transport: Transport) -> None:
+    def __init__(
+        self, core: BrokerCore, transport: Transport, attach: Attach = attach_at_once
+    ) -> None:
         self.core = core
         self.settings = core.settings
         self.transport = transport
+        self._attach = attach
         self.framer = Framer(self.settings.max_packet_size)
         self.state = State.AWAITING_CONNECT
         self.handlers = _HANDLERS[State.AWAITING_CONNECT]  # the packets legal in this state
         self.level = 4
         self.client_id = ""
+        self.terms: ConnectTerms | None = None
         self.session: Session | None = None
+        self.outbox: Outbox | None = None
         self.session_expiry = 0
         self.keep_alive = 0
         self.last_received = self.opened_at = core.clock()
         self.will: Will | None = None
-        self.send_window = self.settings.max_inflight
         self.max_outgoing_packet = MAX_PACKET_SIZE
         self.inbound_aliases: dict[int, str] | None = None  # made on first use
-        self.congested = False  # the transport asked us to stop writing for now
         self.problem_information = True  # MQTT 5 Request Problem Information
+        self.qos1_awaiting_commit = 0  # inbound QoS 1 PUBLISHes not yet acknowledged
+        self._in_input = False
         core.open_connections.add(self)
         self.keepalive_due = 0.0  # when its live keep-alive wheel entry comes due
         core.watch_keepalive(self, self.opened_at + CONNECT_TIMEOUT)
@@ -138,25 +184,49 @@ class ClientProtocol:
     # -- input ----------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        """Handle every complete packet in ``data``, in order."""
+        """Take bytes from the network and handle the packets they complete, in order."""
         if self.state is State.CLOSED:
             return
         self.last_received = self.core.clock()
         framer = self.framer
         framer.feed(data)
+        if self.state is State.CONNECTING:
+            # Kept for after CONNACK; reading goes on (so a client that leaves is noticed)
+            # until the buffer holds ATTACH_INPUT_LIMIT bytes.
+            if framer.buffered >= ATTACH_INPUT_LIMIT:
+                self.transport.pause_reading(WAITING_FOR_ATTACH)
+            return
+        self.handle_input()
+
+    def handle_input(self) -> None:
+        """Handle buffered packets, at most PACKET_BUDGET of them in this loop turn (then
+        reading pauses and the shell calls again later, so one flooding client cannot
+        starve the others); stops while CONNECTING."""
+        if self.state is State.CONNECTING or self.state is State.CLOSED:
+            return
+        self._in_input = True
+        budget = PACKET_BUDGET
         try:
-            for packet in framer:
+            for packet in self.framer:
                 handler = self.handlers.get(type(packet))
                 if handler is None:
                     raise ProtocolError(f"{type(packet).__name__} not allowed here")
                 handler(self, packet)
-                if self.handlers is _NO_HANDLERS:
-                    return  # closed while handling the packet
+                if self.state is not State.CONNECTED:
+                    return  # closed, or waiting for the attach
+                budget -= 1
+                if not budget:
+                    self.transport.pause_reading(OVER_BUDGET)
+                    self.transport.continue_later()
+                    return
+            self.transport.resume_reading(OVER_BUDGET)
         except ProtocolError as exc:
             self._violation(exc)
         except Exception:
             log.exception("internal error handling a packet from %s; closing it", self._name())
             self._close_with(ReasonCode.UNSPECIFIED_ERROR, "internal error", publish_will=True)
+        finally:
+            self._in_input = False
 
     @property
     def closed(self) -> bool:
@@ -166,18 +236,84 @@ class ClientProtocol:
         """The network connection ended; unless the client sent DISCONNECT, its will goes out."""
         self._finish(publish_will=True)
 
+    # -- the attach -----------------------------------------------------------------------
+
+    def complete_connect(self) -> None:
+        """The attach succeeded: take the session (over), answer CONNACK, go on reading.
+
+        CONNACK for a persistent session is sent once the session is durable; deliveries
+        wait in its queue meanwhile, so CONNACK stays the first packet the client gets.
+        """
+        if self.state is not State.CONNECTING or self.session is not None:
+            return  # closed while attaching (nothing to leave behind), or done already
+        terms = self.terms
+        assert terms is not None
+        core = self.core
+        session, present = core.open_session(
+            self, terms.client_id, terms.clean_start, terms.session_expiry, terms.will
+        )
+        self.session = session
+        self.outbox = Outbox(
+            session,
+            self.transport.write,
+            core.clock,
+            core.note_dropped,
+            level=self.level,
+            send_window=terms.send_window,
+            max_packet=terms.max_outgoing_packet,
+            max_queued=self.settings.max_queued_messages,
+            topic_alias_maximum=terms.topic_alias_maximum,
+        )
+        self.outbox.hold()
+        if terms.keep_alive:
+            core.watch_keepalive(self, self.last_received + 1.5 * terms.keep_alive)
+        if self.level == MQTT_5:
+            connack = ConnAck(present, ReasonCode.SUCCESS, terms.connack_properties)
+        else:
+            connack = ConnAck(present, ConnackV3.ACCEPTED)
+        if session.store is None:
+            self._start(connack)
+        else:
+            core.store.after_commit(partial(self._start, connack))
+
+    def refuse_connect(self, reason: ReasonCode, text: str) -> None:
+        """The attach refused the client (bad credentials, not authorized ...)."""
+        if self.state is not State.CONNECTING:
+            return
+        log.info("refusing %s: %s (reason 0x%02X)", self._name(), text, reason)
+        self._refuse(reason, self.level)
+        self._finish(publish_will=False)
+        self.transport.close()
+
+    def _start(self, connack: ConnAck) -> None:
+        """CONNACK goes out first, then unacknowledged messages, the queue, and input."""
+        outbox = self.outbox
+        if self.state is not State.CONNECTING or outbox is None:
+            return  # closed before the session was durable
+        self.state = State.CONNECTED
+        self.handlers = _HANDLERS[State.CONNECTED]
+        self._send(connack)
+        outbox.resend_inflight()
+        outbox.release()
+        self.transport.resume_reading(WAITING_FOR_ATTACH)
+        if not self._in_input:
+            self.handle_input()
+
     # -- timers and server-initiated closes ---------------------------------------------
 
     def keepalive_deadline(self) -> float | None:
         """When this connection is due to be closed if nothing more arrives (None: never)."""
-        if self.state is State.AWAITING_CONNECT:
+        if self.state is State.AWAITING_CONNECT or self.state is State.CONNECTING:
             return self.opened_at + CONNECT_TIMEOUT  # a trickled CONNECT does not extend it
         if self.state is State.CLOSED or self.keep_alive == 0:
             return None
         return self.last_received + 1.5 * self.keep_alive  # [MQTT-3.1.2-22]
 
     def keepalive_expired(self) -> None:
-        log.info("closing %s: keep alive %d s exceeded", self._name(), self.keep_alive)
+        if self.state is State.CONNECTED:
+            log.info("closing %s: keep alive %d s exceeded", self._name(), self.keep_alive)
+        else:
+            log.info("closing %s: not attached within %g s", self._name(), CONNECT_TIMEOUT)
         self._close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout", publish_will=True)
 
     def take_over(self) -> None:
@@ -190,22 +326,30 @@ class ClientProtocol:
         goes out (or, with a delay, is kept with the session) [MQTT-3.1.2-8]."""
         self._close_with(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down", True)
 
+    def writes_stuck(self, seconds: float) -> None:
+        """The client has read nothing of what was sent for ``seconds``."""
+        log.info("closing %s: it has not read for %.0f s", self._name(), seconds)
+        self._close_with(ReasonCode.QUOTA_EXCEEDED, "not reading", publish_will=True)
+
     def _close_with(self, reason: ReasonCode, text: str, publish_will: bool) -> None:
         if self.state is State.CONNECTED and self.level == MQTT_5:
-            self._send(Disconnect(reason, Properties(reason_string=text)))
+            self._send_reason(Disconnect(reason, Properties(reason_string=_fit(text))))
         self._finish(publish_will)
         self.transport.close()
 
     def _finish(self, publish_will: bool) -> None:
-        """Detach from the session once; idempotent."""
+        """Detach from the session and release what the connection holds; idempotent."""
         if self.state is State.CLOSED:
             return
-        was_connected = self.state is State.CONNECTED
         self.state = State.CLOSED
         self.handlers = _HANDLERS[State.CLOSED]
-        self.core.open_connections.discard(self)
-        if was_connected:
-            self.core.connection_closed(self, self.will if publish_will else None)
+        self.framer.clear()
+        self.core.connection_ended(self)
+        session = self.session
+        if session is not None:
+            self.core.connection_closed(self, session, self.will if publish_will else None)
+        self.session = None
+        self.outbox = None
 
     def _violation(self, exc: ProtocolError) -> None:
         """The one place a protocol error becomes a CONNACK or DISCONNECT and a close."""
@@ -234,113 +378,45 @@ class ClientProtocol:
     def _send(self, packet: Packet) -> None:
         self.transport.write(encode(packet, self.level))
 
-    def _send_when_durable(self, packet: Packet) -> None:
+    def _send_reason(self, packet: _WithReason) -> None:
+        """Send a packet that may carry a reason string, without its properties if the
+        client's Maximum Packet Size would be exceeded [MQTT-3.1.2-25]."""
+        data = encode(packet, self.level)
+        if len(data) > self.max_outgoing_packet:
+            data = encode(replace(packet, properties=NO_PROPERTIES), self.level)
+        self.transport.write(data)
+
+    def _send_when_durable(self, packet: _WithReason) -> None:
         """Send an acknowledgement once the state it confirms is on disk."""
-        self.core.store.after_commit(partial(self.transport.write, encode(packet, self.level)))
+        self.core.store.after_commit(partial(self._send_reason, packet))
+
+    def _puback_when_durable(self, packet: PubAck) -> None:
+        self.qos1_awaiting_commit += 1
+        self.core.store.after_commit(partial(self._puback_now, packet))
+
+    def _puback_now(self, packet: PubAck) -> None:
+        self.qos1_awaiting_commit -= 1
+        self._send_reason(packet)
 
     def deliver(self, delivery: Delivery) -> None:
-        """Send a message now, or queue it behind earlier ones (order is kept for all QoS)."""
-        session = self.session
-        assert session is not None
-        if (
-            session.queue
-            or self.congested
-            or (delivery.qos and len(session.inflight) >= self.send_window)
-        ):
-            limit = self.settings.max_queued_messages
-            if not session.enqueue(delivery, limit, self.core.clock()):
-                self.core.dropped_messages += 1
-            return
-        self._send_delivery(session, delivery)
+        """Send a message now or queue it (see :class:`Outbox`)."""
+        assert self.outbox is not None
+        self.outbox.deliver(delivery)
 
     def writing_paused(self) -> None:
         """The transport's buffer is full: queue deliveries (bounded, see Session.enqueue)
-        instead of buffering without limit for a slow client."""
-        self.congested = True
+        instead of buffering without limit, and stop reading the client until it reads what
+        it was sent: its own acknowledgements and responses must not pile up either."""
+        self.transport.pause_reading(WRITES_BACKED_UP)
+        self.core.writes_blocked(self)
+        if self.outbox is not None:
+            self.outbox.writes_paused(True)
 
     def writing_resumed(self) -> None:
-        self.congested = False
-        if self.state is State.CONNECTED:
-            self._pump()
-
-    def _pump(self) -> None:
-        """Send queued messages while the client's receive window allows [MQTT-4.9]."""
-        session = self.session
-        assert session is not None
-        queue = session.queue
-        while queue and self.state is State.CONNECTED and not self.congested:
-            if queue[0].qos and len(session.inflight) >= self.send_window:
-                return
-            self._send_delivery(session, session.dequeue())
-
-    def _send_delivery(self, session: Session, delivery: Delivery) -> None:
-        message = delivery.message
-        now = 0.0  # only read for messages that expire
-        if message.expires_at is not None:
-            now = self.core.clock()
-            if now >= message.expires_at:
-                session.discard(delivery)
-                return  # [MQTT-3.3.2-5]
-        if delivery.qos == 0 and not delivery.subscription_ids:
-            data = message.encode_qos0(self.level, delivery.retain, now)
-            if len(data) <= self.max_outgoing_packet:
-                self.transport.write(data)
-            return
-        packet_id = session.allocate_packet_id() if delivery.qos else 0
-        data = self._encode_publish(delivery, packet_id, False, now)
-        if len(data) > self.max_outgoing_packet:
-            session.discard(delivery)
-            return  # too big for this client: dropped as if delivered [MQTT-3.1.2-25]
-        if delivery.qos:
-            session.send(delivery, packet_id)
-        self.transport.write(data)
-
-    def _encode_publish(self, delivery: Delivery, packet_id: int, dup: bool, now: float) -> bytes:
-        message = delivery.message
-        properties = None
-        if self.level == MQTT_5:
-            properties = message.properties_bytes(now)
-            if delivery.subscription_ids:
-                ids = Properties(subscription_identifiers=delivery.subscription_ids)
-                properties = encode_properties(ids) + properties
-        return encode_publish(
-            message.topic_bytes,
-            message.payload,
-            delivery.qos,
-            delivery.retain,
-            dup,
-            packet_id,
-            properties,
-            self.level,
-        )
-
-    def _resend_inflight(self, session: Session) -> None:
-        """On session resume, re-send unacknowledged PUBLISH (DUP set) and PUBREL
-        [MQTT-4.4.0-1], within what the client accepts now: PUBLISHes beyond its Receive
-        Maximum go back to the queue [MQTT-3.3.4-9]; one larger than its Maximum Packet
-        Size is dropped as if delivered [MQTT-3.1.2-25]."""
-        now = self.core.clock()
-        sent = 0
-        too_big: list[tuple[int, OutboundState]] = []
-        held_back: list[int] = []
-        for packet_id, inflight in session.inflight.items():
-            if inflight.state is OutboundState.AWAITING_PUBCOMP:
-                self._send(PubRel(packet_id))
-                sent += 1
-                continue
-            if sent >= self.send_window:
-                held_back.append(packet_id)
-                continue
-            data = self._encode_publish(inflight.delivery, packet_id, True, now)
-            if len(data) > self.max_outgoing_packet:
-                too_big.append((packet_id, inflight.state))
-                continue
-            self.transport.write(data)
-            sent += 1
-        for packet_id, state in too_big:
-            session.complete(packet_id, state)
-        if held_back:
-            session.unsend(held_back)
+        self.core.writes_unblocked(self)
+        self.transport.resume_reading(WRITES_BACKED_UP)
+        if self.outbox is not None:
+            self.outbox.writes_paused(False)
 
     # -- packet handlers ------------------------------------------------------------------
 
@@ -348,87 +424,20 @@ class ClientProtocol:
         raise ProtocolError("second CONNECT on one connection")  # [MQTT-3.1.0-2]
 
     def _on_connect(self, packet: Connect) -> None:
-        settings = self.settings
-        core = self.core
-        self.level = level = packet.protocol_level
-        v5 = level == MQTT_5
-        props = packet.properties
-        client_id = packet.client_id
-        if len(core.open_connections) > settings.max_connections:
+        self.level = packet.protocol_level
+        if len(self.core.open_connections) > self.settings.max_connections:
             raise ConnectRefused("too many connections", ReasonCode.QUOTA_EXCEEDED)
-        if v5 and props.authentication_method is not None:
-            raise ConnectRefused(
-                "enhanced authentication is not supported", ReasonCode.BAD_AUTHENTICATION_METHOD
-            )
-        assigned = None
-        if not client_id:
-            if not settings.allow_empty_client_id or not (v5 or packet.clean_start):
-                raise ConnectRefused(
-                    "empty client id not allowed", ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
-                )  # [MQTT-3.1.3-8]
-            client_id = assigned = "roost-" + secrets.token_hex(8)
-        elif settings.strict_client_id and not STRICT_CLIENT_ID.fullmatch(client_id):
-            raise ConnectRefused(
-                f"client id {client_id!r} is not 1-23 characters of 0-9a-zA-Z",
-                ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
-            )
-        self.client_id = client_id
-        keep_alive = packet.keep_alive
-        server_keep_alive = None
-        if keep_alive > settings.max_keep_alive or (keep_alive == 0 and settings.max_keep_alive):
-            if not v5:
-                if keep_alive > settings.max_keep_alive:
-                    raise ConnectRefused(
-                        f"keep alive {keep_alive} s above the maximum",
-                        ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
-                    )
-            elif settings.max_keep_alive < 65535:
-                keep_alive = server_keep_alive = settings.max_keep_alive
-        will = packet.will
-        if will is not None:
-            validate_topic_name(will.topic, settings.max_topic_length, settings.max_topic_levels)
-            if will.qos > settings.maximum_qos:
-                raise ConnectRefused("will QoS not supported", ReasonCode.QOS_NOT_SUPPORTED)
-            if will.retain and not settings.retain_available:
-                raise ConnectRefused("retain not supported", ReasonCode.RETAIN_NOT_SUPPORTED)
-        if v5:
-            expiry = props.session_expiry_interval or 0
-            self.send_window = min(props.receive_maximum or 65535, settings.max_inflight)
-            self.max_outgoing_packet = props.maximum_packet_size or MAX_PACKET_SIZE
-            self.problem_information = props.request_problem_information != 0
-        else:
-            expiry = 0 if packet.clean_start else NEVER_EXPIRES
-        granted_expiry = min(expiry, settings.max_session_expiry)
-        self.session_expiry = granted_expiry
-        self.keep_alive = keep_alive
-        self.will = will
-        session, present = core.open_session(
-            self, client_id, packet.clean_start, granted_expiry, will
-        )
-        self.session = session
-        self.state = State.CONNECTED
-        self.handlers = _HANDLERS[State.CONNECTED]
-        if v5:
-            ack_props = Properties(
-                session_expiry_interval=granted_expiry if granted_expiry != expiry else None,
-                receive_maximum=settings.receive_maximum,
-                maximum_qos=settings.maximum_qos if settings.maximum_qos < 2 else None,
-                retain_available=int(settings.retain_available),
-                maximum_packet_size=settings.max_packet_size,
-                assigned_client_identifier=assigned,
-                topic_alias_maximum=settings.topic_alias_maximum,
-                wildcard_subscription_available=int(settings.wildcard_subscription_available),
-                subscription_identifier_available=int(settings.subscription_identifier_available),
-                shared_subscription_available=int(settings.shared_subscription_available),
-                server_keep_alive=server_keep_alive,
-            )
-            self._send(ConnAck(present, ReasonCode.SUCCESS, ack_props))
-        else:
-            self._send(ConnAck(present, ConnackV3.ACCEPTED))
-        if keep_alive:
-            core.watch_keepalive(self, self.last_received + 1.5 * keep_alive)
-        self._resend_inflight(session)
-        self._pump()
+        terms = negotiate(packet, self.settings)
+        self.terms = terms
+        self.client_id = terms.client_id
+        self.keep_alive = terms.keep_alive
+        self.session_expiry = terms.session_expiry
+        self.will = terms.will
+        self.max_outgoing_packet = terms.max_outgoing_packet
+        self.problem_information = terms.problem_information
+        self.state = State.CONNECTING
+        self.handlers = _HANDLERS[State.CONNECTING]
+        self._attach(self)
 
     def _on_publish(self, packet: Publish) -> None:
         settings = self.settings
@@ -437,21 +446,7 @@ class ClientProtocol:
         topic = packet.topic
         alias = packet.properties.topic_alias
         if alias is not None:
-            if not 0 < alias <= settings.topic_alias_maximum:
-                raise ProtocolError(
-                    f"topic alias {alias} outside 1..{settings.topic_alias_maximum}",
-                    ReasonCode.TOPIC_ALIAS_INVALID,
-                )  # [MQTT-3.3.2-8, -9]
-            aliases = self.inbound_aliases
-            if aliases is None:
-                aliases = self.inbound_aliases = {}
-            if topic:
-                aliases[alias] = topic
-            else:
-                known = aliases.get(alias)
-                if known is None:
-                    raise ProtocolError(f"topic alias {alias} is not set")
-                topic = known
+            topic = self._resolve_alias(alias, topic)
         elif not topic:
             raise ProtocolError("PUBLISH without topic name or topic alias")
         self.core.valid_topics.check(topic)
@@ -460,14 +455,13 @@ class ClientProtocol:
             raise ProtocolError(f"QoS {qos} not supported", ReasonCode.QOS_NOT_SUPPORTED)
         if packet.retain and not settings.retain_available:
             raise ProtocolError("retain not supported", ReasonCode.RETAIN_NOT_SUPPORTED)
-        if qos == 2:
-            inbound = session.inbound_qos2
-            if packet.packet_id in inbound:
+        if qos:
+            if qos == 2 and packet.packet_id in session.inbound_qos2:
                 self._send_when_durable(PubRec(packet.packet_id))  # a resend: route it once
                 return
-            if len(inbound) >= settings.receive_maximum:
+            if len(session.inbound_qos2) + self.qos1_awaiting_commit >= settings.receive_maximum:
                 raise ProtocolError(
-                    "more unacknowledged QoS 2 messages than Receive Maximum",
+                    "more unacknowledged QoS 1/2 messages than Receive Maximum",
                     ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
                 )  # [MQTT-3.3.4-9]
         message = Message(
@@ -487,11 +481,29 @@ class ClientProtocol:
         if not self.problem_information:
             ack_properties = NO_PROPERTIES  # [MQTT-3.1.2-29]
         if qos == 1:
-            self._send_when_durable(PubAck(packet.packet_id, code, ack_properties))
+            self._puback_when_durable(PubAck(packet.packet_id, code, ack_properties))
         else:
             if code < 0x80:
                 session.receive_qos2(packet.packet_id)
             self._send_when_durable(PubRec(packet.packet_id, code, ack_properties))
+
+    def _resolve_alias(self, alias: int, topic: str) -> str:
+        """Set or use a topic alias the client chose [MQTT-3.3.2-8, -9]."""
+        maximum = self.settings.topic_alias_maximum
+        if not 0 < alias <= maximum:
+            raise ProtocolError(
+                f"topic alias {alias} outside 1..{maximum}", ReasonCode.TOPIC_ALIAS_INVALID
+            )
+        aliases = self.inbound_aliases
+        if aliases is None:
+            aliases = self.inbound_aliases = {}
+        if topic:
+            aliases[alias] = topic
+            return topic
+        known = aliases.get(alias)
+        if known is None:
+            raise ProtocolError(f"topic alias {alias} is not set")
+        return known
 
     def _accept(self, message: Message) -> tuple[ReasonCode, Properties]:
         """Publish a message, or take it as a transaction's half message or decision;
@@ -506,34 +518,30 @@ class ClientProtocol:
                 core.prepare_transaction(*half, message)
                 return ReasonCode.SUCCESS, NO_PROPERTIES
         except TransactionRefused as exc:
-            log.info("%s: %s", self._name(), exc)
-            return exc.reason_code, Properties(reason_string=str(exc))
+            log.info("%s: %s", self._name(), _fit(str(exc), 200))
+            return exc.reason_code, Properties(reason_string=_fit(str(exc)))
         if core.publish(message):
             return ReasonCode.SUCCESS, NO_PROPERTIES
         return ReasonCode.NO_MATCHING_SUBSCRIBERS, NO_PROPERTIES
 
     def _on_puback(self, packet: PubAck) -> None:
-        self._complete(packet.packet_id, OutboundState.AWAITING_PUBACK)
+        assert self.outbox is not None
+        self.outbox.complete(packet.packet_id, OutboundState.AWAITING_PUBACK)
 
     def _on_pubcomp(self, packet: PubComp) -> None:
-        self._complete(packet.packet_id, OutboundState.AWAITING_PUBCOMP)
-
-    def _complete(self, packet_id: int, expected: OutboundState) -> None:
-        session = self.session
-        assert session is not None
-        if session.complete(packet_id, expected):
-            self._pump()
+        assert self.outbox is not None
+        self.outbox.complete(packet.packet_id, OutboundState.AWAITING_PUBCOMP)
 
     def _on_pubrec(self, packet: PubRec) -> None:
         session = self.session
-        assert session is not None
+        assert session is not None and self.outbox is not None
         inflight = session.inflight.get(packet.packet_id)
         if inflight is None or inflight.state is OutboundState.AWAITING_PUBACK:
             self._send(PubRel(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
             return
         if inflight.state is OutboundState.AWAITING_PUBREC:
             if packet.reason_code >= 0x80:
-                self._complete(packet.packet_id, inflight.state)  # the flow ends [MQTT-4.3.3]
+                self.outbox.complete(packet.packet_id, inflight.state)  # the flow ends [4.3.3]
                 return
             session.released(packet.packet_id)
         self._send_when_durable(PubRel(packet.packet_id))
@@ -547,87 +555,53 @@ class ClientProtocol:
             self._send(PubComp(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
 
     def _on_subscribe(self, packet: Subscribe) -> None:
-        settings = self.settings
         session = self.session
-        assert session is not None
-        v5 = self.level == MQTT_5
-        ids = packet.properties.subscription_identifiers
-        identifier = ids[0] if ids else None
-        if identifier is not None and not settings.subscription_identifier_available:
-            raise ProtocolError(
-                "subscription identifiers are not supported",
-                ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
-            )
-        codes: list[int] = []
-        retained: list[tuple[Message, int]] = []
-        now = self.core.clock()
-        for sub in packet.subscriptions:
-            topic_filter = sub.topic_filter
-            code = self._check_filter(topic_filter, sub.no_local)
-            if code is not None:
-                codes.append(code if v5 else 0x80)
-                continue
-            qos = min(sub.qos, settings.maximum_qos)
-            options = Options(
-                qos, sub.no_local, sub.retain_as_published, sub.retain_handling, identifier
-            )
-            is_new = self.core.router.subscribe(session.client_id, topic_filter, options)
-            session.subscribe(topic_filter, options)
-            codes.append(qos)
-            handling = sub.retain_handling
-            shared = topic_filter.startswith("$share/")  # no retained for shared [MQTT-3.8.4]
-            if not shared and (handling == 0 or (handling == 1 and is_new)):
-                for message in self.core.router.retained_for(topic_filter, now):
-                    retained.append((message, qos))
-        self._send(SubAck(packet.packet_id, tuple(codes)))
-        sub_ids = () if identifier is None else (identifier,)
-        for message, qos in retained:
-            granted = min(message.qos, qos)
-            self.deliver(Delivery(message, granted, True, sub_ids))  # [MQTT-3.3.1-8]
+        outbox = self.outbox
+        assert session is not None and outbox is not None
+        suback, retained = self.core.subscribe(session, packet, self.level == MQTT_5)
+        if session.store is None:
+            self._send(suback)
+        else:
+            outbox.hold()  # SUBACK first, once durable; then retained and newer messages
+            self.core.store.after_commit(partial(self._suback_durable, suback))
+        for delivery in retained:
+            outbox.deliver(delivery)
 
-    def _check_filter(self, topic_filter: str, no_local: bool) -> int | None:
-        """The SUBACK failure code for a filter, or None if it can be subscribed."""
-        settings = self.settings
-        try:
-            validate_topic_filter(
-                topic_filter, settings.max_topic_length, settings.max_topic_levels
-            )
-        except ProtocolError as exc:
-            return exc.reason_code
-        group, inner = parse_shared(topic_filter)
-        if group is not None:
-            if not settings.shared_subscription_available:
-                return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-            if no_local:
-                raise ProtocolError("no local on a shared subscription")  # [MQTT-3.8.3-4]
-        if not settings.wildcard_subscription_available and is_wildcard(inner):
-            return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
-        return None
+    def _suback_durable(self, suback: SubAck) -> None:
+        outbox = self.outbox
+        if outbox is not None:  # else closed meanwhile
+            self._send(suback)
+            outbox.release()
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         session = self.session
         assert session is not None
-        codes: list[int] = []
-        for topic_filter in packet.topic_filters:
-            existed = self.core.router.unsubscribe(session.client_id, topic_filter)
-            session.unsubscribe(topic_filter)
-            codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
-        self._send(UnsubAck(packet.packet_id, tuple(codes)))
+        unsuback = self.core.unsubscribe(session, packet)
+        if session.store is None:
+            self._send(unsuback)
+        else:
+            self._send_when_durable(unsuback)
 
     def _on_pingreq(self, packet: PingReq) -> None:
         self._send(PingResp())
 
     def _on_disconnect(self, packet: Disconnect) -> None:
         expiry = packet.properties.session_expiry_interval
+        session = self.session
+        assert session is not None
         if expiry is not None:
             if self.session_expiry == 0 and expiry != 0:
                 raise ProtocolError("session expiry set at DISCONNECT after 0 at CONNECT")
             self.session_expiry = min(expiry, self.settings.max_session_expiry)
-            assert self.session is not None
-            self.session.set_expiry_interval(self.session_expiry, self.core.store)
+            session.set_expiry_interval(self.session_expiry, self.core.store)
         publish_will = packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL
+        persistent = session.store is not None
         self._finish(publish_will)  # a normal DISCONNECT discards the will [MQTT-3.14.4-3]
-        self.transport.close()
+        if persistent:
+            # The client may take the close as the end of its session: let it be durable.
+            self.core.store.after_commit(self.transport.close)
+        else:
+            self.transport.close()
 
     def _on_auth(self, packet: Auth) -> None:
         raise ProtocolError(
@@ -638,23 +612,31 @@ class ClientProtocol:
         return f"client {self.client_id or '?'} ({self.transport.peer})"
 
 
-_Handler = Callable[[ClientProtocol, Any], None]
+def _fit(text: str, limit: int = MAX_REASON_BYTES) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (on a character boundary)."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
+_Handler = Callable[[ServerConnection, Any], None]
 
 # Which packet is legal in which state, and who handles it. Before CONNECT only CONNECT is
 # accepted [MQTT-3.1.0-1]; server-to-client packets are never accepted from a client.
-_NO_HANDLERS: dict[type, _Handler] = {}
-_HANDLERS: dict[State, dict[type, _Handler]] = {State.CLOSED: _NO_HANDLERS}
-_HANDLERS[State.AWAITING_CONNECT] = {Connect: ClientProtocol._on_connect}
+# While CONNECTING nothing is read.
+_HANDLERS: dict[State, dict[type, _Handler]] = {State.CLOSED: {}, State.CONNECTING: {}}
+_HANDLERS[State.AWAITING_CONNECT] = {Connect: ServerConnection._on_connect}
 _HANDLERS[State.CONNECTED] = {
-    Connect: ClientProtocol._on_second_connect,
-    Publish: ClientProtocol._on_publish,
-    PubAck: ClientProtocol._on_puback,
-    PubRec: ClientProtocol._on_pubrec,
-    PubRel: ClientProtocol._on_pubrel,
-    PubComp: ClientProtocol._on_pubcomp,
-    Subscribe: ClientProtocol._on_subscribe,
-    Unsubscribe: ClientProtocol._on_unsubscribe,
-    PingReq: ClientProtocol._on_pingreq,
-    Disconnect: ClientProtocol._on_disconnect,
-    Auth: ClientProtocol._on_auth,
+    Connect: ServerConnection._on_second_connect,
+    Publish: ServerConnection._on_publish,
+    PubAck: ServerConnection._on_puback,
+    PubRec: ServerConnection._on_pubrec,
+    PubRel: ServerConnection._on_pubrel,
+    PubComp: ServerConnection._on_pubcomp,
+    Subscribe: ServerConnection._on_subscribe,
+    Unsubscribe: ServerConnection._on_unsubscribe,
+    PingReq: ServerConnection._on_pingreq,
+    Disconnect: ServerConnection._on_disconnect,
+    Auth: ServerConnection._on_auth,
 }

@@ -12,6 +12,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from roost.codec import Will
+from roost.errors import PacketIdsExhausted
 from roost.message import Message
 
 if TYPE_CHECKING:
@@ -63,10 +64,6 @@ class Inflight:
     def __init__(self, delivery: Delivery, state: OutboundState) -> None:
         self.delivery = delivery
         self.state = state
-
-
-class PacketIdsExhausted(Exception):
-    """All 65535 packet identifiers are in use."""
 
 
 class Session:

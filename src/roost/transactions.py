@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from roost.codec import Properties
-from roost.errors import ReasonCode
+from roost.errors import ReasonCode, TransactionRefused
 from roost.message import Message
 from roost.timers import Deadlines
 
@@ -63,14 +63,6 @@ OUTCOMES = {
     FinalAction.COMMIT: Settled.COMMITTED,
     FinalAction.ROLLBACK: Settled.ROLLED_BACK,
 }
-
-
-class TransactionRefused(Exception):
-    """A half message or decision is not accepted; ``reason_code`` goes in the PUBACK."""
-
-    def __init__(self, message: str, reason_code: ReasonCode) -> None:
-        super().__init__(message)
-        self.reason_code = reason_code
 
 
 @dataclass(frozen=True, slots=True)

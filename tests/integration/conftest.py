@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from paho_helpers import Clients
-from rawmqtt import RawFactory
+from rawmqtt import RawClient, RawFactory
+
+__all__ = ["RawClient"]  # some test modules import the raw client from here
 
 
 @pytest.fixture

@@ -16,8 +16,10 @@ from paho_helpers import V5, V311, connect, disconnect, subscribe, wait_until
 
 @pytest.fixture
 def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
-    # Room for every message of a burst: the queue limit's drop policy is not under test.
-    process = BrokerProcess(tmp_path / "data", "--max-queued-messages", "100000").start()
+    # Room for every message of a burst: neither the queue limit's drop policy nor the
+    # Receive Maximum (paho sends the whole burst unacknowledged) is under test.
+    limits = ["--max-queued-messages", "100000", "--receive-maximum", "65535"]
+    process = BrokerProcess(tmp_path / "data", *limits).start()
     yield process
     process.kill()
 

@@ -24,7 +24,6 @@ from roost.codec import (
     Subscribe,
     Subscription,
     UnsubAck,
-    UnsupportedProtocolVersion,
     Will,
     decode_packet,
     encode,
@@ -32,7 +31,7 @@ from roost.codec import (
     encode_publish,
 )
 from roost.codec.primitives import PROPERTY_SPECS, WILL_PROPERTIES
-from roost.errors import ProtocolError, ReasonCode
+from roost.errors import ProtocolError, ReasonCode, UnsupportedProtocolVersion
 
 MALFORMED = ReasonCode.MALFORMED_PACKET
 PROTOCOL = ReasonCode.PROTOCOL_ERROR

@@ -15,13 +15,21 @@ PURE_MODULES = [
     "roost.timers",
     "roost.transactions",
     "roost.message",
+    "roost.negotiation",
+    "roost.outbox",
     "roost.protocol",
     "roost.core",
 ]
 
 # threading is allowed: the standard logging module imports it.
 FORBIDDEN = ["asyncio", "sqlite3", "socket", "selectors", "ssl", "redis", "uvloop"]
-SHELL_MODULES = ["roost.broker", "roost.store.sqlite", "roost.transport", "roost.client"]
+SHELL_MODULES = [
+    "roost.attach",
+    "roost.broker",
+    "roost.store.sqlite",
+    "roost.transport",
+    "roost.client",
+]
 
 PROBE = textwrap.dedent(
     """

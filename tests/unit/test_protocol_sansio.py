@@ -1,4 +1,4 @@
-"""ClientProtocol without I/O: a fake transport and a fake clock drive BrokerCore directly."""
+"""ServerConnection without I/O: a fake transport and a fake clock drive BrokerCore directly."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from roost.codec import (
 )
 from roost.config import Settings
 from roost.core import BrokerCore
-from roost.protocol import CONNECT_TIMEOUT, ClientProtocol, Transport
+from roost.protocol import CONNECT_TIMEOUT, ServerConnection, Transport
 from roost.store.memory import MemoryStore
 
 
@@ -50,6 +50,7 @@ class FakeTransport:
     def __init__(self, level: int, peer: str = "fake:1") -> None:
         self.peer = peer
         self.closed = False
+        self.later = False
         self.writes_after_close = 0
         self.raw = bytearray()
         self.framer = Framer()
@@ -64,6 +65,15 @@ class FakeTransport:
     def close(self) -> None:
         self.closed = True
 
+    def pause_reading(self, reason: int) -> None:
+        pass
+
+    def resume_reading(self, reason: int) -> None:
+        pass
+
+    def continue_later(self) -> None:
+        self.later = True  # the test's loop calls handle_input again
+
     def packets(self) -> list[Packet]:
         """Packets written since the last call."""
         return list(self.framer)
@@ -76,11 +86,14 @@ class Client:
         self.level = level
         self.transport = FakeTransport(level)
         as_transport: Transport = self.transport
-        self.protocol = ClientProtocol(core, as_transport)
+        self.protocol = ServerConnection(core, as_transport)
         self.pending: list[Packet] = []  # read along with the CONNACK, not yet looked at
 
     def send(self, *packets: Packet) -> None:
         self.protocol.data_received(b"".join(encode(packet, self.level) for packet in packets))
+        while self.transport.later:  # what a loop turn of the shell would do
+            self.transport.later = False
+            self.protocol.handle_input()
 
     def received(self) -> list[Packet]:
         packets, self.pending = [*self.pending, *self.transport.packets()], []

@@ -1,6 +1,6 @@
 """MQTT 3.1 / 3.1.1 / 5.0 packet codec: packet dataclasses, encoder, decoder and framer."""
 
-from roost.codec.decode import UnsupportedProtocolVersion, decode_packet
+from roost.codec.decode import decode_packet
 from roost.codec.encode import encode, encode_publish
 from roost.codec.framer import Framer
 from roost.codec.packets import (
@@ -55,7 +55,6 @@ __all__ = [
     "Subscription",
     "UnsubAck",
     "Unsubscribe",
-    "UnsupportedProtocolVersion",
     "Will",
     "decode_packet",
     "encode",

@@ -43,22 +43,7 @@ from roost.codec.primitives import (
     read_u16,
 )
 from roost.codec.properties import NO_PROPERTIES, Properties
-from roost.errors import MalformedPacket, ProtocolError, ReasonCode
-
-
-class UnsupportedProtocolVersion(ProtocolError):
-    """CONNECT names a protocol or level the broker does not speak [MQTT-3.1.2-2].
-
-    ``protocol_level`` is the level byte received, so a 3.x client can be answered with
-    CONNACK return code 1.
-    """
-
-    reason_code = ReasonCode.UNSUPPORTED_PROTOCOL_VERSION
-
-    def __init__(self, message: str, protocol_level: int) -> None:
-        super().__init__(message)
-        self.protocol_level = protocol_level
-
+from roost.errors import MalformedPacket, ProtocolError, UnsupportedProtocolVersion
 
 _PROTOCOL_NAMES = {MQTT_3_1: b"MQIsdp", MQTT_3_1_1: b"MQTT", MQTT_5: b"MQTT"}
 _V3_SUBACK_CODES = frozenset({0x00, 0x01, 0x02, 0x80})

@@ -43,6 +43,7 @@ from roost.codec.primitives import (
     encode_varint,
     utf8,
 )
+from roost.errors import EncodeError
 
 _V3_SUBACK_CODES = frozenset({0x00, 0x01, 0x02})
 
@@ -55,7 +56,7 @@ def _frame(packet_type: PacketType, body: bytes) -> bytes:
 
 def _check_qos(qos: int) -> None:
     if not 0 <= qos <= 2:
-        raise ValueError(f"QoS must be 0, 1 or 2, not {qos}")
+        raise EncodeError(f"QoS must be 0, 1 or 2, not {qos}")
 
 
 def encode_publish(
@@ -74,7 +75,7 @@ def encode_publish(
     """
     _check_qos(qos)
     if len(topic) > 0xFFFF:
-        raise ValueError(f"topic longer than 65535 bytes: {len(topic)}")
+        raise EncodeError(f"topic longer than 65535 bytes: {len(topic)}")
     head = U16.pack(len(topic)) + topic
     if qos:
         head += encode_u16(packet_id)
@@ -87,7 +88,7 @@ def encode_publish(
 def _connect(packet: Connect, level: int) -> bytes:
     """CONNECT [MQTT 3.1] at ``level`` (not ``packet.protocol_level``); 3 is "MQIsdp"."""
     if not MQTT_3_1 <= level <= MQTT_5:
-        raise ValueError(f"unknown protocol level {level}")
+        raise EncodeError(f"unknown protocol level {level}")
     flags = packet.clean_start << 1
     will = packet.will
     if will is not None:
@@ -174,7 +175,7 @@ def _subscribe(packet: Subscribe, level: int) -> bytes:
         options = sub.qos
         if level >= MQTT_5:
             if not 0 <= sub.retain_handling <= 2:
-                raise ValueError(f"retain handling must be 0, 1 or 2, not {sub.retain_handling}")
+                raise EncodeError(f"retain handling must be 0, 1 or 2, not {sub.retain_handling}")
             options |= sub.no_local << 2 | sub.retain_as_published << 3 | sub.retain_handling << 4
         parts += (encode_string(sub.topic_filter), bytes((options,)))
     return _frame(PacketType.SUBSCRIBE, b"".join(parts))
@@ -212,7 +213,7 @@ def _disconnect_or_auth(packet: Disconnect | Auth, level: int) -> bytes:
     """DISCONNECT and AUTH: reason code and properties, both optional [MQTT 3.14, 3.15]."""
     if level < MQTT_5:
         if isinstance(packet, Auth):
-            raise ValueError("AUTH exists only in MQTT 5")
+            raise EncodeError("AUTH exists only in MQTT 5")
         return _frame(PacketType.DISCONNECT, b"")
     properties = encode_properties(packet.properties, packet.packet_type)
     return _frame(packet.packet_type, _with_reason(packet.reason_code, properties))

@@ -50,6 +50,20 @@ class Framer:
         self._buf = data
         self._pos = 0
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as packets."""
+        if self._chunks is not None:
+            return sum(map(len, self._chunks))
+        return len(self._buf) - self._pos
+
+    def clear(self) -> None:
+        """Drop whatever input is buffered (the connection is closed)."""
+        self._buf = b""
+        self._pos = 0
+        self._chunks = None
+        self._missing = 0
+
     def next_packet(self) -> Packet | None:
         """The next complete packet, or None if the buffer holds only part of one."""
         buf = self._buf

@@ -2,7 +2,7 @@
 
 Integers, Variable Byte Integers, strings and binary data [MQTT-1.5], and the MQTT 5
 property section [MQTT 2.2.2] driven by one table transcribed from spec table 2.2.2.2.
-Encoders raise ``ValueError`` for values that do not fit; readers raise
+Encoders raise ``EncodeError`` (a ``ValueError``) for values that do not fit; readers raise
 :class:`MalformedPacket` for bytes that do not parse.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from roost.codec.packets import PacketType
 from roost.codec.properties import NO_PROPERTIES, Properties
-from roost.errors import MalformedPacket, ProtocolError
+from roost.errors import EncodeError, MalformedPacket, ProtocolError
 
 U16 = struct.Struct(">H")
 U32 = struct.Struct(">I")
@@ -33,11 +33,11 @@ FIXED_FLAGS: dict[int, int] = {
 
 
 def encode_varint(value: int) -> bytes:
-    """Variable Byte Integer [MQTT-1.5.5]; ValueError outside 0..268435455."""
+    """Variable Byte Integer [MQTT-1.5.5]; EncodeError outside 0..268435455."""
     if 0 <= value < 0x80:
         return _VARINT_1[value]
     if not 0 <= value <= VARINT_MAX:
-        raise ValueError(f"variable byte integer out of range: {value}")
+        raise EncodeError(f"variable byte integer out of range: {value}")
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
@@ -48,19 +48,19 @@ def encode_varint(value: int) -> bytes:
 
 def encode_u8(value: int) -> bytes:
     if not 0 <= value <= 0xFF:
-        raise ValueError(f"byte out of range: {value}")
+        raise EncodeError(f"byte out of range: {value}")
     return _VARINT_1[value] if value < 0x80 else bytes((value,))
 
 
 def encode_u16(value: int) -> bytes:
     if not 0 <= value <= 0xFFFF:
-        raise ValueError(f"two byte integer out of range: {value}")
+        raise EncodeError(f"two byte integer out of range: {value}")
     return U16.pack(value)
 
 
 def encode_u32(value: int) -> bytes:
     if not 0 <= value <= 0xFFFFFFFF:
-        raise ValueError(f"four byte integer out of range: {value}")
+        raise EncodeError(f"four byte integer out of range: {value}")
     return U32.pack(value)
 
 
@@ -68,14 +68,14 @@ def utf8(text: str) -> bytes:
     """UTF-8 bytes of an MQTT string: no surrogates, no U+0000 [MQTT-1.5.4-1,-2]."""
     data = text.encode()
     if b"\x00" in data:
-        raise ValueError("MQTT strings must not contain U+0000 [MQTT-1.5.4-2]")
+        raise EncodeError("MQTT strings must not contain U+0000 [MQTT-1.5.4-2]")
     return data
 
 
 def encode_binary(data: bytes) -> bytes:
     """Two-byte length prefix then the bytes [MQTT-1.5.6]."""
     if len(data) > 0xFFFF:
-        raise ValueError(f"string or binary data longer than 65535 bytes: {len(data)}")
+        raise EncodeError(f"string or binary data longer than 65535 bytes: {len(data)}")
     return U16.pack(len(data)) + data
 
 
@@ -275,7 +275,7 @@ def encode_properties(props: Properties, kind: int | None = None) -> bytes:
     """The property bytes without their length prefix [MQTT 2.2.2].
 
     With ``kind`` (a packet type or WILL_PROPERTIES), a property the spec does not allow
-    there raises ValueError; so does any value outside its range.
+    there raises EncodeError; so does any value outside its range.
     """
     if props is NO_PROPERTIES:
         return b""
@@ -285,14 +285,14 @@ def encode_properties(props: Properties, kind: int | None = None) -> bytes:
         if value is None or value == ():
             continue
         if kind is not None and kind not in spec.allowed:
-            raise ValueError(f"{spec.name} is not allowed in {kind_name(kind)}")
+            raise EncodeError(f"{spec.name} is not allowed in {kind_name(kind)}")
         if spec.name not in _LIST_FIELDS:
             value = (value,)
         elif kind is not None and len(value) > 1 and kind not in spec.repeatable:
-            raise ValueError(f"{spec.name} may appear only once in {kind_name(kind)}")
+            raise EncodeError(f"{spec.name} may appear only once in {kind_name(kind)}")
         for item in value:
             if spec.out_of_range(item):
-                raise ValueError(f"{spec.name} out of range: {item}")
+                raise EncodeError(f"{spec.name} out of range: {item}")
             out.append(spec.prefix)
             out.append(spec.wire.encode(item))
     return b"".join(out)

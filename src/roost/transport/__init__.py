@@ -1,1 +1,1 @@
-"""Network shells that feed bytes to :class:`roost.protocol.ClientProtocol`."""
+"""Network shells that feed bytes to :class:`roost.protocol.ServerConnection`."""

@@ -3,7 +3,14 @@
 Writes made while handling input are gathered and flushed once per loop iteration (or as
 soon as ``FLUSH_BYTES`` have gathered), so a publisher's burst reaches each subscriber
 socket in few system calls. When a client reads slower than it is sent to, the transport
-pauses writing and the connection queues deliveries instead (bounded per session).
+pauses writing: the connection queues deliveries (bounded per session) and stops reading
+that client until it catches up.
+
+Reading is paused for several reasons at once (attach in progress, input budget used up,
+writes backed up); the socket is read only while none applies. A close the server starts
+lingers: the write side is shut after the last packet (a DISCONNECT with its reason code)
+and input is read and discarded for up to ``LINGER_SECONDS``, so a client still sending
+reads that DISCONNECT instead of a connection reset.
 """
 
 from __future__ import annotations
@@ -13,35 +20,42 @@ import socket
 from typing import cast
 
 from roost.core import BrokerCore
-from roost.protocol import ClientProtocol
+from roost.protocol import Attach, ServerConnection, attach_at_once
 
 FLUSH_BYTES = 65_536  # flush gathered writes at once beyond this size
 WRITE_BUFFER_HIGH = 1_048_576  # transport buffer size at which delivery is paused
 WRITE_BUFFER_LOW = 262_144  # ... and resumed
+LINGER_SECONDS = 2.0  # how long a closing connection still reads (and discards) input
 
 
 class TcpConnection(asyncio.Protocol):
     """One accepted TCP connection."""
 
     __slots__ = (
+        "_attach",
         "_client",
         "_core",
         "_flush_handle",
+        "_linger_handle",
         "_loop",
         "_out",
         "_out_size",
+        "_paused",
         "_transport",
         "peer",
     )
 
-    def __init__(self, core: BrokerCore) -> None:
+    def __init__(self, core: BrokerCore, attach: Attach = attach_at_once) -> None:
         self._core = core
+        self._attach = attach
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._client: ClientProtocol | None = None
+        self._client: ServerConnection | None = None
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
+        self._linger_handle: asyncio.TimerHandle | None = None
+        self._paused = 0  # the reasons reading is paused for (bits)
         self.peer = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -53,11 +67,12 @@ class TcpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
-        self._client = ClientProtocol(self._core, self)
+        self._client = ServerConnection(self._core, self, self._attach)
 
     def data_received(self, data: bytes) -> None:
-        assert self._client is not None
-        self._client.data_received(data)
+        if self._client is not None:
+            self._client.data_received(data)
+        # else: closed and lingering; the input is discarded
 
     def pause_writing(self) -> None:
         if self._client is not None:
@@ -71,11 +86,15 @@ class TcpConnection(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._linger_handle is not None:
+            self._linger_handle.cancel()
+            self._linger_handle = None
         self._out.clear()
-        if self._client is not None:
-            self._client.connection_lost()
+        client, self._client = self._client, None
+        if client is not None:
+            client.connection_lost()
 
-    # -- the Transport interface of ClientProtocol -----------------------------------------
+    # -- the Transport interface of ServerConnection ----------------------------------------
 
     def write(self, data: bytes) -> None:
         self._out.append(data)
@@ -88,17 +107,52 @@ class TcpConnection(asyncio.Protocol):
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def close(self) -> None:
+        """Send what is gathered, shut the write side, and discard input until the client
+        closes or ``LINGER_SECONDS`` pass."""
         self._flush()
-        if self._transport is not None:
-            self._transport.close()
+        self._client = None  # it has finished; input from now on is discarded
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._linger_handle is not None:
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except OSError:  # the client is gone already
+            transport.abort()
+            return
+        self._linger_handle = self._loop.call_later(LINGER_SECONDS, transport.abort)
+        if self._paused:
+            self._paused = 0
+            transport.resume_reading()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self._paused and self._transport is not None and self._client is not None:
+            self._transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and self._transport is not None and self._client is not None:
+                self._transport.resume_reading()
+
+    def continue_later(self) -> None:
+        self._loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        if self._client is not None:
+            self._client.handle_input()
 
     def _flush(self) -> None:
         self._flush_handle = None
         out = self._out
         self._out_size = 0
-        if not out or self._transport is None or self._transport.is_closing():
+        transport = self._transport
+        if not out or transport is None or transport.is_closing() or self._linger_handle:
             out.clear()
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        self._transport.write(data)
+        transport.write(data)

@@ -1,0 +1,102 @@
+"""The attach step between CONNECT and CONNACK: authenticate the client, then let the
+connection take its session.
+
+It runs on the event loop, possibly across several loop turns (a password hash computed in
+a thread, a remote identity service, later a session claimed from another cluster node);
+the connection handles nothing else meanwhile, so the packets behind CONNECT keep their
+order.
+When nothing has to wait (no authenticator), the attach completes at once, without a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from roost.errors import ReasonCode
+from roost.protocol import ServerConnection
+
+log = logging.getLogger("roost.attach")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a client presents at CONNECT, and where it comes from."""
+
+    client_id: str
+    username: str | None
+    password: bytes | None
+    peer: str  # "address:port" of the client
+    protocol_level: int
+    certificate: dict[str, object] | None = None  # the TLS client certificate, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An authenticator's answer: allowed, or refused with a CONNACK reason code."""
+
+    allowed: bool
+    reason: ReasonCode = ReasonCode.SUCCESS
+    text: str = field(default="")
+
+    @classmethod
+    def allow(cls) -> Verdict:
+        return cls(True)
+
+    @classmethod
+    def deny(cls, reason: ReasonCode, text: str = "not authorized") -> Verdict:
+        return cls(False, reason, text)
+
+
+class Authenticator(Protocol):
+    """Decides who may connect. It may take its time: it runs while the connection waits."""
+
+    async def authenticate(self, credentials: Credentials) -> Verdict: ...
+
+
+class Attacher:
+    """Runs the attach of each connection (the ``attach`` callable of ServerConnection)."""
+
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
+        self.authenticator = authenticator
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, connection: ServerConnection) -> None:
+        if self.authenticator is None:
+            connection.complete_connect()
+            return
+        task = asyncio.get_running_loop().create_task(self._attach(connection, self.authenticator))
+        self._tasks.add(task)  # keep a reference until done
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attach(self, connection: ServerConnection, authenticator: Authenticator) -> None:
+        terms = connection.terms
+        assert terms is not None
+        credentials = Credentials(
+            terms.client_id,
+            terms.username,
+            terms.password,
+            connection.transport.peer,
+            terms.protocol_level,
+        )
+        try:
+            verdict = await authenticator.authenticate(credentials)
+        except Exception:
+            log.exception("the authenticator failed for client %s", terms.client_id)
+            verdict = Verdict.deny(ReasonCode.SERVER_UNAVAILABLE, "authentication failed")
+        if verdict.allowed:
+            connection.complete_connect()
+        else:
+            connection.refuse_connect(verdict.reason, verdict.text)
+
+    @property
+    def attaching(self) -> int:
+        """How many attaches are waiting for the authenticator."""
+        return len(self._tasks)
+
+    async def drain(self) -> None:
+        """Wait for the attaches in progress (at shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
