@@ -36,6 +36,11 @@ class Store(Protocol):
         """Read the saved state; ``now`` is the broker clock, to rebase expiry times."""
         ...
 
+    def load_session(self, client_id: str) -> Session | None:
+        """Read one saved session, as :meth:`load` would have built it, or None: for a
+        store that attaches sessions on demand instead of all at start-up."""
+        ...
+
     def save_session(self, session: Session) -> None:
         """Create or update a session's own record (expiry, pending will)."""
         ...

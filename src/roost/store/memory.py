@@ -16,6 +16,9 @@ class MemoryStore:
     def load(self, now: float) -> LoadedState:
         return LoadedState()
 
+    def load_session(self, client_id: str) -> Session | None:
+        return None
+
     def save_session(self, session: Session) -> None:
         pass
 

@@ -231,35 +231,47 @@ class SqliteStore:
         """Read sessions, subscriptions, deliveries and retained messages; drop expired."""
         self._wall_offset = time.time() - now
         db = self._db
-        state = LoadedState()
-        sessions: dict[str, Session] = {}
-        for row in db.execute("SELECT * FROM sessions"):
-            loaded = self._session_from(row)
-            sessions[loaded.client_id] = loaded
-        for client_id, topic_filter, qos, no_local, rap, handling, identifier in db.execute(
-            "SELECT * FROM subscriptions"
-        ):
-            session = sessions.get(client_id)
-            if session is not None:
-                session.subscriptions[topic_filter] = SubscriptionOptions(
-                    qos, bool(no_local), bool(rap), handling, identifier
-                )
-        self._load_deliveries(sessions)
-        for client_id, packet_id in db.execute("SELECT * FROM inbound_qos2"):
-            if client_id in sessions:
-                sessions[client_id].receive_qos2(packet_id)
+        state = LoadedState(sessions=self._read_sessions(None))
         for topic, payload, qos, properties, origin, expires_at in db.execute(
             "SELECT * FROM retained"
         ):
             message = self._message(topic, payload, qos, True, properties, origin, expires_at)
             if not message.expired(now):
                 state.retained.append(message)
-        state.sessions = list(sessions.values())
-        for session in state.sessions:
-            session.store = self  # record changes from now on, not what was just read
         self._load_transactions(state)
         self._next_message_id = (db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
         return state
+
+    def load_session(self, client_id: str) -> Session | None:
+        """The stored session of ``client_id``, built as :meth:`load` builds it (times
+        rebased on the clock ``load`` fixed), or None."""
+        sessions = self._read_sessions(client_id)
+        return sessions[0] if sessions else None
+
+    def _read_sessions(self, client_id: str | None) -> list[Session]:
+        """Sessions with their subscriptions, deliveries and inbound QoS 2 identifiers,
+        ready to be attached: every stored one, or only that of ``client_id``."""
+        where, args = ("", ()) if client_id is None else (" WHERE client_id = ?", (client_id,))
+        db = self._db
+        sessions: dict[str, Session] = {}
+        for row in db.execute("SELECT * FROM sessions" + where, args):
+            loaded = self._session_from(row)
+            sessions[loaded.client_id] = loaded
+        for owner, topic_filter, qos, no_local, rap, handling, identifier in db.execute(
+            "SELECT * FROM subscriptions" + where, args
+        ):
+            session = sessions.get(owner)
+            if session is not None:
+                session.subscriptions[topic_filter] = SubscriptionOptions(
+                    qos, bool(no_local), bool(rap), handling, identifier
+                )
+        self._read_deliveries(sessions, where, args)
+        for owner, packet_id in db.execute("SELECT * FROM inbound_qos2" + where, args):
+            if owner in sessions:
+                sessions[owner].receive_qos2(packet_id)
+        for session in sessions.values():
+            session.store = self  # record changes from now on, not what was just read
+        return list(sessions.values())
 
     def _load_transactions(self, state: LoadedState) -> None:
         db = self._db
@@ -289,13 +301,16 @@ class SqliteStore:
             session.will_due = self._to_clock(will_due)
         return session
 
-    def _load_deliveries(self, sessions: dict[str, Session]) -> None:
+    def _read_deliveries(
+        self, sessions: dict[str, Session], where: str, args: tuple[str, ...]
+    ) -> None:
         messages: dict[int, Message] = {}
         rows = self._db.execute(
             "SELECT d.client_id, d.seq, d.qos, d.retain, d.subscription_ids, d.state,"
             " d.packet_id, m.id, m.topic, m.payload, m.qos, m.retain, m.properties, m.origin,"
-            " m.expires_at FROM deliveries d JOIN messages m ON m.id = d.message_id"
-            " ORDER BY d.client_id, d.seq"
+            f" m.expires_at FROM deliveries d JOIN messages m ON m.id = d.message_id{where}"
+            " ORDER BY d.client_id, d.seq",
+            args,
         )
         for row in rows:
             client_id, seq, qos, retain, sub_ids, state, packet_id, message_id = row[:8]
