@@ -39,8 +39,8 @@ class RecordingStore:
     def save_session(self, session: Session) -> None:
         self.calls.append(("save_session", session.client_id, session.expiry_interval))
 
-    def delete_session(self, client_id: str) -> None:
-        self.calls.append(("delete_session", client_id))
+    def delete_session(self, session: Session) -> None:
+        self.calls.append(("delete_session", session.client_id))
 
     def save_subscription(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions

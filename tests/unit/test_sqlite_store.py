@@ -15,7 +15,7 @@ from roost.codec import Properties, Will
 from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
 from roost.store.sqlite import SqliteStore
-from store_helpers import commit, count, open_store, query
+from store_helpers import commit, count, open_store, orphan_messages, query
 
 
 @pytest.fixture
@@ -170,4 +170,99 @@ def test_load_session_of_an_unknown_client_is_none(
     store = open_store(tmp_path, loop)
     assert store.load_session("unknown") is None
     assert store.load_session("known") is not None
+    store.close()
+
+
+# -- deleting sessions ----------------------------------------------------------------------
+
+
+def share(message: Message, *sessions: Session) -> list[Delivery]:
+    """Queue ``message`` for each of ``sessions`` (offline: stored as queued)."""
+    deliveries = [Delivery(message, 1, False) for _ in sessions]
+    for session, queued in zip(sessions, deliveries, strict=True):
+        session.enqueue(queued, 10, now=0.0)
+    return deliveries
+
+
+def acknowledge(session: Session) -> None:
+    """Send the head of the queue and complete it, as a PUBACK would."""
+    packet_id = session.allocate_packet_id()
+    session.send(session.dequeue(), packet_id)
+    session.complete(packet_id, OutboundState.AWAITING_PUBACK)
+
+
+def test_shared_message_stays_until_its_last_session_is_done(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    leaving, staying = persistent("leaving", store), persistent("staying", store)
+    share(Message("t", b"shared", 1, False), leaving, staying)
+    commit(store, loop)
+    assert count(tmp_path, "deliveries") == 2
+
+    leaving.forget()
+    commit(store, loop)
+    assert query(tmp_path, "SELECT client_id FROM deliveries") == [("staying",)]
+    assert count(tmp_path, "messages") == 1
+    assert orphan_messages(tmp_path) == 0
+
+    acknowledge(staying)
+    commit(store, loop)
+    assert count(tmp_path, "deliveries") == 0
+    assert count(tmp_path, "messages") == 0
+    store.close()
+
+
+def test_deleting_a_session_takes_its_own_messages_and_no_others(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    leaving, staying = persistent("leaving", store), persistent("staying", store)
+    leaving.send(Delivery(Message("t", b"sent", 1, False), 1, False), 1)
+    share(Message("t", b"queued", 1, False), leaving)
+    share(Message("t", b"kept", 1, False), staying)
+    commit(store, loop)
+    # A message row no delivery holds: a sweep of the table would remove it.
+    query(tmp_path, "INSERT INTO messages VALUES (999, 'x', x'', 1, 0, x'', '', NULL)")
+
+    leaving.forget()
+    commit(store, loop)
+    assert query(tmp_path, "SELECT payload FROM messages ORDER BY id") == [(b"kept",), (b"",)]
+    assert query(tmp_path, "SELECT client_id FROM deliveries") == [("staying",)]
+    store.close()
+
+
+def test_session_deleted_within_the_batch_that_saved_it_writes_nothing_of_its_own(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    leaving, staying = persistent("leaving", store), persistent("staying", store)
+    share(Message("t", b"shared", 1, False), leaving, staying)
+    share(Message("t", b"alone", 1, False), leaving)
+    leaving.set_expiry_interval(0, store)  # no longer persistent: leaves the store
+    commit(store, loop)
+    assert query(tmp_path, "SELECT client_id FROM sessions") == [("staying",)]
+    assert query(tmp_path, "SELECT client_id FROM deliveries") == [("staying",)]
+    assert query(tmp_path, "SELECT payload FROM messages") == [(b"shared",)]
+    store.close()
+
+
+def test_sessions_loaded_one_by_one_keep_the_message_they_share(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    share(Message("t", b"shared", 1, False), persistent("a", store), persistent("b", store))
+    store.close()
+
+    store = open_store(tmp_path, loop)
+    first, second = store.load_session("a"), store.load_session("b")
+    assert first is not None and second is not None
+    assert first.queue[0].message is not second.queue[0].message  # read separately
+    acknowledge(first)
+    commit(store, loop)
+    assert count(tmp_path, "messages") == 1
+    assert orphan_messages(tmp_path) == 0
+    acknowledge(second)
+    commit(store, loop)
+    assert count(tmp_path, "messages") == 0
     store.close()

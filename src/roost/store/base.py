@@ -45,8 +45,9 @@ class Store(Protocol):
         """Create or update a session's own record (expiry, pending will)."""
         ...
 
-    def delete_session(self, client_id: str) -> None:
-        """Forget a session and everything that belongs to it."""
+    def delete_session(self, session: Session) -> None:
+        """Forget a session and everything that belongs to it (its queued and inflight
+        deliveries say which stored messages it held)."""
         ...
 
     def save_subscription(

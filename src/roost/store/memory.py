@@ -22,7 +22,7 @@ class MemoryStore:
     def save_session(self, session: Session) -> None:
         pass
 
-    def delete_session(self, client_id: str) -> None:
+    def delete_session(self, session: Session) -> None:
         pass
 
     def save_subscription(

@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +143,18 @@ _SAVE_DELIVERY = (
 )
 _UPDATE_DELIVERY = "UPDATE deliveries SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?"
 _DELETE_DELIVERY = "DELETE FROM deliveries WHERE client_id = ? AND seq = ?"
-_DELETE_MESSAGE = "DELETE FROM messages WHERE id = ?"
+# Guarded by the database itself: sessions read separately (load_session) hold separate
+# Message objects, whose reference counts each see only their own session's deliveries.
+_DELETE_MESSAGE = (
+    "DELETE FROM messages WHERE id = ? AND NOT EXISTS"
+    " (SELECT 1 FROM deliveries WHERE message_id = ?)"
+)
 _DELETE_SESSION = (
     "DELETE FROM sessions WHERE client_id = ?",
     "DELETE FROM subscriptions WHERE client_id = ?",
     "DELETE FROM deliveries WHERE client_id = ?",
     "DELETE FROM inbound_qos2 WHERE client_id = ?",
 )
-_DELETE_ORPHAN_MESSAGES = "DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM deliveries)"
 
 Op = tuple[str, tuple[Any, ...]]
 
@@ -394,10 +399,17 @@ class SqliteStore:
             ),
         )
 
-    def delete_session(self, client_id: str) -> None:
+    def delete_session(self, session: Session) -> None:
+        """Forget a session: its rows by client id, and the message rows that only its
+        deliveries held, found from its inflight and queue (never a sweep of the table)."""
+        client_id = session.client_id
         for sql in _DELETE_SESSION:
             self._record(sql, (client_id,))
-        self._record(_DELETE_ORPHAN_MESSAGES, ())
+        sent = (inflight.delivery for inflight in session.inflight.values())
+        for delivery in chain(sent, session.queue):
+            if delivery.seq:  # stored (queued QoS 0 never is)
+                self._cancel_insert(client_id, delivery)
+                self._release(delivery.message)
 
     def save_subscription(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions
@@ -461,19 +473,28 @@ class SqliteStore:
         self._ops[index] = (op[0], (*op[1][:6], int(state), packet_id))
 
     def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
-        message = delivery.message
-        message.stored_deliveries -= 1
+        if not self._cancel_insert(client_id, delivery):
+            self._record(_DELETE_DELIVERY, (client_id, delivery.seq))
+        self._release(delivery.message)
+
+    def _cancel_insert(self, client_id: str, delivery: Delivery) -> bool:
+        """Drop the delivery's insert if it is still pending; True if it was: saved and
+        done within one batch, it never needs to reach the disk."""
         index = self._unwritten.pop((client_id, delivery.seq), None)
         if index is None:
-            self._record(_DELETE_DELIVERY, (client_id, delivery.seq))
-        else:
-            self._ops[index] = None  # saved and done within one batch: nothing to write
+            return False
+        self._ops[index] = None
+        return True
+
+    def _release(self, message: Message) -> None:
+        """One stored delivery fewer holds ``message``: its row goes with the last one."""
+        message.stored_deliveries -= 1
         if message.stored_deliveries > 0:
             return
-        message_index = self._unwritten_messages.pop(message.store_id, None)
-        if message_index is not None:
-            self._ops[message_index] = None
-        self._record(_DELETE_MESSAGE, (message.store_id,))
+        index = self._unwritten_messages.pop(message.store_id, None)
+        if index is not None:
+            self._ops[index] = None
+        self._record(_DELETE_MESSAGE, (message.store_id, message.store_id))
 
     def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
         self._record("INSERT OR REPLACE INTO inbound_qos2 VALUES (?, ?)", (client_id, packet_id))
