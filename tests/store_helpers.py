@@ -10,16 +10,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from roost.errors import StoreError
 from roost.store.sqlite import DATABASE_NAME, SqliteStore
 
 TIMEOUT = 5.0
 
 
+def unexpected_failure(error: StoreError) -> None:
+    raise AssertionError(f"the store failed: {error}")
+
+
 def open_store(
-    data_dir: Path, loop: asyncio.AbstractEventLoop, durability: str = "full", **options: Any
+    data_dir: Path,
+    loop: asyncio.AbstractEventLoop,
+    durability: str = "full",
+    commit_interval_ms: int = 50,
+    max_pending_writes: int = 100_000,
+    on_failure: Callable[[StoreError], None] = unexpected_failure,
 ) -> SqliteStore:
     """A SqliteStore on ``data_dir``, loaded at broker time 0 as the broker would."""
-    store = SqliteStore(str(data_dir), durability, options.pop("commit_interval_ms", 50), loop)
+    store = SqliteStore(
+        str(data_dir),
+        durability,
+        commit_interval_ms,
+        loop,
+        max_pending_writes=max_pending_writes,
+        on_failure=on_failure,
+    )
     store.load(0.0)
     return store
 

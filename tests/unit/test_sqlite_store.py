@@ -87,7 +87,7 @@ def test_message_row_goes_with_its_last_delivery(
     store.close()
     assert count(tmp_path, "messages") == 1
 
-    store = SqliteStore(str(tmp_path), "full", 50, loop)
+    store = open_store(tmp_path, loop)
     assert store.load(0.0).sessions == []  # no session row: the delivery is an orphan for load
     store.delete_delivery("c", first)
     store.close()

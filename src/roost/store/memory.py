@@ -65,5 +65,12 @@ class MemoryStore:
     def after_commit(self, callback: Callable[[], None]) -> None:
         callback()
 
+    @property
+    def backlogged(self) -> bool:
+        return False
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        callback()
+
     def close(self) -> None:
         pass
