@@ -7,6 +7,11 @@ acknowledgements wait for the batch that holds what they confirm; ``"batch"`` co
 ``commit_interval_ms`` and acknowledges at once (that window may be lost in a crash);
 ``"none"`` does not fsync at all.
 
+What waits to be written is bounded by ``max_pending_writes`` statements (``backlogged``,
+``when_drained``), so a broker that acknowledges at once cannot outrun the disk without
+limit. A batch that fails to commit stops the store: its acknowledgements are never sent,
+later work is dropped and the broker is told through ``on_failure``.
+
 Times are saved as wall-clock seconds and turned back into the broker's monotonic clock on
 load, so expiry keeps counting while the broker is down.
 """
