@@ -1,4 +1,5 @@
-"""The asyncio shell of a Roost node: listener, the periodic sweep, graceful shutdown."""
+"""The asyncio shell of a Roost node: listener, the periodic sweep, graceful shutdown, and
+stopping on its own when the store fails."""
 
 from __future__ import annotations
 
@@ -41,10 +42,12 @@ class Broker:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._store: Store | None = None
+        self.failure: StoreError | None = None  # why the broker stopped on its own
+        self.stopping = asyncio.Event()  # set by a signal, or by a store failure
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._store = open_store(self.settings, loop)
+        self._store = open_store(self.settings, loop, self._store_failed)
         core = self.core = BrokerCore(self.settings, self._clock or loop.time, self._store)
         core.load()
         self._server = await loop.create_server(
@@ -72,6 +75,19 @@ class Broker:
         if self.core is not None:
             self.core.tick()
 
+    def _store_failed(self, error: StoreError) -> None:
+        """A write failed: serving on would acknowledge what is not on disk, so stop
+        accepting and close every connection now; ``stopping`` tells the owner to stop."""
+        if self.failure is not None:
+            return
+        self.failure = error
+        log.error("store failure, stopping: %s", error, exc_info=error)
+        if self._server is not None:
+            self._server.close()
+        if self.core is not None:
+            self.core.shutdown()
+        self.stopping.set()
+
     async def stop(self) -> None:
         """Stop accepting, tell clients (MQTT 5: DISCONNECT 0x8B), close everything."""
         if self._server is not None:
@@ -86,31 +102,45 @@ class Broker:
         if self._server is not None:
             await self._server.wait_closed()
         if self._store is not None:
-            self._store.close()
+            try:
+                self._store.close()
+            except StoreError as exc:
+                self._store_failed(exc)
             self._store = None
         log.info("roost stopped")
 
 
-def open_store(settings: Settings, loop: asyncio.AbstractEventLoop) -> Store:
-    """The store the settings ask for."""
+def open_store(
+    settings: Settings,
+    loop: asyncio.AbstractEventLoop,
+    on_failure: Callable[[StoreError], None],
+) -> Store:
+    """The store the settings ask for; ``on_failure`` is told if it stops working."""
     if settings.store == "memory":
         return MemoryStore()
-    store = SqliteStore(settings.data_dir, settings.durability, settings.commit_interval_ms, loop)
+    store = SqliteStore(
+        settings.data_dir,
+        settings.durability,
+        settings.commit_interval_ms,
+        loop,
+        max_pending_writes=settings.max_pending_writes,
+        on_failure=on_failure,
+    )
     log.info("data in %s (durability %s)", store.path, settings.durability)
     return store
 
 
-async def serve(settings: Settings) -> None:
-    """Run a broker until SIGINT or SIGTERM."""
+async def serve(settings: Settings) -> int:
+    """Run a broker until SIGINT or SIGTERM (status 0) or a store failure (status 1)."""
     broker = Broker(settings)
     await broker.start()
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+        loop.add_signal_handler(signum, broker.stopping.set)
+    await broker.stopping.wait()
     log.info("shutting down")
     await broker.stop()
+    return 1 if broker.failure is not None else 0
 
 
 def run(settings: Settings) -> int:
@@ -122,8 +152,7 @@ def run(settings: Settings) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(settings))
+        return runner(serve(settings))
     except StoreError as exc:
         log.error("cannot start: %s", exc)
         return 1
-    return 0

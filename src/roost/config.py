@@ -51,6 +51,7 @@ class Settings:
     data_dir: str = "./data"
     durability: str = "full"  # full: ack after commit; batch: commit every interval; none
     commit_interval_ms: int = 50  # for durability = "batch": the window of possible loss
+    max_pending_writes: int = 100_000  # statements waiting for the store before publishers wait
     # Transactional (half) messages, see docs/transactions.md
     transaction_timeout: int = 6  # seconds before the first check-back
     transaction_check_interval: int = 30  # seconds between check-backs
@@ -82,6 +83,7 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "write_stall_timeout": (1, 86_400),
     "maximum_qos": (0, 2),
     "commit_interval_ms": (1, 60_000),
+    "max_pending_writes": (1, None),
     "transaction_timeout": (0, 86_400),
     "transaction_check_interval": (1, 86_400),
     "transaction_check_max": (0, 1000),

@@ -79,6 +79,7 @@ MAX_REASON_BYTES = 65_535  # a UTF-8 string's limit [MQTT-1.5.4]
 WAITING_FOR_ATTACH = 1
 OVER_BUDGET = 2
 WRITES_BACKED_UP = 4
+STORE_BACKLOGGED = 8
 
 _V3_REFUSALS = {  # MQTT 5 CONNACK reason -> the MQTT 3.1.1 return code closest to it
     ReasonCode.CLIENT_IDENTIFIER_NOT_VALID: ConnackV3.IDENTIFIER_REJECTED,
@@ -218,8 +219,13 @@ class ServerConnection:
                 if not budget:
                     self.transport.pause_reading(OVER_BUDGET)
                     self.transport.continue_later()
-                    return
-            self.transport.resume_reading(OVER_BUDGET)
+                    break
+            else:
+                self.transport.resume_reading(OVER_BUDGET)
+            store = self.core.store
+            if store.backlogged:  # its writer is behind: read no more until it catches up
+                self.transport.pause_reading(STORE_BACKLOGGED)
+                store.when_drained(partial(self.transport.resume_reading, STORE_BACKLOGGED))
         except ProtocolError as exc:
             self._violation(exc)
         except Exception:

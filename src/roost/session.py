@@ -123,7 +123,7 @@ class Session:
         store (one that was not persistent never becomes so after creation)."""
         self.expiry_interval = interval
         if self.store is not None and not interval:
-            self.store.delete_session(self.client_id)
+            self.store.delete_session(self)
             self.store = None
         self.save()
 
@@ -135,7 +135,7 @@ class Session:
     def forget(self) -> None:
         """The session ends: remove its record."""
         if self.store is not None:
-            self.store.delete_session(self.client_id)
+            self.store.delete_session(self)
             self.store = None
 
     # -- subscriptions ------------------------------------------------------------------

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from brokerproc import BrokerProcess
-from conftest import RawClient
-from rawmqtt import frame, utf8
+from rawmqtt import RawClient, frame, utf8
 
 
 @pytest.fixture

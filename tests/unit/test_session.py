@@ -44,7 +44,8 @@ class ContentsStore:
         self.writes += 1
         self.sessions[session.client_id] = session.expiry_interval
 
-    def delete_session(self, client_id: str) -> None:
+    def delete_session(self, session: Session) -> None:
+        client_id = session.client_id
         self.writes += 1
         self.sessions.pop(client_id, None)
         for table in (self.subscriptions, self.deliveries):

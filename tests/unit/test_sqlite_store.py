@@ -1,18 +1,21 @@
-"""SqliteStore batching: what is saved and completed within one batch never reaches the disk,
-and what is still pending is written by close()."""
+"""SqliteStore on a real file: batching (what is saved and completed within one batch never
+reaches the disk), sessions read back one at a time, sessions deleted without sweeping the
+message table."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from roost.codec import Properties, Will
 from roost.message import Message
-from roost.session import Delivery, OutboundState
-from roost.store.sqlite import DATABASE_NAME, SqliteStore
+from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
+from roost.store.sqlite import SqliteStore
+from store_helpers import commit, count, open_store, orphan_messages, query
 
 
 @pytest.fixture
@@ -22,51 +25,244 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def rows(path: Path, table: str) -> int:
-    with sqlite3.connect(path / DATABASE_NAME) as db:
-        count: int = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        return count
-
-
 def delivery(seq: int, message: Message) -> Delivery:
     item = Delivery(message, 1, False)
     item.seq = seq
     return item
 
 
+def persistent(client_id: str, store: SqliteStore) -> Session:
+    session = Session(client_id, 3600)
+    session.attach_store(store)
+    return session
+
+
+def log_delivery_inserts(data_dir: Path) -> None:
+    """Make the database file keep the seq of every delivery row ever inserted into it."""
+    query(data_dir, "CREATE TABLE inserted (seq INTEGER)")
+    query(
+        data_dir,
+        "CREATE TRIGGER log_insert AFTER INSERT ON deliveries"
+        " BEGIN INSERT INTO inserted VALUES (NEW.seq); END",
+    )
+
+
+# -- batching -------------------------------------------------------------------------------
+
+
 def test_delivery_acknowledged_before_the_batch_is_never_written(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
-    store = SqliteStore(str(tmp_path), "full", 50, loop)
-    store.load(0.0)
+    open_store(tmp_path, loop).close()
+    log_delivery_inserts(tmp_path)
+    store = open_store(tmp_path, loop)
     message = Message("t", b"payload", 1, False)
     done, pending = delivery(1, message), delivery(2, message)
     store.save_delivery("c", done)
     store.update_delivery("c", done, OutboundState.AWAITING_PUBACK, 7)
     store.save_delivery("c", pending)
     store.delete_delivery("c", done)
-    assert sum(op is not None for op in store._ops) == 2  # the message and ``pending``
+    commit(store, loop)
+    assert query(tmp_path, "SELECT seq FROM inserted") == [(2,)]
+    assert count(tmp_path, "messages") == 1
     store.close()
-    assert rows(tmp_path, "deliveries") == 1
-    assert rows(tmp_path, "messages") == 1
+
+
+def test_close_writes_what_is_pending(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    store = open_store(tmp_path, loop)
+    store.save_delivery("c", delivery(1, Message("t", b"payload", 1, False)))
+    store.close()  # the loop never ran: nothing was handed to the writer
+    assert count(tmp_path, "deliveries") == 1
+    assert count(tmp_path, "messages") == 1
 
 
 def test_message_row_goes_with_its_last_delivery(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
-    store = SqliteStore(str(tmp_path), "full", 50, loop)
-    store.load(0.0)
+    store = open_store(tmp_path, loop)
     message = Message("t", b"payload", 1, False)
     first = delivery(1, message)
     store.save_delivery("c", first)
     store.update_delivery("c", first, OutboundState.AWAITING_PUBACK, 3)
     store.close()
-    assert rows(tmp_path, "messages") == 1
+    assert count(tmp_path, "messages") == 1
 
-    store = SqliteStore(str(tmp_path), "full", 50, loop)
-    state = store.load(0.0)
-    assert state.sessions == []  # no session row: the delivery is an orphan for load
+    store = open_store(tmp_path, loop)
+    assert store.load(0.0).sessions == []  # no session row: the delivery is an orphan for load
     store.delete_delivery("c", first)
     store.close()
-    assert rows(tmp_path, "deliveries") == 0
-    assert rows(tmp_path, "messages") == 0
+    assert count(tmp_path, "deliveries") == 0
+    assert count(tmp_path, "messages") == 0
+
+
+# -- one session at a time ------------------------------------------------------------------
+
+
+def save_rich_session(store: SqliteStore) -> Session:
+    """A persistent, offline session with every kind of state a store keeps."""
+    session = persistent("rich", store)
+    session.subscribe("a/#", SubscriptionOptions(qos=2, no_local=True, identifier=7))
+    session.subscribe("b", SubscriptionOptions(1, retain_as_published=True, retain_handling=2))
+    qos2 = Delivery(Message("a/1", b"one", 2, False), 2, False, (7,))
+    session.send(qos2, session.allocate_packet_id())
+    session.released(1)  # awaiting PUBCOMP
+    qos1 = Delivery(Message("a/2", b"two", 1, False), 1, False, (7,))
+    session.send(qos1, session.allocate_packet_id())
+    expiring = Message("b", b"queued", 1, True, Properties(message_expiry_interval=600))
+    session.enqueue(Delivery(expiring, 1, True), 10, now=0.0)
+    session.receive_qos2(9)
+    session.will = Will("w", b"gone", 1, True)
+    session.will_due = 30.0
+    session.expires_at = 3600.0
+    session.save()
+    return session
+
+
+def described(session: Session) -> dict[str, Any]:
+    """What a session holds, as comparable values (times to the second: the wall clock
+    moves between saving and loading)."""
+
+    def item(entry: Delivery) -> tuple[Any, ...]:
+        m = entry.message
+        expiry = None if m.expires_at is None else round(m.expires_at)
+        message = (m.topic, m.payload, m.qos, m.retain, m.properties, m.origin, expiry)
+        return (entry.seq, entry.qos, entry.retain, entry.subscription_ids, message)
+
+    return {
+        "id": session.client_id,
+        "expiry": (session.expiry_interval, round(session.expires_at or 0)),
+        "will": (session.will, round(session.will_due or 0)),
+        "subscriptions": session.subscriptions,
+        "inflight": [(pid, f.state, item(f.delivery)) for pid, f in session.inflight.items()],
+        "queue": [item(entry) for entry in session.queue],
+        "inbound_qos2": set(session.inbound_qos2),
+        "next": (session.next_seq, session.next_packet_id),
+    }
+
+
+def test_load_session_reads_one_session_as_load_does(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    saved = described(save_rich_session(store))
+    other = persistent("other", store)
+    other.subscribe("x", SubscriptionOptions(1))
+    other.enqueue(Delivery(Message("x", b"not mine", 1, False), 1, False), 10, now=0.0)
+    other.receive_qos2(3)
+    store.close()
+
+    store = open_store(tmp_path, loop)
+    loaded = store.load_session("rich")
+    assert loaded is not None
+    assert described(loaded) == saved
+    assert loaded.store is store  # ready to be attached: changes are recorded
+    by_load = {session.client_id: session for session in store.load(0.0).sessions}
+    assert described(by_load["rich"]) == saved
+    store.close()
+
+
+def test_load_session_of_an_unknown_client_is_none(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    persistent("known", store)
+    store.close()
+    store = open_store(tmp_path, loop)
+    assert store.load_session("unknown") is None
+    assert store.load_session("known") is not None
+    store.close()
+
+
+# -- deleting sessions ----------------------------------------------------------------------
+
+
+def share(message: Message, *sessions: Session) -> list[Delivery]:
+    """Queue ``message`` for each of ``sessions`` (offline: stored as queued)."""
+    deliveries = [Delivery(message, 1, False) for _ in sessions]
+    for session, queued in zip(sessions, deliveries, strict=True):
+        session.enqueue(queued, 10, now=0.0)
+    return deliveries
+
+
+def acknowledge(session: Session) -> None:
+    """Send the head of the queue and complete it, as a PUBACK would."""
+    packet_id = session.allocate_packet_id()
+    session.send(session.dequeue(), packet_id)
+    session.complete(packet_id, OutboundState.AWAITING_PUBACK)
+
+
+def test_shared_message_stays_until_its_last_session_is_done(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    leaving, staying = persistent("leaving", store), persistent("staying", store)
+    share(Message("t", b"shared", 1, False), leaving, staying)
+    commit(store, loop)
+    assert count(tmp_path, "deliveries") == 2
+
+    leaving.forget()
+    commit(store, loop)
+    assert query(tmp_path, "SELECT client_id FROM deliveries") == [("staying",)]
+    assert count(tmp_path, "messages") == 1
+    assert orphan_messages(tmp_path) == 0
+
+    acknowledge(staying)
+    commit(store, loop)
+    assert count(tmp_path, "deliveries") == 0
+    assert count(tmp_path, "messages") == 0
+    store.close()
+
+
+def test_deleting_a_session_takes_its_own_messages_and_no_others(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    leaving, staying = persistent("leaving", store), persistent("staying", store)
+    leaving.send(Delivery(Message("t", b"sent", 1, False), 1, False), 1)
+    share(Message("t", b"queued", 1, False), leaving)
+    share(Message("t", b"kept", 1, False), staying)
+    commit(store, loop)
+    # A message row no delivery holds: a sweep of the table would remove it.
+    query(tmp_path, "INSERT INTO messages VALUES (999, 'x', x'', 1, 0, x'', '', NULL)")
+
+    leaving.forget()
+    commit(store, loop)
+    assert query(tmp_path, "SELECT payload FROM messages ORDER BY id") == [(b"kept",), (b"",)]
+    assert query(tmp_path, "SELECT client_id FROM deliveries") == [("staying",)]
+    store.close()
+
+
+def test_session_deleted_within_the_batch_that_saved_it_writes_nothing_of_its_own(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    leaving, staying = persistent("leaving", store), persistent("staying", store)
+    share(Message("t", b"shared", 1, False), leaving, staying)
+    share(Message("t", b"alone", 1, False), leaving)
+    leaving.set_expiry_interval(0, store)  # no longer persistent: leaves the store
+    commit(store, loop)
+    assert query(tmp_path, "SELECT client_id FROM sessions") == [("staying",)]
+    assert query(tmp_path, "SELECT client_id FROM deliveries") == [("staying",)]
+    assert query(tmp_path, "SELECT payload FROM messages") == [(b"shared",)]
+    store.close()
+
+
+def test_sessions_loaded_one_by_one_keep_the_message_they_share(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    share(Message("t", b"shared", 1, False), persistent("a", store), persistent("b", store))
+    store.close()
+
+    store = open_store(tmp_path, loop)
+    first, second = store.load_session("a"), store.load_session("b")
+    assert first is not None and second is not None
+    assert first.queue[0].message is not second.queue[0].message  # read separately
+    acknowledge(first)
+    commit(store, loop)
+    assert count(tmp_path, "messages") == 1
+    assert orphan_messages(tmp_path) == 0
+    acknowledge(second)
+    commit(store, loop)
+    assert count(tmp_path, "messages") == 0
+    store.close()

@@ -4,7 +4,9 @@ The live state (sessions, queues, retained messages) is kept in memory by the co
 store records every change that must survive a restart and gives it back at start-up.
 Calls are synchronous and cheap (an implementation queues them); durability is asked for
 with :meth:`Store.after_commit`, which runs a callback once everything recorded so far is
-on disk — the broker sends PUBACK/PUBREC/PUBCOMP/PUBREL through it.
+on disk — the broker sends PUBACK/PUBREC/PUBCOMP/PUBREL through it. What is queued is
+bounded: while :attr:`Store.backlogged`, the broker stops reading from publishers until
+:meth:`Store.when_drained` calls back.
 
 Only sessions that outlive their connection (expiry interval > 0) are recorded. A Redis
 implementation for the cluster fits the same shape: the same events, a different log.
@@ -36,12 +38,18 @@ class Store(Protocol):
         """Read the saved state; ``now`` is the broker clock, to rebase expiry times."""
         ...
 
+    def load_session(self, client_id: str) -> Session | None:
+        """Read one saved session, as :meth:`load` would have built it, or None: for a
+        store that attaches sessions on demand instead of all at start-up."""
+        ...
+
     def save_session(self, session: Session) -> None:
         """Create or update a session's own record (expiry, pending will)."""
         ...
 
-    def delete_session(self, client_id: str) -> None:
-        """Forget a session and everything that belongs to it."""
+    def delete_session(self, session: Session) -> None:
+        """Forget a session and everything that belongs to it (its queued and inflight
+        deliveries say which stored messages it held)."""
         ...
 
     def save_subscription(
@@ -82,7 +90,18 @@ class Store(Protocol):
         ...
 
     def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once every change recorded so far is durable."""
+        """Run ``callback`` once every change recorded so far is durable (never, if the
+        store fails first: the broker then stops)."""
+        ...
+
+    @property
+    def backlogged(self) -> bool:
+        """True while more work waits to be written than the store should hold."""
+        ...
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the waiting work is back under a low-water mark (at once
+        if it already is)."""
         ...
 
     def close(self) -> None:

@@ -16,10 +16,13 @@ class MemoryStore:
     def load(self, now: float) -> LoadedState:
         return LoadedState()
 
+    def load_session(self, client_id: str) -> Session | None:
+        return None
+
     def save_session(self, session: Session) -> None:
         pass
 
-    def delete_session(self, client_id: str) -> None:
+    def delete_session(self, session: Session) -> None:
         pass
 
     def save_subscription(
@@ -60,6 +63,13 @@ class MemoryStore:
         pass
 
     def after_commit(self, callback: Callable[[], None]) -> None:
+        callback()
+
+    @property
+    def backlogged(self) -> bool:
+        return False
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
         callback()
 
     def close(self) -> None:

@@ -7,6 +7,11 @@ acknowledgements wait for the batch that holds what they confirm; ``"batch"`` co
 ``commit_interval_ms`` and acknowledges at once (that window may be lost in a crash);
 ``"none"`` does not fsync at all.
 
+What waits to be written is bounded by ``max_pending_writes`` statements (``backlogged``,
+``when_drained``), so a broker that acknowledges at once cannot outrun the disk without
+limit. A batch that fails to commit stops the store: its acknowledgements are never sent,
+later work is dropped and the broker is told through ``on_failure``.
+
 Times are saved as wall-clock seconds and turned back into the broker's monotonic clock on
 load, so expiry keeps counting while the broker is down.
 """
@@ -14,12 +19,14 @@ load, so expiry keeps counting while the broker is down.
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +43,6 @@ from roost.session import (
 )
 from roost.store.base import LoadedState
 from roost.transactions import SETTLED_MEMORY, HalfMessage, Settled
-
-log = logging.getLogger("roost.store")
 
 DATABASE_NAME = "roost.db"
 VACUUM_EVERY = 60.0  # seconds between incremental vacuums
@@ -142,16 +147,22 @@ _SAVE_DELIVERY = (
 )
 _UPDATE_DELIVERY = "UPDATE deliveries SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?"
 _DELETE_DELIVERY = "DELETE FROM deliveries WHERE client_id = ? AND seq = ?"
-_DELETE_MESSAGE = "DELETE FROM messages WHERE id = ?"
+# Guarded by the database itself: sessions read separately (load_session) hold separate
+# Message objects, whose reference counts each see only their own session's deliveries.
+_DELETE_MESSAGE = (
+    "DELETE FROM messages WHERE id = ? AND NOT EXISTS"
+    " (SELECT 1 FROM deliveries WHERE message_id = ?)"
+)
 _DELETE_SESSION = (
     "DELETE FROM sessions WHERE client_id = ?",
     "DELETE FROM subscriptions WHERE client_id = ?",
     "DELETE FROM deliveries WHERE client_id = ?",
     "DELETE FROM inbound_qos2 WHERE client_id = ?",
 )
-_DELETE_ORPHAN_MESSAGES = "DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM deliveries)"
 
-Op = tuple[str, tuple[Any, ...]]
+# A statement queued for the writer: [sql, params], emptied when cancelled before it was
+# written (a list, so the one who queued it can cancel or amend it in place).
+Op = list[Any]
 
 
 def _properties_blob(properties: Properties, kind: int) -> bytes:
@@ -171,22 +182,32 @@ class SqliteStore:
         durability: str,
         commit_interval_ms: int,
         loop: asyncio.AbstractEventLoop,
+        *,
+        max_pending_writes: int,
+        on_failure: Callable[[StoreError], None],
     ) -> None:
+        """``on_failure`` is called on the loop, once, if a write fails: the store then
+        accepts no more work and acknowledgements waiting for a commit are dropped."""
         self.path = Path(data_dir) / DATABASE_NAME
         self._durability = durability
         self._interval = commit_interval_ms / 1000
         self._loop = loop
+        self._max_pending = max_pending_writes
+        self._on_failure = on_failure
         self._db = self._open()
         self._wall_offset = 0.0  # wall clock minus broker clock, fixed at load
         self._next_message_id = 1
-        self._ops: list[Op | None] = []  # None: cancelled before it was written
+        self._ops: list[Op] = []
         # Inserts of deliveries and messages recorded since the last hand-over to the writer:
         # a delivery acknowledged before it reached the disk never needs to.
-        self._unwritten: dict[tuple[str, int], int] = {}  # -> index of its insert
-        self._unwritten_messages: dict[int, int] = {}  # message id -> index of its insert
+        self._unwritten: dict[tuple[str, int], Op] = {}
+        self._unwritten_messages: dict[int, Op] = {}  # message id -> its insert
         self._callbacks: list[Callable[[], None]] = []
+        self._drained: list[Callable[[], None]] = []  # waiting for the backlog to shrink
         self._flush_scheduled = False
         self._busy = False  # a batch is being written
+        self._writing = 0  # statements in that batch
+        self._failure: StoreError | None = None  # set by the writer thread
         self._last_vacuum = time.monotonic()
         self._batches: queue.SimpleQueue[tuple[list[Op], list[Callable[[], None]]] | None]
         self._batches = queue.SimpleQueue()
@@ -231,35 +252,47 @@ class SqliteStore:
         """Read sessions, subscriptions, deliveries and retained messages; drop expired."""
         self._wall_offset = time.time() - now
         db = self._db
-        state = LoadedState()
-        sessions: dict[str, Session] = {}
-        for row in db.execute("SELECT * FROM sessions"):
-            loaded = self._session_from(row)
-            sessions[loaded.client_id] = loaded
-        for client_id, topic_filter, qos, no_local, rap, handling, identifier in db.execute(
-            "SELECT * FROM subscriptions"
-        ):
-            session = sessions.get(client_id)
-            if session is not None:
-                session.subscriptions[topic_filter] = SubscriptionOptions(
-                    qos, bool(no_local), bool(rap), handling, identifier
-                )
-        self._load_deliveries(sessions)
-        for client_id, packet_id in db.execute("SELECT * FROM inbound_qos2"):
-            if client_id in sessions:
-                sessions[client_id].receive_qos2(packet_id)
+        state = LoadedState(sessions=self._read_sessions(None))
         for topic, payload, qos, properties, origin, expires_at in db.execute(
             "SELECT * FROM retained"
         ):
             message = self._message(topic, payload, qos, True, properties, origin, expires_at)
             if not message.expired(now):
                 state.retained.append(message)
-        state.sessions = list(sessions.values())
-        for session in state.sessions:
-            session.store = self  # record changes from now on, not what was just read
         self._load_transactions(state)
         self._next_message_id = (db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
         return state
+
+    def load_session(self, client_id: str) -> Session | None:
+        """The stored session of ``client_id``, built as :meth:`load` builds it (times
+        rebased on the clock ``load`` fixed), or None."""
+        sessions = self._read_sessions(client_id)
+        return sessions[0] if sessions else None
+
+    def _read_sessions(self, client_id: str | None) -> list[Session]:
+        """Sessions with their subscriptions, deliveries and inbound QoS 2 identifiers,
+        ready to be attached: every stored one, or only that of ``client_id``."""
+        where, args = ("", ()) if client_id is None else (" WHERE client_id = ?", (client_id,))
+        db = self._db
+        sessions: dict[str, Session] = {}
+        for row in db.execute("SELECT * FROM sessions" + where, args):
+            loaded = self._session_from(row)
+            sessions[loaded.client_id] = loaded
+        for owner, topic_filter, qos, no_local, rap, handling, identifier in db.execute(
+            "SELECT * FROM subscriptions" + where, args
+        ):
+            session = sessions.get(owner)
+            if session is not None:
+                session.subscriptions[topic_filter] = SubscriptionOptions(
+                    qos, bool(no_local), bool(rap), handling, identifier
+                )
+        self._read_deliveries(sessions, where, args)
+        for owner, packet_id in db.execute("SELECT * FROM inbound_qos2" + where, args):
+            if owner in sessions:
+                sessions[owner].receive_qos2(packet_id)
+        for session in sessions.values():
+            session.store = self  # record changes from now on, not what was just read
+        return list(sessions.values())
 
     def _load_transactions(self, state: LoadedState) -> None:
         db = self._db
@@ -289,13 +322,16 @@ class SqliteStore:
             session.will_due = self._to_clock(will_due)
         return session
 
-    def _load_deliveries(self, sessions: dict[str, Session]) -> None:
+    def _read_deliveries(
+        self, sessions: dict[str, Session], where: str, args: tuple[str, ...]
+    ) -> None:
         messages: dict[int, Message] = {}
         rows = self._db.execute(
             "SELECT d.client_id, d.seq, d.qos, d.retain, d.subscription_ids, d.state,"
             " d.packet_id, m.id, m.topic, m.payload, m.qos, m.retain, m.properties, m.origin,"
-            " m.expires_at FROM deliveries d JOIN messages m ON m.id = d.message_id"
-            " ORDER BY d.client_id, d.seq"
+            f" m.expires_at FROM deliveries d JOIN messages m ON m.id = d.message_id{where}"
+            " ORDER BY d.client_id, d.seq",
+            args,
         )
         for row in rows:
             client_id, seq, qos, retain, sub_ids, state, packet_id, message_id = row[:8]
@@ -346,16 +382,19 @@ class SqliteStore:
 
     # -- recording --------------------------------------------------------------------------
 
-    def _record(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Queue one statement for the next batch; returns its index in the batch."""
-        self._ops.append((sql, params))
+    def _record(self, sql: str, params: tuple[Any, ...]) -> Op:
+        """Queue one statement for the next batch (dropped once a write has failed)."""
+        op = [sql, params]
+        if self._failure is not None:
+            return op
+        self._ops.append(op)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             if self._durability == "batch":
                 self._loop.call_later(self._interval, self._flush)
             else:
                 self._loop.call_soon(self._flush)
-        return len(self._ops) - 1
+        return op
 
     def save_session(self, session: Session) -> None:
         will = session.will
@@ -379,10 +418,17 @@ class SqliteStore:
             ),
         )
 
-    def delete_session(self, client_id: str) -> None:
+    def delete_session(self, session: Session) -> None:
+        """Forget a session: its rows by client id, and the message rows that only its
+        deliveries held, found from its inflight and queue (never a sweep of the table)."""
+        client_id = session.client_id
         for sql in _DELETE_SESSION:
             self._record(sql, (client_id,))
-        self._record(_DELETE_ORPHAN_MESSAGES, ())
+        sent = (inflight.delivery for inflight in session.inflight.values())
+        for delivery in chain(sent, session.queue):
+            if delivery.seq:  # stored (queued QoS 0 never is)
+                self._cancel_insert(client_id, delivery)
+                self._release(delivery.message)
 
     def save_subscription(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions
@@ -415,8 +461,8 @@ class SqliteStore:
         if message.store_id not in self._unwritten_messages:
             # Always (INSERT OR IGNORE): the row goes when its last delivery does, and a
             # message kept in memory (a retained one) may be delivered again later.
-            index = self._record(_SAVE_MESSAGE, self._message_row(message, message.store_id))
-            self._unwritten_messages[message.store_id] = index
+            insert = self._record(_SAVE_MESSAGE, self._message_row(message, message.store_id))
+            self._unwritten_messages[message.store_id] = insert
         ids = ",".join(map(str, delivery.subscription_ids))
         row = (client_id, delivery.seq, message.store_id, delivery.qos, int(delivery.retain), ids)
         self._unwritten[client_id, delivery.seq] = self._record(_SAVE_DELIVERY, (*row, 0, 0))
@@ -437,28 +483,35 @@ class SqliteStore:
     def update_delivery(
         self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
     ) -> None:
-        index = self._unwritten.get((client_id, delivery.seq))
-        if index is None:
+        insert = self._unwritten.get((client_id, delivery.seq))
+        if insert is None:
             self._record(_UPDATE_DELIVERY, (int(state), packet_id, client_id, delivery.seq))
-            return
-        op = self._ops[index]  # still to be inserted: insert it in its new state
-        assert op is not None
-        self._ops[index] = (op[0], (*op[1][:6], int(state), packet_id))
+        else:  # still to be inserted: insert it in its new state
+            insert[1] = (*insert[1][:6], int(state), packet_id)
 
     def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
-        message = delivery.message
-        message.stored_deliveries -= 1
-        index = self._unwritten.pop((client_id, delivery.seq), None)
-        if index is None:
+        if not self._cancel_insert(client_id, delivery):
             self._record(_DELETE_DELIVERY, (client_id, delivery.seq))
-        else:
-            self._ops[index] = None  # saved and done within one batch: nothing to write
+        self._release(delivery.message)
+
+    def _cancel_insert(self, client_id: str, delivery: Delivery) -> bool:
+        """Drop the delivery's insert if it is still pending; True if it was: saved and
+        done within one batch, it never needs to reach the disk."""
+        insert = self._unwritten.pop((client_id, delivery.seq), None)
+        if insert is None:
+            return False
+        insert.clear()
+        return True
+
+    def _release(self, message: Message) -> None:
+        """One stored delivery fewer holds ``message``: its row goes with the last one."""
+        message.stored_deliveries -= 1
         if message.stored_deliveries > 0:
             return
-        message_index = self._unwritten_messages.pop(message.store_id, None)
-        if message_index is not None:
-            self._ops[message_index] = None
-        self._record(_DELETE_MESSAGE, (message.store_id,))
+        insert = self._unwritten_messages.pop(message.store_id, None)
+        if insert is not None:
+            insert.clear()
+        self._record(_DELETE_MESSAGE, (message.store_id, message.store_id))
 
     def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
         self._record("INSERT OR REPLACE INTO inbound_qos2 VALUES (?, ?)", (client_id, packet_id))
@@ -496,6 +549,8 @@ class SqliteStore:
     # -- committing ---------------------------------------------------------------------------
 
     def after_commit(self, callback: Callable[[], None]) -> None:
+        if self._failure is not None:
+            return  # never: what it would confirm is not on disk
         if self._durability != "full" or not (self._ops or self._busy):
             callback()
             return
@@ -504,12 +559,31 @@ class SqliteStore:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
+    @property
+    def backlogged(self) -> bool:
+        """More statements are waiting to be written than ``max_pending_writes`` (always,
+        once a write has failed: the store takes no more work)."""
+        return self._failure is not None or self._pending() > self._max_pending
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once at most half of ``max_pending_writes`` statements are
+        waiting (at once if that is already so; never after a failure)."""
+        if self._failure is not None:
+            return
+        if self._pending() <= self._max_pending // 2:
+            callback()
+        else:
+            self._drained.append(callback)
+
+    def _pending(self) -> int:
+        return len(self._ops) + self._writing
+
     def _flush(self) -> None:
         """Hand what was recorded to the writer thread (one batch at a time)."""
         self._flush_scheduled = False
         if self._busy or not (self._ops or self._callbacks):
             return
-        ops = [op for op in self._ops if op is not None]
+        ops = [op for op in self._ops if op]
         self._ops = []
         self._unwritten.clear()
         self._unwritten_messages.clear()
@@ -520,26 +594,30 @@ class SqliteStore:
             return
         if time.monotonic() - self._last_vacuum > VACUUM_EVERY:
             self._last_vacuum = time.monotonic()
-            ops.append(("PRAGMA incremental_vacuum(256)", ()))
+            ops.append(["PRAGMA incremental_vacuum(256)", ()])
         if not self._writer_started:
             self._writer_started = True
             self._writer.start()
         self._busy = True
+        self._writing = len(ops)
         self._batches.put((ops, callbacks))
 
     def _write_batches(self) -> None:
-        """The writer thread: one transaction per batch."""
+        """The writer thread: one transaction per batch. A batch that fails to commit
+        ends the thread, and its acknowledgements are never sent."""
         while (batch := self._batches.get()) is not None:
             ops, callbacks = batch
             try:
                 self._write(ops)
-            except sqlite3.Error:
-                log.exception("writing to %s failed; acknowledgements are held back", self.path)
-                callbacks = []
-            try:
-                self._loop.call_soon_threadsafe(self._batch_done, callbacks)
-            except RuntimeError:  # the loop is closed: the broker is stopping
+            except Exception as exc:  # whatever it is, memory and disk now disagree
+                self._failure = self._write_error(exc)
+                self._call_on_loop(self._failed)
                 return
+            self._call_on_loop(partial(self._batch_done, callbacks))
+
+    def _call_on_loop(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the broker is stopping
+            self._loop.call_soon_threadsafe(callback)
 
     def _write(self, ops: list[Op]) -> None:
         db = self._db
@@ -557,21 +635,48 @@ class SqliteStore:
 
     def _batch_done(self, callbacks: list[Callable[[], None]]) -> None:
         self._busy = False
+        self._writing = 0
         for callback in callbacks:
             callback()
         if self._ops or self._callbacks:
             self._flush()
+        if self._drained and self._pending() <= self._max_pending // 2:
+            drained, self._drained = self._drained, []
+            for callback in drained:
+                callback()
+
+    def _write_error(self, exc: Exception) -> StoreError:
+        error = StoreError(f"{self.path}: writing failed: {exc!r}")
+        error.__cause__ = exc
+        return error
+
+    def _failed(self) -> None:
+        """On the loop after a failed write: drop all waiting work, tell the broker."""
+        assert self._failure is not None
+        self._ops = []
+        self._unwritten.clear()
+        self._unwritten_messages.clear()
+        self._callbacks = []
+        self._drained = []
+        self._on_failure(self._failure)
 
     def close(self) -> None:
-        """Write everything still pending, stop the writer and close the database."""
+        """Write everything still pending, stop the writer and close the database; raise
+        StoreError if that, or an earlier write, failed."""
         if self._writer_started:
             self._batches.put(None)
             self._writer.join()
-        ops = [op for op in self._ops if op is not None]
-        if ops:
-            self._write(ops)
-            self._ops = []
-        self._db.close()
+        ops = [op for op in self._ops if op]
+        self._ops = []
+        try:
+            if ops and self._failure is None:
+                self._write(ops)
+        except Exception as exc:
+            self._failure = self._write_error(exc)
+        finally:
+            self._db.close()
+        if self._failure is not None:
+            raise self._failure
 
 
 def _runs(ops: Iterable[Op]) -> Iterable[tuple[str, list[tuple[Any, ...]]]]:
