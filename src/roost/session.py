@@ -112,13 +112,15 @@ class DeliveryQueue:
         self._added(delivery)
 
     def popleft(self) -> Delivery:
-        delivery = self._items.popleft()
+        items = self._items
+        delivery = items.popleft()
         if delivery.qos == 0:
             qos0 = self._qos0
             while qos0.popleft() is not delivery:
                 pass  # stale entries of QoS 0 deliveries that expired
         self._removed(delivery)
-        self._tidy()
+        while items and not items[0].ticket:
+            items.popleft()
         return delivery
 
     def pop_oldest_qos0(self) -> Delivery | None:
@@ -155,15 +157,21 @@ class DeliveryQueue:
             self._expiring_count += 1
 
     def _removed(self, delivery: Delivery) -> None:
+        """Account for a delivery leaving; its heap entry, if any, is stale from now on."""
         delivery.ticket = 0
         self._count -= 1
         if delivery.qos == 0:
             self._qos0_count -= 1
         if delivery.message.expires_at is not None:
             self._expiring_count -= 1
+            heap = self._expiring
+            if len(heap) > 2 * self._expiring_count:
+                heap[:] = [entry for entry in heap if entry[2].ticket == entry[1]]
+                heapq.heapify(heap)  # in place: pop_expired may be walking it
 
     def _tidy(self) -> None:
-        """Drop stale entries at the head, and rebuild a structure that is mostly stale."""
+        """After a removal from the middle: drop stale entries at the head, and rebuild
+        an index that is mostly stale."""
         items = self._items
         while items and not items[0].ticket:
             items.popleft()
@@ -171,9 +179,6 @@ class DeliveryQueue:
             self._items = deque(delivery for delivery in items if delivery.ticket)
         if len(self._qos0) > 2 * self._qos0_count:
             self._qos0 = deque(delivery for delivery in self._qos0 if delivery.ticket)
-        if len(self._expiring) > 2 * self._expiring_count:
-            self._expiring = [entry for entry in self._expiring if entry[2].ticket == entry[1]]
-            heapq.heapify(self._expiring)
 
 
 class OutboundState(IntEnum):
