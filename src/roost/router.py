@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from roost.message import Message
 from roost.session import SubscriptionOptions
-from roost.topics import SHARE_PREFIX, TopicTrie, parse_shared, topic_matches
+from roost.timers import Deadlines
+from roost.topics import SHARE_PREFIX, TopicMap, TopicTrie, parse_shared
 
 ROUTE_CACHE_SIZE = 4096
 
@@ -34,6 +35,42 @@ class Target:
             self.subscription_ids = (*self.subscription_ids, options.identifier)
 
 
+Route = list[tuple[str, Target]]  # (client id, what it gets) for each receiving session
+
+
+class RetainedMessages(TopicMap[Message]):
+    """Retained messages by topic [MQTT-3.3.1-5], found by filter through the topic trie
+    and by expiry through a heap of deadlines, so that neither a SUBSCRIBE nor the
+    periodic clean-up scans them all. Assigning an item (as loading does) indexes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._expiry: Deadlines[str] = Deadlines()
+
+    def __setitem__(self, topic: str, message: Message) -> None:
+        super().__setitem__(topic, message)
+        if message.expires_at is None:
+            self._expiry.cancel(topic)
+        else:
+            self._expiry.schedule(topic, message.expires_at)
+
+    def __delitem__(self, topic: str) -> None:
+        super().__delitem__(topic)
+        self._expiry.cancel(topic)
+
+    def clear(self) -> None:
+        """Empty the map and its expiry heap together."""
+        super().clear()
+        self._expiry = Deadlines()
+
+    def drop_expired(self, now: float) -> list[str]:
+        """Remove the messages whose expiry has passed; returns their topics."""
+        expired = self._expiry.due(now)
+        for topic in expired:
+            super().__delitem__(topic)  # their deadlines are spent already
+        return expired
+
+
 class Router:
     """Subscriptions of all sessions in one trie (client id -> options per filter), the
     round-robin position of each shared group, and retained messages by topic."""
@@ -41,28 +78,34 @@ class Router:
     def __init__(self) -> None:
         self._trie: TopicTrie[str, SubscriptionOptions] = TopicTrie()
         # Routes that depend on nothing but the topic (no shared group, no no-local),
-        # until the next subscription change.
-        self._routes: dict[str, list[tuple[str, Target]]] = {}
+        # until a subscription matching the topic changes.
+        self._routes: TopicMap[Route] = TopicMap()
         self._next_member: dict[str, int] = {}  # shared filter -> round-robin counter
-        self.retained: dict[str, Message] = {}
+        self.retained = RetainedMessages()
 
     def subscribe(self, client_id: str, topic_filter: str, options: SubscriptionOptions) -> bool:
         """Add or replace a subscription; True if it did not exist [MQTT-3.8.4-3]."""
-        self._routes.clear()
+        self._forget_routes(topic_filter)
         return self._trie.add(topic_filter, client_id, options)
 
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
         """Remove a subscription; True if it existed."""
-        self._routes.clear()
         existed = self._trie.remove(topic_filter, client_id) is not None
-        if existed and self._trie.get(topic_filter) is None:
-            self._next_member.pop(topic_filter, None)  # its round robin ends with it
+        if existed:
+            self._forget_routes(topic_filter)
+            if self._trie.get(topic_filter) is None:
+                self._next_member.pop(topic_filter, None)  # its round robin ends with it
         return existed
+
+    def _forget_routes(self, topic_filter: str) -> None:
+        """Drop the cached routes of the topics ``topic_filter`` matches: the only ones a
+        change to it can alter (a shared filter counts as its inner filter)."""
+        self._routes.discard_matching(parse_shared(topic_filter)[1])
 
     def subscription_count(self) -> int:
         return len(self._trie)
 
-    def route(self, message: Message, online: Callable[[str], bool]) -> list[tuple[str, Target]]:
+    def route(self, message: Message, online: Callable[[str], bool]) -> Route:
         """The sessions that receive ``message``: (client id, what it gets).
 
         Ordinary subscriptions of one session merge into one copy. Each shared subscription
@@ -145,17 +188,11 @@ class Router:
             self.retained.pop(message.topic, None)
 
     def retained_for(self, topic_filter: str, now: float) -> list[Message]:
-        """Unexpired retained messages matching a (non-shared) filter, oldest topic first."""
-        _, inner = parse_shared(topic_filter)
-        return [
-            message
-            for topic, message in self.retained.items()
-            if topic_matches(inner, topic) and not message.expired(now)
-        ]
+        """Unexpired retained messages matching a filter (a shared one as its inner
+        filter), oldest topic first; found through the topic trie, not by a scan."""
+        messages = self.retained.values_matching(parse_shared(topic_filter)[1])
+        return [message for message in messages if not message.expired(now)]
 
     def drop_expired_retained(self, now: float) -> list[str]:
         """Forget retained messages whose expiry has passed; returns their topics."""
-        expired = [topic for topic, message in self.retained.items() if message.expired(now)]
-        for topic in expired:
-            del self.retained[topic]
-        return expired
+        return self.retained.drop_expired(now)

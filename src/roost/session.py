@@ -6,9 +6,12 @@ No I/O here: the protocol layer drives a session, a store records it.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import count, islice
 from typing import TYPE_CHECKING
 
 from roost.codec import Will
@@ -35,7 +38,7 @@ class SubscriptionOptions:
 class Delivery:
     """One message on its way to one session: the message plus per-recipient details."""
 
-    __slots__ = ("message", "qos", "retain", "seq", "subscription_ids")
+    __slots__ = ("message", "qos", "retain", "seq", "subscription_ids", "ticket")
 
     def __init__(
         self, message: Message, qos: int, retain: bool, subscription_ids: tuple[int, ...] = ()
@@ -45,6 +48,138 @@ class Delivery:
         self.retain = retain
         self.subscription_ids = subscription_ids
         self.seq = 0  # position in its session's stored order; 0 while not stored
+        self.ticket = 0  # its entry in a DeliveryQueue; 0 while not queued
+
+
+class DeliveryQueue:
+    """Deliveries waiting to be sent, oldest first, shaped for the drop policy of a full
+    queue: the oldest QoS 0 delivery and the expired ones are found without a scan.
+
+    Two indexes refer to queued deliveries: the QoS 0 ones in order, and a heap of the
+    expiring ones by expiry time. A delivery leaving from the middle only loses its ticket
+    and is skipped where it is met later; a structure holding more such stale entries than
+    live ones is rebuilt. So every operation is amortised O(1) (O(log n) for an expiring
+    message) and memory stays within twice the queue. The head is always live.
+    """
+
+    __slots__ = (
+        "_count",
+        "_expiring",
+        "_expiring_count",
+        "_items",
+        "_qos0",
+        "_qos0_count",
+        "_tickets",
+    )
+
+    def __init__(self) -> None:
+        self._items: deque[Delivery] = deque()
+        self._count = 0
+        self._qos0: deque[Delivery] = deque()
+        self._qos0_count = 0
+        self._expiring: list[tuple[float, int, Delivery]] = []  # (expires at, ticket, ...)
+        self._expiring_count = 0
+        self._tickets = count(1)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Delivery]:
+        return (delivery for delivery in self._items if delivery.ticket)
+
+    def __getitem__(self, index: int) -> Delivery:
+        """The delivery ``index`` places from the head: O(1) for the head, the one a
+        sender peeks at."""
+        if index == 0:
+            return self._items[0]  # the head is always live
+        for delivery in islice(self, index, None):
+            return delivery
+        raise IndexError(index)
+
+    @property
+    def qos0_count(self) -> int:
+        return self._qos0_count
+
+    def append(self, delivery: Delivery) -> None:
+        self._items.append(delivery)
+        if delivery.qos == 0:
+            self._qos0.append(delivery)
+        self._added(delivery)
+
+    def appendleft(self, delivery: Delivery) -> None:
+        self._items.appendleft(delivery)
+        if delivery.qos == 0:
+            self._qos0.appendleft(delivery)
+        self._added(delivery)
+
+    def popleft(self) -> Delivery:
+        items = self._items
+        delivery = items.popleft()
+        if delivery.qos == 0:
+            qos0 = self._qos0
+            while qos0.popleft() is not delivery:
+                pass  # stale entries of QoS 0 deliveries that expired
+        self._removed(delivery)
+        while items and not items[0].ticket:
+            items.popleft()
+        return delivery
+
+    def pop_oldest_qos0(self) -> Delivery | None:
+        """Remove and return the oldest QoS 0 delivery, if any."""
+        qos0 = self._qos0
+        while qos0:
+            delivery = qos0.popleft()
+            if delivery.ticket:
+                self._removed(delivery)
+                self._tidy()
+                return delivery
+        return None
+
+    def pop_expired(self, now: float) -> list[Delivery]:
+        """Remove and return the deliveries whose message has expired at ``now``."""
+        heap = self._expiring
+        expired: list[Delivery] = []
+        while heap and heap[0][0] <= now:
+            _, ticket, delivery = heapq.heappop(heap)
+            if delivery.ticket == ticket:
+                self._removed(delivery)
+                expired.append(delivery)
+        self._tidy()
+        return expired
+
+    def _added(self, delivery: Delivery) -> None:
+        ticket = delivery.ticket = next(self._tickets)
+        self._count += 1
+        if delivery.qos == 0:
+            self._qos0_count += 1
+        expires_at = delivery.message.expires_at
+        if expires_at is not None:
+            heapq.heappush(self._expiring, (expires_at, ticket, delivery))
+            self._expiring_count += 1
+
+    def _removed(self, delivery: Delivery) -> None:
+        """Account for a delivery leaving; its heap entry, if any, is stale from now on."""
+        delivery.ticket = 0
+        self._count -= 1
+        if delivery.qos == 0:
+            self._qos0_count -= 1
+        if delivery.message.expires_at is not None:
+            self._expiring_count -= 1
+            heap = self._expiring
+            if len(heap) > 2 * self._expiring_count:
+                heap[:] = [entry for entry in heap if entry[2].ticket == entry[1]]
+                heapq.heapify(heap)  # in place: pop_expired may be walking it
+
+    def _tidy(self) -> None:
+        """After a removal from the middle: drop stale entries at the head, and rebuild
+        an index that is mostly stale."""
+        items = self._items
+        while items and not items[0].ticket:
+            items.popleft()
+        if len(items) > 2 * self._count:
+            self._items = deque(delivery for delivery in items if delivery.ticket)
+        if len(self._qos0) > 2 * self._qos0_count:
+            self._qos0 = deque(delivery for delivery in self._qos0 if delivery.ticket)
 
 
 class OutboundState(IntEnum):
@@ -83,7 +218,6 @@ class Session:
         "next_packet_id",
         "next_seq",
         "queue",
-        "queued_qos0",
         "store",
         "subscriptions",
         "will",
@@ -96,11 +230,10 @@ class Session:
         self.expires_at: float | None = None  # set while no connection holds the session
         self.subscriptions: dict[str, SubscriptionOptions] = {}
         self.inflight: dict[int, Inflight] = {}  # packet id -> flow, in send order
-        # The queue and the inbound set start as shared empty immutables and become a deque
-        # / set when first needed: most sessions never queue, and an empty deque costs
-        # 760 bytes (an idle connection's budget is a few KB).
-        self.queue: deque[Delivery] | tuple[()] = ()
-        self.queued_qos0 = 0
+        # The queue and the inbound set start as shared empty immutables and become a
+        # DeliveryQueue / set when first needed: most sessions never queue, and an empty
+        # DeliveryQueue costs about 1.7 KB (an idle connection's budget is a few KB).
+        self.queue: DeliveryQueue | tuple[()] = ()
         self.inbound_qos2: set[int] | frozenset[int] = frozenset()  # PUBREC sent, no PUBREL
         self.next_packet_id = 1
         self.next_seq = 1
@@ -160,48 +293,34 @@ class Session:
         already queued keeps its place and order.
         """
         queue = self.queue
-        if not isinstance(queue, deque):
+        if not isinstance(queue, DeliveryQueue):
             if limit <= 0:
                 return False
-            queue = self.queue = deque()
+            queue = self.queue = DeliveryQueue()
         if len(queue) >= limit:
-            queue = self._drop_expired(queue, now)
-        if len(queue) >= limit:
-            if not self.queued_qos0:
+            for expired in queue.pop_expired(now):
+                self.discard(expired)
+            if len(queue) >= limit and queue.pop_oldest_qos0() is None:
                 return False
-            for index, queued in enumerate(queue):
-                if queued.qos == 0:
-                    del queue[index]
-                    self.queued_qos0 -= 1
-                    break
         queue.append(delivery)
-        if delivery.qos == 0:
-            self.queued_qos0 += 1
-        elif self.store is not None:
+        if delivery.qos and self.store is not None:
             delivery.seq = self.next_seq
             self.next_seq += 1
             self.store.save_delivery(self.client_id, delivery)
         return True
 
-    def _drop_expired(self, queue: deque[Delivery], now: float) -> deque[Delivery]:
-        kept: deque[Delivery] = deque()
-        for queued in queue:
-            if not queued.message.expired(now):
-                kept.append(queued)
-                continue
-            if queued.qos == 0:
-                self.queued_qos0 -= 1
-            self.discard(queued)
-        self.queue = kept
-        return kept
+    @property
+    def queued_qos0(self) -> int:
+        """QoS 0 deliveries in the queue."""
+        return self.queue.qos0_count if isinstance(self.queue, DeliveryQueue) else 0
 
     def unsend(self, packet_ids: list[int]) -> None:
         """Put deliveries sent under ``packet_ids`` (in send order) back at the head of
         the queue, to be sent again under new identifiers: a resumed client may allow
         fewer messages in flight than were outstanding [MQTT-3.3.4-9]."""
         queue = self.queue
-        if not isinstance(queue, deque):
-            queue = self.queue = deque()
+        if not isinstance(queue, DeliveryQueue):
+            queue = self.queue = DeliveryQueue()
         for packet_id in reversed(packet_ids):
             delivery = self.inflight.pop(packet_id).delivery
             queue.appendleft(delivery)
@@ -210,18 +329,16 @@ class Session:
 
     def restore_queued(self, delivery: Delivery) -> None:
         """Put back a stored delivery at the end of the queue (loading, no limit)."""
-        if not isinstance(self.queue, deque):
-            self.queue = deque()
+        if not isinstance(self.queue, DeliveryQueue):
+            self.queue = DeliveryQueue()
         self.queue.append(delivery)
 
     def dequeue(self) -> Delivery:
         queue = self.queue
-        assert isinstance(queue, deque), "dequeue from an empty queue"
+        assert isinstance(queue, DeliveryQueue), "dequeue from an empty queue"
         delivery = queue.popleft()
         if not queue:
             self.queue = ()
-        if delivery.qos == 0:
-            self.queued_qos0 -= 1
         return delivery
 
     def discard(self, delivery: Delivery) -> None:

@@ -1,39 +1,55 @@
 """Timer structures shared by all connections and sessions; every call takes ``now``.
 
 No timer per connection [MISSION §4]: the broker runs ONE periodic sweep that asks these
-structures what is due. Entries are never cancelled in place: the owner re-checks an item
-when it comes due (has it heard from the client since? was the will cancelled?) and
-re-schedules it if needed, so a heartbeat costs one attribute write.
+structures what is due. Each item has at most one live entry: scheduling it again replaces
+its entry, and an item that goes away (a closed connection, a resumed session) is removed
+at once, so nothing stays referenced until a far deadline comes. A heartbeat still costs
+one attribute write: the owner re-checks an item when it comes due and re-schedules it.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Hashable
 from itertools import count
 from typing import Generic, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Hashable)
 
 
 class TimingWheel(Generic[T]):
     """Buckets of items by deadline, ``resolution`` seconds wide (a hashed timing wheel).
 
-    ``schedule`` is O(1); ``due`` visits only the buckets whose time has come.
+    ``schedule`` and ``discard`` are O(1); ``due`` visits only the buckets whose time has
+    come. A bucket is an insertion-ordered dict, so an item leaves it without a search.
     """
 
     def __init__(self, now: float, resolution: float = 0.25) -> None:
         self._resolution = resolution
-        self._buckets: dict[int, list[T]] = {}
+        self._buckets: dict[int, dict[T, None]] = {}
+        self._slot_of: dict[T, int] = {}
         self._cursor = math.floor(now / resolution)  # last slot already handed out
 
     def schedule(self, item: T, deadline: float) -> None:
+        """Make ``item`` due at ``deadline``, replacing its earlier entry if any."""
+        self.discard(item)
         slot = max(math.ceil(deadline / self._resolution), self._cursor + 1)
         bucket = self._buckets.get(slot)
         if bucket is None:
-            self._buckets[slot] = [item]
-        else:
-            bucket.append(item)
+            bucket = self._buckets[slot] = {}
+        bucket[item] = None
+        self._slot_of[item] = slot
+
+    def discard(self, item: T) -> None:
+        """Forget ``item`` (no-op if it is not scheduled); the wheel keeps no reference."""
+        slot = self._slot_of.pop(item, None)
+        if slot is None:
+            return
+        bucket = self._buckets[slot]
+        del bucket[item]
+        if not bucket:
+            del self._buckets[slot]
 
     def due(self, now: float) -> list[T]:
         """Remove and return every item whose bucket's time is <= ``now``."""
@@ -42,37 +58,80 @@ class TimingWheel(Generic[T]):
         buckets = self._buckets
         if current - self._cursor > len(buckets):
             # Long pause (or sparse wheel): visit the occupied slots only.
-            for slot in sorted(s for s in buckets if s <= current):
-                found.extend(buckets.pop(slot))
+            slots = sorted(s for s in buckets if s <= current)
         else:
-            for slot in range(self._cursor + 1, current + 1):
-                bucket = buckets.pop(slot, None)
-                if bucket is not None:
-                    found.extend(bucket)
+            slots = [s for s in range(self._cursor + 1, current + 1) if s in buckets]
+        slot_of = self._slot_of
+        for slot in slots:
+            bucket = buckets.pop(slot)
+            for item in bucket:
+                del slot_of[item]
+            found.extend(bucket)
         self._cursor = max(self._cursor, current)
         return found
 
     def __len__(self) -> int:
-        return sum(len(bucket) for bucket in self._buckets.values())
+        """Number of scheduled items."""
+        return len(self._slot_of)
+
+    @property
+    def occupied_slots(self) -> int:
+        """Buckets holding at least one item (empty ones are never kept)."""
+        return len(self._buckets)
 
 
 class Deadlines(Generic[T]):
-    """A min-heap of (when, item) for sparse, far-apart deadlines (will delays, session
-    expiry, transaction checks)."""
+    """A min-heap of (when, key) for sparse, far-apart deadlines (will delays, session
+    expiry, transaction checks), with one live deadline per key.
+
+    Re-scheduling or cancelling a key leaves its old heap entry behind, stale: it is
+    skipped when it comes out, and the heap is rebuilt once stale entries outnumber live
+    ones, so memory stays within twice the live keys and each change costs amortised
+    O(log n).
+    """
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, T]] = []
-        self._order = count()
+        self._live: dict[T, int] = {}  # key -> ticket of its live heap entry
+        self._tickets = count()
 
-    def schedule(self, item: T, when: float) -> None:
-        heapq.heappush(self._heap, (when, next(self._order), item))
+    def schedule(self, key: T, when: float) -> None:
+        """Make ``key`` due at ``when``, replacing its earlier deadline if any."""
+        ticket = next(self._tickets)
+        self._live[key] = ticket
+        heapq.heappush(self._heap, (when, ticket, key))
+        self._compact_if_sparse()
+
+    def cancel(self, key: T) -> None:
+        """Forget the deadline of ``key`` (no-op if it has none)."""
+        if self._live.pop(key, None) is not None:
+            self._compact_if_sparse()
 
     def due(self, now: float) -> list[T]:
+        """Remove and return the keys whose deadline is <= ``now``, earliest first (ties
+        in scheduling order)."""
         heap = self._heap
+        live = self._live
         found: list[T] = []
         while heap and heap[0][0] <= now:
-            found.append(heapq.heappop(heap)[2])
+            _, ticket, key = heapq.heappop(heap)
+            if live.get(key) == ticket:
+                del live[key]
+                found.append(key)
+        self._compact_if_sparse()
         return found
 
+    def _compact_if_sparse(self) -> None:
+        if len(self._heap) > 2 * len(self._live):
+            live = self._live
+            self._heap = [entry for entry in self._heap if live.get(entry[2]) == entry[1]]
+            heapq.heapify(self._heap)
+
     def __len__(self) -> int:
+        """Number of keys with a deadline."""
+        return len(self._live)
+
+    @property
+    def heap_size(self) -> int:
+        """Entries in the heap, live or stale: at most twice the live keys."""
         return len(self._heap)

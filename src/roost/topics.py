@@ -1,5 +1,5 @@
-"""Topic names, topic filters and the subscription trie (MQTT 5.0 sections 4.7 and 4.8.2;
-rule numbers below are MQTT 5.0's).
+"""Topic names, topic filters, the subscription trie and a map of topics found by filter
+(MQTT 5.0 sections 4.7 and 4.8.2; rule numbers below are MQTT 5.0's).
 
 Pure functions and data structures: no I/O, no asyncio. Callers validate a name or filter
 before handing it to :class:`TopicTrie`; the trie itself does not re-check.
@@ -7,13 +7,15 @@ before handing it to :class:`TopicTrie`; the trie itself does not re-check.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Generic, TypeVar
+from collections.abc import Iterator, MutableMapping
+from itertools import count
+from typing import Generic, TypeVar, overload
 
 from roost.errors import ProtocolError, ReasonCode
 
 K = TypeVar("K")
 V = TypeVar("V")
+D = TypeVar("D")
 
 SEPARATOR = "/"
 SINGLE_LEVEL = "+"
@@ -140,6 +142,142 @@ class TopicNameCheck:
         known.add(name)
 
 
+class _TopicNode:
+    """One level of a :class:`TopicMap`: children by level text, and the topic ending
+    here (if any) with its insertion order."""
+
+    __slots__ = ("children", "order", "topic")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _TopicNode] = {}
+        self.topic: str | None = None
+        self.order = 0
+
+    def wildcard_children(self, at_root: bool) -> list[_TopicNode]:
+        """The children a '+' or '#' level may enter: at the first level, not those of
+        '$' topics [MQTT-4.7.2-1]."""
+        if not at_root:
+            return list(self.children.values())
+        return [child for level, child in self.children.items() if not level.startswith("$")]
+
+
+class TopicMap(MutableMapping[str, V]):
+    """Values by topic name that can also be found by topic filter: a dict for exact
+    lookups plus a trie of levels, so a filter visits the topics under its literal levels
+    instead of every topic (retained messages for a SUBSCRIBE, cached routes to forget on
+    a subscription change). Iteration and :meth:`matching` give the oldest topic first,
+    as a dict would.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, V] = {}
+        self._root = _TopicNode()
+        self._order = count()
+
+    def __getitem__(self, topic: str) -> V:
+        return self._values[topic]
+
+    @overload
+    def get(self, topic: str, /) -> V | None: ...
+    @overload
+    def get(self, topic: str, default: V, /) -> V: ...
+    @overload
+    def get(self, topic: str, default: D, /) -> V | D: ...
+    def get(self, topic: str, default: object = None, /) -> object:
+        """Like dict.get, without the mixin's exception on a miss: it is on the hot path."""
+        return self._values.get(topic, default)
+
+    def __contains__(self, topic: object) -> bool:
+        return topic in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __setitem__(self, topic: str, value: V) -> None:
+        """Add or replace; a replaced topic keeps its place in the order."""
+        if topic not in self._values:
+            node = self._root
+            for level in topic.split(SEPARATOR):
+                child = node.children.get(level)
+                if child is None:
+                    child = node.children[level] = _TopicNode()
+                node = child
+            node.topic = topic
+            node.order = next(self._order)
+        self._values[topic] = value
+
+    def __delitem__(self, topic: str) -> None:
+        """Remove a topic, pruning the trie nodes it leaves empty."""
+        del self._values[topic]
+        levels = topic.split(SEPARATOR)
+        path = [self._root]
+        for level in levels:
+            path.append(path[-1].children[level])
+        path[-1].topic = None
+        for depth in range(len(levels), 0, -1):
+            node = path[depth]
+            if node.children or node.topic is not None:
+                break
+            del path[depth - 1].children[levels[depth - 1]]
+
+    def clear(self) -> None:
+        """Empty the map at once (the mixin would delete topic by topic)."""
+        self._values.clear()
+        self._root = _TopicNode()
+
+    def matching(self, topic_filter: str) -> list[str]:
+        """The topics a (non-shared) filter matches, oldest first."""
+        return [topic for _, topic in self._matching(topic_filter)]
+
+    def values_matching(self, topic_filter: str) -> list[V]:
+        """The values of the topics a (non-shared) filter matches, oldest topic first."""
+        values = self._values
+        return [values[topic] for _, topic in self._matching(topic_filter)]
+
+    def _matching(self, topic_filter: str) -> list[tuple[int, str]]:
+        """(insertion order, topic) of the topics ``topic_filter`` matches (section 4.7),
+        sorted.
+
+        ``a/#`` matches ``a`` (section 4.7.1.2); '$' topics are not matched by a leading
+        wildcard [MQTT-4.7.2-1]. Visits only nodes under the filter's literal levels.
+        """
+        levels = topic_filter.split(SEPARATOR)
+        last = len(levels)
+        found: list[tuple[int, str]] = []
+        stack = [(self._root, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if depth == last:
+                if node.topic is not None:
+                    found.append((node.order, node.topic))
+                continue
+            level = levels[depth]
+            if level == MULTI_LEVEL:
+                # This level and every one below: 'a/#' matches 'a' (section 4.7.1.2).
+                below = [node] if depth else node.wildcard_children(at_root=True)
+                while below:
+                    node = below.pop()
+                    if node.topic is not None:
+                        found.append((node.order, node.topic))
+                    below.extend(node.children.values())
+            elif level == SINGLE_LEVEL:
+                stack.extend((child, depth + 1) for child in node.wildcard_children(depth == 0))
+            else:
+                child = node.children.get(level)
+                if child is not None:
+                    stack.append((child, depth + 1))
+        found.sort()
+        return found
+
+    def discard_matching(self, topic_filter: str) -> None:
+        """Remove every topic the (non-shared) filter matches."""
+        for topic in self.matching(topic_filter):
+            del self[topic]
+
+
 class _Node(Generic[K, V]):
     """One level of the trie: children by level text, and the subscriptions whose
     (inner) filter ends here, by full filter (a plain filter and its ``$share`` forms
@@ -165,7 +303,9 @@ class TopicTrie(Generic[K, V]):
     def __init__(self, cache_size: int = MATCH_CACHE_SIZE) -> None:
         self._root: _Node[K, V] = _Node()
         self._count = 0
-        self._cache: dict[str, list[tuple[str, dict[K, V]]]] = {}
+        # Results of match() by topic. A cached result holds the trie's own dicts, so it
+        # changes only when a filter matching its topic appears or disappears.
+        self._cache: TopicMap[list[tuple[str, dict[K, V]]]] = TopicMap()
         self._cache_size = cache_size
 
     @staticmethod
@@ -194,7 +334,7 @@ class TopicTrie(Generic[K, V]):
         entries = node.subscriptions.get(topic_filter)
         if entries is None:
             entries = node.subscriptions[topic_filter] = {}
-        self._cache.clear()
+            self._cache.discard_matching(parse_shared(topic_filter)[1])
         is_new = key not in entries
         entries[key] = value
         self._count += is_new
@@ -212,9 +352,9 @@ class TopicTrie(Generic[K, V]):
             return None
         value = entries.pop(key)
         self._count -= 1
-        self._cache.clear()
         if not entries:
             del node.subscriptions[topic_filter]
+            self._cache.discard_matching(parse_shared(topic_filter)[1])
         levels = self._levels(topic_filter)
         for depth in range(len(levels), 0, -1):
             node = path[depth]
@@ -230,8 +370,8 @@ class TopicTrie(Generic[K, V]):
 
     def match(self, topic: str) -> list[tuple[str, dict[K, V]]]:
         """Every ``(filter, entries)`` whose filter matches ``topic`` (section 4.7), in
-        no particular order. Cached per topic until the next add/remove; neither the
-        list nor the dicts may be mutated."""
+        no particular order. Cached per topic until a filter matching it is added or
+        removed; neither the list nor the dicts may be mutated."""
         cached = self._cache.get(topic)
         if cached is not None:
             return cached
