@@ -10,7 +10,7 @@ What the core needs of a connection is the :class:`Connection` protocol below.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import astuple, replace
 from typing import Protocol
 
@@ -43,7 +43,7 @@ DROP_REPORT_INTERVAL = 10.0  # seconds between log lines about messages dropped 
 DROP_REPORT_CLIENTS = 20  # clients named per such log line; the rest are counted
 
 
-class Connection(Protocol):
+class Connection(Hashable, Protocol):
     """What the core needs of a client's connection."""
 
     keepalive_due: float  # when its live keep-alive wheel entry comes due
@@ -163,6 +163,7 @@ class BrokerCore:
             session.attach_store(self.store)
         else:
             # Reconnected in time: a delayed will is not sent [MQTT-3.1.3-9].
+            self._cancel_deadlines(client_id)
             session.will = will
             session.will_due = None
             session.expires_at = None
@@ -174,6 +175,7 @@ class BrokerCore:
         """A network connection closed: forget it everywhere (it may never have attached)."""
         self.open_connections.discard(connection)
         self.blocked_writers.pop(connection, None)
+        self.keepalive.discard(connection)
 
     def connection_closed(
         self, connection: Connection, session: Session, will: Will | None
@@ -216,12 +218,17 @@ class BrokerCore:
         session = self.sessions.pop(client_id, None)
         if session is None:
             return
+        self._cancel_deadlines(client_id)
         session.forget()
         if session.will is not None:
             self.publish_will(client_id, session.will)
             session.will = None
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(client_id, topic_filter)
+
+    def _cancel_deadlines(self, client_id: str) -> None:
+        self.deadlines.cancel((SESSION_EXPIRES, client_id))
+        self.deadlines.cancel((WILL_DUE, client_id))
 
     def publish_will(self, client_id: str, will: Will) -> None:
         properties = will.properties
