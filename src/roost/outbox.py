@@ -182,14 +182,17 @@ class Outbox:
         message = delivery.message
         topic = message.topic_bytes
         properties = None
+        alias = 0
         if self.level == MQTT_5:
             properties = message.properties_bytes(now)
             if delivery.subscription_ids:
                 ids = Properties(subscription_identifiers=delivery.subscription_ids)
                 properties = encode_properties(ids) + properties
             if self._aliases is not None:
-                return self._encode_aliased(delivery, packet_id, dup, properties)
-        return encode_publish(
+                topic, alias = self._aliases.lookup(topic)
+                if alias:
+                    properties = TOPIC_ALIAS_PROPERTY + encode_u16(alias) + properties
+        data = encode_publish(
             topic,
             message.payload,
             delivery.qos,
@@ -199,26 +202,7 @@ class Outbox:
             properties,
             self.level,
         )
-
-    def _encode_aliased(
-        self, delivery: Delivery, packet_id: int, dup: bool, properties: bytes
-    ) -> bytes:
-        assert self._aliases is not None
-        message = delivery.message
-        topic, alias = self._aliases.lookup(message.topic_bytes)
-        if alias:
-            properties = TOPIC_ALIAS_PROPERTY + encode_u16(alias) + properties
-        data = encode_publish(
-            topic,
-            message.payload,
-            delivery.qos,
-            delivery.retain,
-            dup,
-            packet_id,
-            properties,
-            MQTT_5,
-        )
-        if topic and alias and len(data) > self.max_packet:
+        if alias and topic and len(data) > self.max_packet and self._aliases is not None:
             self._aliases.forget(topic)  # not sent: the client does not learn this alias
         return data
 
