@@ -260,9 +260,10 @@ class TopicMap(MutableMapping[str, V]):
                 stack.extend((prefix + child + SEPARATOR, depth + 1) for child in below)
             elif level == MULTI_LEVEL:
                 # This level and every one below: 'a/#' matches 'a' (section 4.7.1.2).
-                pending = [prefix]
-                if not depth:
-                    pending = [child + SEPARATOR for child in self._wildcard_children("", 0)]
+                if depth:
+                    pending = [prefix]
+                else:
+                    pending = [child + SEPARATOR for child in self._wildcard_children(prefix, 0)]
                 while pending:
                     prefix = pending.pop()
                     topic = prefix[:-1]
@@ -279,7 +280,7 @@ class TopicMap(MutableMapping[str, V]):
     def _wildcard_children(self, prefix: str, depth: int) -> Iterable[str]:
         """The levels under ``prefix`` a '+' or '#' may enter: at the first level, not
         those of '$' topics [MQTT-4.7.2-1]."""
-        below = self._children.get(prefix, {})
+        below = self._children.get(prefix, ())
         if depth:
             return below
         return [level for level in below if not level.startswith("$")]
