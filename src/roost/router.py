@@ -39,9 +39,10 @@ Route = list[tuple[str, Target]]  # (client id, what it gets) for each receiving
 
 
 class RetainedMessages(TopicMap[Message]):
-    """Retained messages by topic [MQTT-3.3.1-5], found by filter through the topic trie
+    """Retained messages by topic [MQTT-3.3.1-5], found by filter through the topic index
     and by expiry through a heap of deadlines, so that neither a SUBSCRIBE nor the
-    periodic clean-up scans them all. Assigning an item (as loading does) indexes it."""
+    periodic clean-up scans them all. Assigning an item (as loading does) indexes it at
+    once: the first SUBSCRIBE after a load does not pay for every topic loaded."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,6 +50,7 @@ class RetainedMessages(TopicMap[Message]):
 
     def __setitem__(self, topic: str, message: Message) -> None:
         super().__setitem__(topic, message)
+        self.index_new_topics()
         if message.expires_at is None:
             self._expiry.cancel(topic)
         else:

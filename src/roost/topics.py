@@ -7,7 +7,7 @@ before handing it to :class:`TopicTrie`; the trie itself does not re-check.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from itertools import count
 from typing import Generic, TypeVar, overload
 
@@ -142,37 +142,27 @@ class TopicNameCheck:
         known.add(name)
 
 
-class _TopicNode:
-    """One level of a :class:`TopicMap`: children by level text, and the topic ending
-    here (if any) with its insertion order."""
-
-    __slots__ = ("children", "order", "topic")
-
-    def __init__(self) -> None:
-        self.children: dict[str, _TopicNode] = {}
-        self.topic: str | None = None
-        self.order = 0
-
-    def wildcard_children(self, at_root: bool) -> list[_TopicNode]:
-        """The children a '+' or '#' level may enter: at the first level, not those of
-        '$' topics [MQTT-4.7.2-1]."""
-        if not at_root:
-            return list(self.children.values())
-        return [child for level, child in self.children.items() if not level.startswith("$")]
-
-
 class TopicMap(MutableMapping[str, V]):
     """Values by topic name that can also be found by topic filter: a dict for exact
-    lookups plus a trie of levels, so a filter visits the topics under its literal levels
-    instead of every topic (retained messages for a SUBSCRIBE, cached routes to forget on
-    a subscription change). Iteration and :meth:`matching` give the oldest topic first,
-    as a dict would.
+    lookups plus an index of levels, so a filter visits the topics under its literal
+    levels instead of every topic (retained messages for a SUBSCRIBE, cached routes to
+    forget on a subscription change). Iteration and :meth:`matching` give the oldest topic
+    first, as a dict would.
+
+    The level index is flat: each topic prefix, as its levels each followed by '/' (the
+    root is ''), maps to its child levels in a dict of strings. Such dicts are not tracked
+    by the cyclic garbage collector, so the index adds nothing it has to scan again and
+    again. A new topic is indexed at the next lookup by filter or removal, not when it is
+    added: a map read only by exact topic (the route cache between subscription changes,
+    missing on every new topic) pays one list append per topic.
     """
 
     def __init__(self) -> None:
         self._values: dict[str, V] = {}
-        self._root = _TopicNode()
-        self._order = count()
+        self._unindexed: list[str] = []  # topics added since the index was brought up to date
+        self._order: dict[str, int] = {}  # indexed topic -> when it was added
+        self._children: dict[str, dict[str, None]] = {}  # prefix -> its child levels
+        self._added = count()
 
     def __getitem__(self, topic: str) -> V:
         return self._values[topic]
@@ -199,78 +189,106 @@ class TopicMap(MutableMapping[str, V]):
     def __setitem__(self, topic: str, value: V) -> None:
         """Add or replace; a replaced topic keeps its place in the order."""
         if topic not in self._values:
-            node = self._root
-            for level in topic.split(SEPARATOR):
-                child = node.children.get(level)
-                if child is None:
-                    child = node.children[level] = _TopicNode()
-                node = child
-            node.topic = topic
-            node.order = next(self._order)
+            self._unindexed.append(topic)
         self._values[topic] = value
 
+    def index_new_topics(self) -> None:
+        """Index the topics added since the index was last brought up to date, in the
+        order they came; done by any lookup by filter or removal, or now."""
+        children = self._children
+        order = self._order
+        for topic in self._unindexed:
+            order[topic] = next(self._added)
+            prefix = ""
+            for level in topic.split(SEPARATOR):
+                levels = children.get(prefix)
+                if levels is None:
+                    levels = children[prefix] = {}
+                levels[level] = None
+                prefix += level + SEPARATOR
+        self._unindexed.clear()
+
     def __delitem__(self, topic: str) -> None:
-        """Remove a topic, pruning the trie nodes it leaves empty."""
+        """Remove a topic, and the index entries of the prefixes it leaves empty."""
+        self.index_new_topics()
         del self._values[topic]
+        del self._order[topic]
         levels = topic.split(SEPARATOR)
-        path = [self._root]
+        prefixes = [""]
         for level in levels:
-            path.append(path[-1].children[level])
-        path[-1].topic = None
+            prefixes.append(prefixes[-1] + level + SEPARATOR)
+        children = self._children
         for depth in range(len(levels), 0, -1):
-            node = path[depth]
-            if node.children or node.topic is not None:
+            prefix = prefixes[depth]
+            if prefix in children or prefix[:-1] in self._values:
+                break  # still leads to a topic
+            parent = children[prefixes[depth - 1]]
+            del parent[levels[depth - 1]]
+            if parent:
                 break
-            del path[depth - 1].children[levels[depth - 1]]
+            del children[prefixes[depth - 1]]
 
     def clear(self) -> None:
         """Empty the map at once (the mixin would delete topic by topic)."""
         self._values.clear()
-        self._root = _TopicNode()
+        self._unindexed.clear()
+        self._order.clear()
+        self._children.clear()
 
     def matching(self, topic_filter: str) -> list[str]:
-        """The topics a (non-shared) filter matches, oldest first."""
-        return [topic for _, topic in self._matching(topic_filter)]
+        """The topics a (non-shared) filter matches (section 4.7), oldest first.
+
+        ``a/#`` matches ``a`` (section 4.7.1.2); '$' topics are not matched by a leading
+        wildcard [MQTT-4.7.2-1]. Visits only prefixes under the filter's literal levels.
+        """
+        self.index_new_topics()
+        levels = topic_filter.split(SEPARATOR)
+        last = len(levels)
+        children = self._children
+        values = self._values
+        found: list[str] = []
+        stack = [("", 0)]
+        while stack:
+            prefix, depth = stack.pop()
+            if depth == last:
+                if prefix[:-1] in values:
+                    found.append(prefix[:-1])
+                continue
+            level = levels[depth]
+            if level == SINGLE_LEVEL:
+                below = self._wildcard_children(prefix, depth)
+                stack.extend((prefix + child + SEPARATOR, depth + 1) for child in below)
+            elif level == MULTI_LEVEL:
+                # This level and every one below: 'a/#' matches 'a' (section 4.7.1.2).
+                if depth:
+                    pending = [prefix]
+                else:
+                    pending = [child + SEPARATOR for child in self._wildcard_children(prefix, 0)]
+                while pending:
+                    prefix = pending.pop()
+                    topic = prefix[:-1]
+                    if topic in values:
+                        found.append(topic)
+                    deeper = children.get(prefix)
+                    if deeper:
+                        pending.extend([prefix + child + SEPARATOR for child in deeper])
+            elif level in children.get(prefix, ()):
+                stack.append((prefix + level + SEPARATOR, depth + 1))
+        found.sort(key=self._order.__getitem__)
+        return found
+
+    def _wildcard_children(self, prefix: str, depth: int) -> Iterable[str]:
+        """The levels under ``prefix`` a '+' or '#' may enter: at the first level, not
+        those of '$' topics [MQTT-4.7.2-1]."""
+        below = self._children.get(prefix, ())
+        if depth:
+            return below
+        return [level for level in below if not level.startswith("$")]
 
     def values_matching(self, topic_filter: str) -> list[V]:
         """The values of the topics a (non-shared) filter matches, oldest topic first."""
         values = self._values
-        return [values[topic] for _, topic in self._matching(topic_filter)]
-
-    def _matching(self, topic_filter: str) -> list[tuple[int, str]]:
-        """(insertion order, topic) of the topics ``topic_filter`` matches (section 4.7),
-        sorted.
-
-        ``a/#`` matches ``a`` (section 4.7.1.2); '$' topics are not matched by a leading
-        wildcard [MQTT-4.7.2-1]. Visits only nodes under the filter's literal levels.
-        """
-        levels = topic_filter.split(SEPARATOR)
-        last = len(levels)
-        found: list[tuple[int, str]] = []
-        stack = [(self._root, 0)]
-        while stack:
-            node, depth = stack.pop()
-            if depth == last:
-                if node.topic is not None:
-                    found.append((node.order, node.topic))
-                continue
-            level = levels[depth]
-            if level == MULTI_LEVEL:
-                # This level and every one below: 'a/#' matches 'a' (section 4.7.1.2).
-                below = [node] if depth else node.wildcard_children(at_root=True)
-                while below:
-                    node = below.pop()
-                    if node.topic is not None:
-                        found.append((node.order, node.topic))
-                    below.extend(node.children.values())
-            elif level == SINGLE_LEVEL:
-                stack.extend((child, depth + 1) for child in node.wildcard_children(depth == 0))
-            else:
-                child = node.children.get(level)
-                if child is not None:
-                    stack.append((child, depth + 1))
-        found.sort()
-        return found
+        return [values[topic] for topic in self.matching(topic_filter)]
 
     def discard_matching(self, topic_filter: str) -> None:
         """Remove every topic the (non-shared) filter matches."""
@@ -303,9 +321,7 @@ class TopicTrie(Generic[K, V]):
     def __init__(self, cache_size: int = MATCH_CACHE_SIZE) -> None:
         self._root: _Node[K, V] = _Node()
         self._count = 0
-        # Results of match() by topic. A cached result holds the trie's own dicts, so it
-        # changes only when a filter matching its topic appears or disappears.
-        self._cache: TopicMap[list[tuple[str, dict[K, V]]]] = TopicMap()
+        self._cache: dict[str, list[tuple[str, dict[K, V]]]] = {}
         self._cache_size = cache_size
 
     @staticmethod
@@ -334,7 +350,7 @@ class TopicTrie(Generic[K, V]):
         entries = node.subscriptions.get(topic_filter)
         if entries is None:
             entries = node.subscriptions[topic_filter] = {}
-            self._cache.discard_matching(parse_shared(topic_filter)[1])
+        self._cache.clear()
         is_new = key not in entries
         entries[key] = value
         self._count += is_new
@@ -352,9 +368,9 @@ class TopicTrie(Generic[K, V]):
             return None
         value = entries.pop(key)
         self._count -= 1
+        self._cache.clear()
         if not entries:
             del node.subscriptions[topic_filter]
-            self._cache.discard_matching(parse_shared(topic_filter)[1])
         levels = self._levels(topic_filter)
         for depth in range(len(levels), 0, -1):
             node = path[depth]
@@ -370,8 +386,8 @@ class TopicTrie(Generic[K, V]):
 
     def match(self, topic: str) -> list[tuple[str, dict[K, V]]]:
         """Every ``(filter, entries)`` whose filter matches ``topic`` (section 4.7), in
-        no particular order. Cached per topic until a filter matching it is added or
-        removed; neither the list nor the dicts may be mutated."""
+        no particular order. Cached per topic until the next add/remove; neither the
+        list nor the dicts may be mutated."""
         cached = self._cache.get(topic)
         if cached is not None:
             return cached
