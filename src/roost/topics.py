@@ -152,9 +152,9 @@ class TopicMap(MutableMapping[str, V]):
     The level index is flat: each topic prefix, as its levels each followed by '/' (the
     root is ''), maps to its child levels in a dict of strings. Such dicts are not tracked
     by the cyclic garbage collector, so the index adds nothing it has to scan again and
-    again. A new topic is indexed at the next lookup by filter or removal, not when it is
-    added: a map read only by exact topic (the route cache between subscription changes,
-    missing on every new topic) pays one list append per topic.
+    again. A new topic is indexed at the next lookup by a wildcard filter or removal, not
+    when it is added: a map read only by exact topic (the route cache between changes to
+    wildcard subscriptions, missing on every new topic) pays one list append per topic.
     """
 
     def __init__(self) -> None:
@@ -194,7 +194,7 @@ class TopicMap(MutableMapping[str, V]):
 
     def index_new_topics(self) -> None:
         """Index the topics added since the index was last brought up to date, in the
-        order they came; done by any lookup by filter or removal, or now."""
+        order they came; done by any lookup by a wildcard filter or removal, or now."""
         children = self._children
         order = self._order
         for topic in self._unindexed:
@@ -241,6 +241,8 @@ class TopicMap(MutableMapping[str, V]):
         ``a/#`` matches ``a`` (section 4.7.1.2); '$' topics are not matched by a leading
         wildcard [MQTT-4.7.2-1]. Visits only prefixes under the filter's literal levels.
         """
+        if not is_wildcard(topic_filter):
+            return [topic_filter] if topic_filter in self._values else []
         self.index_new_topics()
         levels = topic_filter.split(SEPARATOR)
         last = len(levels)
