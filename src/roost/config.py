@@ -59,6 +59,13 @@ class Settings:
     transaction_final_action: str = "rollback"  # rollback, commit or keep
     max_pending_transactions: int = 100_000
     max_pending_transactions_per_group: int = 10_000
+    # Cluster, see docs/cluster.md ("" = run alone)
+    cluster: str = ""  # redis://HOST:PORT/DB of the Redis/Valkey the nodes share
+    node_id: str = ""  # unique per node; default: HOST:PORT of the listener
+    advertise: str = ""  # HOST:PORT clients use to reach this node; default: the listener
+    # Silence after which a node counts as dead, and a node cut off from Redis stops
+    # serving; nodes announce themselves four times in that time.
+    node_timeout_ms: int = 3000
 
 
 ENV_PREFIX = "ROOST_"
@@ -66,6 +73,7 @@ LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 STORE_KINDS = {"memory", "sqlite"}
 DURABILITY_MODES = {"full", "batch", "none"}
 FINAL_ACTIONS = {"rollback", "commit", "keep"}
+CLUSTER_SCHEMES = ("redis://", "rediss://", "unix://")
 
 # Inclusive (low, high) bounds; None means unbounded above.
 RANGES: dict[str, tuple[int, int | None]] = {
@@ -89,6 +97,7 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "transaction_check_max": (0, 1000),
     "max_pending_transactions": (1, None),
     "max_pending_transactions_per_group": (1, None),
+    "node_timeout_ms": (200, 600_000),
 }
 
 CHOICES: dict[str, AbstractSet[str]] = {
@@ -189,3 +198,14 @@ def validate(settings: Settings) -> None:
         if value not in choices:
             allowed = ", ".join(sorted(choices))
             raise ConfigError(f"setting {name!r} = {value!r} is not allowed; allowed: {allowed}")
+    if settings.cluster and not settings.cluster.startswith(CLUSTER_SCHEMES):
+        raise ConfigError(
+            f"setting 'cluster' = {settings.cluster!r} is not a redis:// or rediss:// URL"
+        )
+    if settings.advertise and not _is_host_port(settings.advertise):
+        raise ConfigError(f"setting 'advertise' = {settings.advertise!r} is not HOST:PORT")
+
+
+def _is_host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
