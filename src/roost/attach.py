@@ -5,7 +5,8 @@ It runs on the event loop, possibly across several loop turns (a password hash c
 a thread, a remote identity service, later a session claimed from another cluster node);
 the connection handles nothing else meanwhile, so the packets behind CONNECT keep their
 order.
-When nothing has to wait (no authenticator), the attach completes at once, without a task.
+When nothing has to wait (no authenticator, no cluster), the attach completes at once,
+without a task.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from roost.errors import ReasonCode
+from roost.errors import ReasonCode, RoostError
 from roost.protocol import ServerConnection
 
 log = logging.getLogger("roost.attach")
@@ -56,24 +57,62 @@ class Authenticator(Protocol):
     async def authenticate(self, credentials: Credentials) -> Verdict: ...
 
 
-class Attacher:
-    """Runs the attach of each connection (the ``attach`` callable of ServerConnection)."""
+class ClaimRefused(RoostError):
+    """The session cannot be claimed now (e.g. the node is cut off from its cluster)."""
 
-    def __init__(self, authenticator: Authenticator | None = None) -> None:
+
+class SessionClaimer(Protocol):
+    """Makes this node the one owner of a client id before the client is attached (in a
+    cluster: the claim in Redis, the take-over from another node, loading the session)."""
+
+    async def claim(self, client_id: str) -> None:
+        """Raises ClaimRefused when the client cannot be served here now."""
+        ...
+
+
+class Attacher:
+    """Runs the attach of each connection (the ``attach`` callable of ServerConnection):
+    authentication, then the claim of the session. With neither, it completes at once."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator | None = None,
+        claimer: SessionClaimer | None = None,
+    ) -> None:
         self.authenticator = authenticator
+        self.claimer = claimer
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, connection: ServerConnection) -> None:
-        if self.authenticator is None:
+        if self.authenticator is None and self.claimer is None:
             connection.complete_connect()
             return
-        task = asyncio.get_running_loop().create_task(self._attach(connection, self.authenticator))
+        task = asyncio.get_running_loop().create_task(self._attach(connection))
         self._tasks.add(task)  # keep a reference until done
         task.add_done_callback(self._tasks.discard)
 
-    async def _attach(self, connection: ServerConnection, authenticator: Authenticator) -> None:
+    async def _attach(self, connection: ServerConnection) -> None:
         terms = connection.terms
         assert terms is not None
+        verdict = await self._authenticate(connection)
+        if verdict.allowed and self.claimer is not None and not connection.closed:
+            try:
+                await self.claimer.claim(terms.client_id)
+            except ClaimRefused as exc:
+                verdict = Verdict.deny(ReasonCode.SERVER_UNAVAILABLE, str(exc))
+            except Exception:
+                log.exception("claiming the session of client %s failed", terms.client_id)
+                verdict = Verdict.deny(ReasonCode.SERVER_UNAVAILABLE, "session claim failed")
+        if verdict.allowed:
+            connection.complete_connect()
+        else:
+            connection.refuse_connect(verdict.reason, verdict.text)
+
+    async def _authenticate(self, connection: ServerConnection) -> Verdict:
+        terms = connection.terms
+        assert terms is not None
+        if self.authenticator is None:
+            return Verdict.allow()
         credentials = Credentials(
             terms.client_id,
             terms.username,
@@ -82,14 +121,10 @@ class Attacher:
             terms.protocol_level,
         )
         try:
-            verdict = await authenticator.authenticate(credentials)
+            return await self.authenticator.authenticate(credentials)
         except Exception:
             log.exception("the authenticator failed for client %s", terms.client_id)
-            verdict = Verdict.deny(ReasonCode.SERVER_UNAVAILABLE, "authentication failed")
-        if verdict.allowed:
-            connection.complete_connect()
-        else:
-            connection.refuse_connect(verdict.reason, verdict.text)
+            return Verdict.deny(ReasonCode.SERVER_UNAVAILABLE, "authentication failed")
 
     @property
     def attaching(self) -> int:

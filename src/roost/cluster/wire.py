@@ -1,0 +1,147 @@
+"""What nodes send each other through their inbox streams, as bytes. Pure: no I/O.
+
+One stream entry carries a *batch*: the records one node had for another in one loop
+turn, in order. A record is one of
+
+- ``PUBLISH``: a message for the receiving node's local subscribers, with the shared
+  filters the sender chose that node for (each message reaches one member of a shared
+  group cluster-wide);
+- ``KICK``: a client id now owned by another node under a newer epoch: close its
+  connection here (session taken over, [MQTT-3.1.4-3]) and let the session go;
+- ``RELEASED``: the answer to a KICK, sent once the session is durable in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from roost.codec import PacketType
+from roost.codec.primitives import (
+    encode_binary,
+    encode_string,
+    encode_u8,
+    encode_u16,
+    encode_u32,
+    encode_varint,
+    read_binary,
+    read_properties,
+    read_string,
+    read_u8,
+    read_u16,
+    read_u32,
+)
+from roost.errors import MalformedPacket
+from roost.message import Message
+
+PUBLISH = 1
+KICK = 2
+RELEASED = 3
+
+_QOS_MASK = 0x03
+_RETAIN = 0x04
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A message received from another node and the shared filters it is to serve."""
+
+    message: Message
+    shared: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    client_id: str
+    epoch: int
+    reply_to: str  # the node that took the client over
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    client_id: str
+    epoch: int
+
+
+Record = Relayed | Kick | Released
+
+
+def encode_publish(message: Message, shared: tuple[str, ...], now: float) -> bytes:
+    """A PUBLISH record; a message expiry interval is sent as what remains at ``now``."""
+    properties = message.properties_bytes(now)
+    flags = message.qos | (_RETAIN if message.retain else 0)
+    parts = [
+        encode_u8(PUBLISH),
+        encode_u8(flags),
+        encode_string(message.origin),
+        encode_binary(message.topic_bytes),
+        encode_u32(len(message.payload)),
+        message.payload,
+        encode_varint(len(properties)),
+        properties,
+        encode_u16(len(shared)),
+    ]
+    parts.extend(encode_string(topic_filter) for topic_filter in shared)
+    return b"".join(parts)
+
+
+def encode_kick(kick: Kick) -> bytes:
+    return b"".join(
+        (
+            encode_u8(KICK),
+            encode_string(kick.client_id),
+            encode_u32(kick.epoch),
+            encode_string(kick.reply_to),
+        )
+    )
+
+
+def encode_released(released: Released) -> bytes:
+    return encode_u8(RELEASED) + encode_string(released.client_id) + encode_u32(released.epoch)
+
+
+def decode_batch(data: bytes, now: float) -> Iterator[Record]:
+    """The records of one batch, in order; raises MalformedPacket on bad bytes."""
+    pos = 0
+    end = len(data)
+    while pos < end:
+        kind, pos = read_u8(data, pos, "record kind")
+        if kind == PUBLISH:
+            relayed, pos = _read_publish(data, pos, now)
+            yield relayed
+        elif kind == KICK:
+            client_id, pos = read_string(data, pos, "client id")
+            epoch, pos = read_u32(data, pos, "epoch")
+            reply_to, pos = read_string(data, pos, "node id")
+            yield Kick(client_id, epoch, reply_to)
+        elif kind == RELEASED:
+            client_id, pos = read_string(data, pos, "client id")
+            epoch, pos = read_u32(data, pos, "epoch")
+            yield Released(client_id, epoch)
+        else:
+            raise MalformedPacket(f"unknown record kind {kind}")
+
+
+def _read_publish(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
+    flags, pos = read_u8(data, pos, "flags")
+    origin, pos = read_string(data, pos, "origin")
+    topic_bytes, pos = read_binary(data, pos, "topic")
+    size, pos = read_u32(data, pos, "payload size")
+    payload = data[pos : pos + size]
+    pos += size
+    properties, pos = read_properties(data, pos, PacketType.PUBLISH)
+    count, pos = read_u16(data, pos, "shared filters")
+    shared: list[str] = []
+    for _ in range(count):
+        topic_filter, pos = read_string(data, pos, "shared filter")
+        shared.append(topic_filter)
+    message = Message(
+        topic_bytes.decode(),
+        payload,
+        flags & _QOS_MASK,
+        bool(flags & _RETAIN),
+        properties,
+        origin,
+        now,
+    )
+    return Relayed(message, frozenset(shared)), pos
