@@ -57,8 +57,10 @@ class Peers:
             del self._dead[node]
         joined = [info for info in infos if self.seen(info, now)]
         gone = [node for node in self.alive if node not in present]
+        for node in gone:
+            self._declare_dead(node)
         silent = [node for node in self._deadlines.due(now) if node in self.alive]
-        for node in gone + silent:
+        for node in silent:
             self._declare_dead(node)
         return joined, gone + silent
 

@@ -147,6 +147,7 @@ class ClusterNode:
         self.peers = Peers(node_id, self.timeout)
         self.routes = ClusterRoutes(node_id)
         self.cut_off = False
+        self._resync = False  # a beat failed: announcements may have been missed
         self.started = time.time()
         self._token = secrets.token_hex(8)
         self._beat_count = 0
@@ -448,6 +449,7 @@ class ClusterNode:
             try:
                 await asyncio.wait_for(self._beat_and_watch(), self.interval * 2)
             except (RedisError, OSError, TimeoutError) as exc:
+                self._resync = True
                 silent = self.clock() - last_success
                 log.debug("heartbeat failed after %.1f s: %r", silent, exc)
                 if not self.cut_off and silent >= self.timeout:
@@ -458,6 +460,9 @@ class ClusterNode:
                 if self._on_fatal is not None:
                     self._on_fatal(exc)
                 return
+            except Exception:
+                log.exception("error in the cluster heartbeat")
+                continue
             last_success = self.clock()
 
     async def _beat_and_watch(self) -> None:
@@ -467,7 +472,7 @@ class ClusterNode:
                 f"node id {self.node_id!r} was taken by another node while this one was"
                 " cut off from the cluster"
             )
-        if self.cut_off:
+        if self.cut_off or self._resync:
             await self._rejoin()
         await self._read_peers()
 
@@ -572,13 +577,15 @@ class ClusterNode:
         self.core.shutdown()
 
     async def _rejoin(self) -> None:
+        """After Redis was out of reach (or restarted, maybe without its data): announce
+        this node and its routes again and read the others' routes again."""
         log.info("node %s reaches the cluster again; joining", self.node_id)
         await self.redis.sadd(keys.NODES, self.node_id)
         self._announce_all_routes()
         await self._flush_now()
         for node in list(self.peers.alive):
             await self._load_routes(node)
-        self.cut_off = False
+        self.cut_off = self._resync = False
 
 
 def _node_info(node_id: str, record: dict[bytes, bytes]) -> NodeInfo:
