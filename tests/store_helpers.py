@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.errors import StoreError
+from roost.store.base import Store
 from roost.store.sqlite import DATABASE_NAME, SqliteStore
 
 TIMEOUT = 5.0
@@ -61,7 +62,7 @@ def orphan_messages(data_dir: Path) -> int:
     return rows
 
 
-def commit(store: SqliteStore, loop: asyncio.AbstractEventLoop) -> None:
+def commit(store: Store, loop: asyncio.AbstractEventLoop) -> None:
     """Run the loop until everything recorded so far is committed (durability "full")."""
     done = loop.create_future()
     store.after_commit(lambda: done.set_result(None))
