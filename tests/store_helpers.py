@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.errors import StoreError
+from roost.session import SubscriptionOptions
 from roost.store.base import Store
 from roost.store.sqlite import DATABASE_NAME, SqliteStore
 
@@ -60,6 +61,12 @@ def orphan_messages(data_dir: Path) -> int:
         "SELECT count(*) FROM messages WHERE id NOT IN (SELECT message_id FROM deliveries)",
     )[0][0]
     return rows
+
+
+def subscribe_many(store: Store, how_many: int, first: int = 0) -> None:
+    """Record ``how_many`` changes, one subscription each (one statement or command)."""
+    for index in range(first, first + how_many):
+        store.save_subscription("c", f"t/{index}", SubscriptionOptions(1))
 
 
 def commit(store: Store, loop: asyncio.AbstractEventLoop) -> None:

@@ -18,19 +18,11 @@ from roost.errors import StoreError
 from roost.message import Message
 from roost.session import Delivery, OutboundState, SubscriptionOptions
 from roost.store import redis as redis_store
-from roost.store.redis import RedisStore
 from roost.transactions import HalfMessage, Settled
-from store_helpers import commit, run_until
+from store_helpers import commit, run_until, subscribe_many
 from store_scenarios import described, persistent, save_rich_session
 
 BOUND = 10
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 @pytest.fixture
@@ -335,12 +327,6 @@ def test_open_fails_without_a_server(
 
 
 # -- backlog --------------------------------------------------------------------------------
-
-
-def subscribe_many(store: RedisStore, how_many: int, first: int = 0) -> None:
-    """Record ``how_many`` commands: one subscription each."""
-    for index in range(first, first + how_many):
-        store.save_subscription("c", f"t/{index}", SubscriptionOptions(1))
 
 
 def test_backlog_counts_the_pipeline_in_flight_until_redis_answers(

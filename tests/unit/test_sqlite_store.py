@@ -5,22 +5,12 @@ message table."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
 from store_helpers import commit, count, open_store, orphan_messages, query
 from store_scenarios import described, persistent, save_rich_session
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 def delivery(seq: int, message: Message) -> Delivery:
