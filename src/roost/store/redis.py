@@ -28,8 +28,9 @@ deliveries of different sessions live in different slots, where no command could
 a shared copy with its last reference.
 
 A node reads no sessions at start-up: it attaches one when its client connects, with
-:meth:`RedisStore.fetch_session`. The client passed in is owned by the cluster layer, which
-also decides on reconnection; it must be made with ``decode_responses=False``.
+:meth:`RedisStore.fetch_session`. The cluster layer makes the client (with
+``decode_responses=False``: values are bytes) and decides on reconnection; the store
+closes it in :meth:`RedisStore.aclose`.
 """
 
 from __future__ import annotations
