@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from roost.errors import StoreError
+from roost.session import SubscriptionOptions
+from roost.store.base import Store
 from roost.store.sqlite import DATABASE_NAME, SqliteStore
 
 TIMEOUT = 5.0
@@ -61,7 +63,13 @@ def orphan_messages(data_dir: Path) -> int:
     return rows
 
 
-def commit(store: SqliteStore, loop: asyncio.AbstractEventLoop) -> None:
+def subscribe_many(store: Store, how_many: int, first: int = 0) -> None:
+    """Record ``how_many`` changes, one subscription each (one statement or command)."""
+    for index in range(first, first + how_many):
+        store.save_subscription("c", f"t/{index}", SubscriptionOptions(1))
+
+
+def commit(store: Store, loop: asyncio.AbstractEventLoop) -> None:
     """Run the loop until everything recorded so far is committed (durability "full")."""
     done = loop.create_future()
     store.after_commit(lambda: done.set_result(None))

@@ -5,36 +5,18 @@ message table."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from roost.codec import Properties, Will
 from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
-from roost.store.sqlite import SqliteStore
 from store_helpers import commit, count, open_store, orphan_messages, query
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
+from store_scenarios import described, persistent, save_rich_session
 
 
 def delivery(seq: int, message: Message) -> Delivery:
     item = Delivery(message, 1, False)
     item.seq = seq
     return item
-
-
-def persistent(client_id: str, store: SqliteStore) -> Session:
-    session = Session(client_id, 3600)
-    session.attach_store(store)
-    return session
 
 
 def log_delivery_inserts(data_dir: Path) -> None:
@@ -96,48 +78,6 @@ def test_message_row_goes_with_its_last_delivery(
 
 
 # -- one session at a time ------------------------------------------------------------------
-
-
-def save_rich_session(store: SqliteStore) -> Session:
-    """A persistent, offline session with every kind of state a store keeps."""
-    session = persistent("rich", store)
-    session.subscribe("a/#", SubscriptionOptions(qos=2, no_local=True, identifier=7))
-    session.subscribe("b", SubscriptionOptions(1, retain_as_published=True, retain_handling=2))
-    qos2 = Delivery(Message("a/1", b"one", 2, False), 2, False, (7,))
-    session.send(qos2, session.allocate_packet_id())
-    session.released(1)  # awaiting PUBCOMP
-    qos1 = Delivery(Message("a/2", b"two", 1, False), 1, False, (7,))
-    session.send(qos1, session.allocate_packet_id())
-    expiring = Message("b", b"queued", 1, True, Properties(message_expiry_interval=600))
-    session.enqueue(Delivery(expiring, 1, True), 10, now=0.0)
-    session.receive_qos2(9)
-    session.will = Will("w", b"gone", 1, True)
-    session.will_due = 30.0
-    session.expires_at = 3600.0
-    session.save()
-    return session
-
-
-def described(session: Session) -> dict[str, Any]:
-    """What a session holds, as comparable values (times to the second: the wall clock
-    moves between saving and loading)."""
-
-    def item(entry: Delivery) -> tuple[Any, ...]:
-        m = entry.message
-        expiry = None if m.expires_at is None else round(m.expires_at)
-        message = (m.topic, m.payload, m.qos, m.retain, m.properties, m.origin, expiry)
-        return (entry.seq, entry.qos, entry.retain, entry.subscription_ids, message)
-
-    return {
-        "id": session.client_id,
-        "expiry": (session.expiry_interval, round(session.expires_at or 0)),
-        "will": (session.will, round(session.will_due or 0)),
-        "subscriptions": session.subscriptions,
-        "inflight": [(pid, f.state, item(f.delivery)) for pid, f in session.inflight.items()],
-        "queue": [item(entry) for entry in session.queue],
-        "inbound_qos2": set(session.inbound_qos2),
-        "next": (session.next_seq, session.next_packet_id),
-    }
 
 
 def test_load_session_reads_one_session_as_load_does(

@@ -4,30 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from roost.session import SubscriptionOptions
 from roost.store.memory import MemoryStore
-from roost.store.sqlite import SqliteStore
-from store_helpers import count, open_store, run_until
+from store_helpers import count, open_store, run_until, subscribe_many
 
 BOUND = 10
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-def subscribe_many(store: SqliteStore, how_many: int, first: int = 0) -> None:
-    """Record ``how_many`` statements: one row each."""
-    for index in range(first, first + how_many):
-        store.save_subscription("c", f"t/{index}", SubscriptionOptions(1))
 
 
 @pytest.mark.parametrize("durability", ["full", "batch", "none"])

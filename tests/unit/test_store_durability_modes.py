@@ -6,7 +6,6 @@ committed is there for a store opened after it, with or without ``close``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,6 @@ from roost.store.sqlite import SqliteStore
 from store_helpers import count, open_store, run_until
 
 INTERVAL_MS = 300
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 def queue_one(store: SqliteStore, client_id: str = "c") -> None:

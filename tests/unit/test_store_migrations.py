@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ import pytest
 from roost.errors import StoreError
 from roost.store.sqlite import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION
 from store_helpers import open_store, query
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 def database_at_version_1(data_dir: Path) -> None:

@@ -4,7 +4,6 @@ no more work, nothing waits on it, and the broker is told once, on the loop."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ from roost.message import Message
 from roost.session import Delivery, Session, SubscriptionOptions
 from roost.store.sqlite import DATABASE_NAME, SqliteStore
 from store_helpers import count, open_store, query, run_until
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 def failing_store(

@@ -8,8 +8,10 @@ on disk — the broker sends PUBACK/PUBREC/PUBCOMP/PUBREL through it. What is qu
 bounded: while :attr:`Store.backlogged`, the broker stops reading from publishers until
 :meth:`Store.when_drained` calls back.
 
-Only sessions that outlive their connection (expiry interval > 0) are recorded. A Redis
-implementation for the cluster fits the same shape: the same events, a different log.
+Only sessions that outlive their connection (expiry interval > 0) are recorded. The Redis
+store of a cluster (:mod:`roost.store.redis`) fits the same shape, the same events in a
+different log; as Redis is read asynchronously, it adds ``open``, ``fetch_session`` and
+``aclose`` of its own.
 """
 
 from __future__ import annotations

@@ -30,18 +30,20 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from roost.codec import PacketType, Properties, Will
-from roost.codec.primitives import WILL_PROPERTIES, encode_property_section, read_properties
+from roost.codec import PacketType, Will
+from roost.codec.primitives import WILL_PROPERTIES
 from roost.errors import StoreError
 from roost.message import Message
-from roost.session import (
-    Delivery,
-    Inflight,
-    OutboundState,
-    Session,
-    SubscriptionOptions,
-)
+from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
 from roost.store.base import LoadedState
+from roost.store.batching import BatchingStore, Op
+from roost.store.records import (
+    WallClock,
+    properties_blob,
+    properties_from,
+    restore_delivery,
+    stored_message,
+)
 from roost.transactions import SETTLED_MEMORY, HalfMessage, Settled
 
 DATABASE_NAME = "roost.db"
@@ -160,20 +162,8 @@ _DELETE_SESSION = (
     "DELETE FROM inbound_qos2 WHERE client_id = ?",
 )
 
-# A statement queued for the writer: [sql, params], emptied when cancelled before it was
-# written (a list, so the one who queued it can cancel or amend it in place).
-Op = list[Any]
 
-
-def _properties_blob(properties: Properties, kind: int) -> bytes:
-    return encode_property_section(properties, kind)
-
-
-def _properties_from(blob: bytes, kind: int) -> Properties:
-    return read_properties(blob, 0, kind)[0]
-
-
-class SqliteStore:
+class SqliteStore(BatchingStore):
     """A :class:`roost.store.base.Store` on one SQLite file in ``data_dir``."""
 
     def __init__(
@@ -188,26 +178,18 @@ class SqliteStore:
     ) -> None:
         """``on_failure`` is called on the loop, once, if a write fails: the store then
         accepts no more work and acknowledgements waiting for a commit are dropped."""
+        super().__init__(loop, max_pending_writes=max_pending_writes, on_failure=on_failure)
         self.path = Path(data_dir) / DATABASE_NAME
         self._durability = durability
+        self._acknowledge_at_once = durability != "full"
         self._interval = commit_interval_ms / 1000
-        self._loop = loop
-        self._max_pending = max_pending_writes
-        self._on_failure = on_failure
         self._db = self._open()
-        self._wall_offset = 0.0  # wall clock minus broker clock, fixed at load
+        self._clock = WallClock()  # fixed at load
         self._next_message_id = 1
-        self._ops: list[Op] = []
-        # Inserts of deliveries and messages recorded since the last hand-over to the writer:
-        # a delivery acknowledged before it reached the disk never needs to.
-        self._unwritten: dict[tuple[str, int], Op] = {}
+        # Message inserts recorded since the last hand-over to the writer (the delivery
+        # inserts are in _unwritten): a message whose deliveries all completed before it
+        # reached the disk never needs to.
         self._unwritten_messages: dict[int, Op] = {}  # message id -> its insert
-        self._callbacks: list[Callable[[], None]] = []
-        self._drained: list[Callable[[], None]] = []  # waiting for the backlog to shrink
-        self._flush_scheduled = False
-        self._busy = False  # a batch is being written
-        self._writing = 0  # statements in that batch
-        self._failure: StoreError | None = None  # set by the writer thread
         self._last_vacuum = time.monotonic()
         self._batches: queue.SimpleQueue[tuple[list[Op], list[Callable[[], None]]] | None]
         self._batches = queue.SimpleQueue()
@@ -250,13 +232,15 @@ class SqliteStore:
 
     def load(self, now: float) -> LoadedState:
         """Read sessions, subscriptions, deliveries and retained messages; drop expired."""
-        self._wall_offset = time.time() - now
+        self._clock.fix(now)
         db = self._db
         state = LoadedState(sessions=self._read_sessions(None))
         for topic, payload, qos, properties, origin, expires_at in db.execute(
             "SELECT * FROM retained"
         ):
-            message = self._message(topic, payload, qos, True, properties, origin, expires_at)
+            message = stored_message(
+                self._clock, topic, payload, qos, True, properties, origin, expires_at
+            )
             if not message.expired(now):
                 state.retained.append(message)
         self._load_transactions(state)
@@ -298,8 +282,8 @@ class SqliteStore:
         db = self._db
         for row in db.execute("SELECT * FROM transactions"):
             transaction_id, group = row[0], row[1]
-            message = self._message(*row[2:9])
-            half = HalfMessage(transaction_id, group, message, self._to_clock(row[10]))
+            message = stored_message(self._clock, *row[2:9])
+            half = HalfMessage(transaction_id, group, message, self._clock.to_clock(row[10]))
             half.checks = row[9]
             state.transactions.append(half)
         db.execute(
@@ -315,11 +299,11 @@ class SqliteStore:
     def _session_from(self, row: tuple[Any, ...]) -> Session:
         client_id, interval, expires_at, topic, payload, qos, retain, props, will_due = row
         session = Session(client_id, interval)
-        session.expires_at = self._to_clock(expires_at)
+        session.expires_at = self._clock.to_clock(expires_at)
         if topic is not None:
-            properties = _properties_from(props, WILL_PROPERTIES)
+            properties = properties_from(props, WILL_PROPERTIES)
             session.will = Will(topic, payload, qos, bool(retain), properties)
-            session.will_due = self._to_clock(will_due)
+            session.will_due = self._clock.to_clock(will_due)
         return session
 
     def _read_deliveries(
@@ -340,61 +324,25 @@ class SqliteStore:
                 continue
             message = messages.get(message_id)
             if message is None:
-                message = messages[message_id] = self._message(*row[8:])
+                message = messages[message_id] = stored_message(self._clock, *row[8:])
                 message.store_id = message_id
             ids = tuple(int(i) for i in sub_ids.split(",")) if sub_ids else ()
             delivery = Delivery(message, qos, bool(retain), ids)
             delivery.seq = seq
             message.stored_deliveries += 1
-            session.next_seq = seq + 1
-            if state:
-                session.inflight[packet_id] = Inflight(delivery, OutboundState(state))
-                session.next_packet_id = packet_id % 65535 + 1
-            else:
-                session.restore_queued(delivery)
-
-    def _message(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int,
-        retain: int,
-        properties: bytes,
-        origin: str,
-        expires_at: float | None,
-    ) -> Message:
-        message = Message(
-            topic,
-            payload,
-            qos,
-            bool(retain),
-            _properties_from(properties, PacketType.PUBLISH),
-            origin,
-        )
-        message.expires_at = self._to_clock(expires_at)
-        return message
-
-    def _to_clock(self, wall: float | None) -> float | None:
-        return None if wall is None else wall - self._wall_offset
-
-    def _to_wall(self, clock: float | None) -> float | None:
-        return None if clock is None else clock + self._wall_offset
+            restore_delivery(session, delivery, OutboundState(state), packet_id)
 
     # -- recording --------------------------------------------------------------------------
 
-    def _record(self, sql: str, params: tuple[Any, ...]) -> Op:
-        """Queue one statement for the next batch (dropped once a write has failed)."""
-        op = [sql, params]
-        if self._failure is not None:
-            return op
-        self._ops.append(op)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            if self._durability == "batch":
-                self._loop.call_later(self._interval, self._flush)
-            else:
-                self._loop.call_soon(self._flush)
-        return op
+    def _sql(self, sql: str, params: tuple[Any, ...]) -> Op:
+        return self._record([sql, params])
+
+    def _schedule_flush(self) -> None:
+        """Every ``commit_interval_ms`` with ``durability = "batch"``, else next turn."""
+        if self._durability == "batch":
+            self._loop.call_later(self._interval, self._flush)
+        else:
+            self._loop.call_soon(self._flush)
 
     def save_session(self, session: Session) -> None:
         will = session.will
@@ -405,15 +353,15 @@ class SqliteStore:
                 will.payload,
                 will.qos,
                 int(will.retain),
-                _properties_blob(will.properties, WILL_PROPERTIES),
-                self._to_wall(session.will_due),
+                properties_blob(will.properties, WILL_PROPERTIES),
+                self._clock.to_wall(session.will_due),
             )
-        self._record(
+        self._sql(
             _SAVE_SESSION,
             (
                 session.client_id,
                 session.expiry_interval,
-                self._to_wall(session.expires_at),
+                self._clock.to_wall(session.expires_at),
                 *will_fields,
             ),
         )
@@ -423,7 +371,7 @@ class SqliteStore:
         deliveries held, found from its inflight and queue (never a sweep of the table)."""
         client_id = session.client_id
         for sql in _DELETE_SESSION:
-            self._record(sql, (client_id,))
+            self._sql(sql, (client_id,))
         sent = (inflight.delivery for inflight in session.inflight.values())
         for delivery in chain(sent, session.queue):
             if delivery.seq:  # stored (queued QoS 0 never is)
@@ -433,7 +381,7 @@ class SqliteStore:
     def save_subscription(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions
     ) -> None:
-        self._record(
+        self._sql(
             "INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 client_id,
@@ -447,7 +395,7 @@ class SqliteStore:
         )
 
     def delete_subscription(self, client_id: str, topic_filter: str) -> None:
-        self._record(
+        self._sql(
             "DELETE FROM subscriptions WHERE client_id = ? AND topic_filter = ?",
             (client_id, topic_filter),
         )
@@ -461,14 +409,14 @@ class SqliteStore:
         if message.store_id not in self._unwritten_messages:
             # Always (INSERT OR IGNORE): the row goes when its last delivery does, and a
             # message kept in memory (a retained one) may be delivered again later.
-            insert = self._record(_SAVE_MESSAGE, self._message_row(message, message.store_id))
+            insert = self._sql(_SAVE_MESSAGE, self._message_row(message, message.store_id))
             self._unwritten_messages[message.store_id] = insert
         ids = ",".join(map(str, delivery.subscription_ids))
         row = (client_id, delivery.seq, message.store_id, delivery.qos, int(delivery.retain), ids)
-        self._unwritten[client_id, delivery.seq] = self._record(_SAVE_DELIVERY, (*row, 0, 0))
+        self._unwritten[client_id, delivery.seq] = self._sql(_SAVE_DELIVERY, (*row, 0, 0))
 
     def _message_row(self, message: Message, key: int | str) -> tuple[Any, ...]:
-        properties = _properties_blob(message.properties, PacketType.PUBLISH)
+        properties = properties_blob(message.properties, PacketType.PUBLISH)
         return (
             key,
             message.topic,
@@ -477,7 +425,7 @@ class SqliteStore:
             int(message.retain),
             properties,
             message.origin,
-            self._to_wall(message.expires_at),
+            self._clock.to_wall(message.expires_at),
         )
 
     def update_delivery(
@@ -485,23 +433,14 @@ class SqliteStore:
     ) -> None:
         insert = self._unwritten.get((client_id, delivery.seq))
         if insert is None:
-            self._record(_UPDATE_DELIVERY, (int(state), packet_id, client_id, delivery.seq))
+            self._sql(_UPDATE_DELIVERY, (int(state), packet_id, client_id, delivery.seq))
         else:  # still to be inserted: insert it in its new state
             insert[1] = (*insert[1][:6], int(state), packet_id)
 
     def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
         if not self._cancel_insert(client_id, delivery):
-            self._record(_DELETE_DELIVERY, (client_id, delivery.seq))
+            self._sql(_DELETE_DELIVERY, (client_id, delivery.seq))
         self._release(delivery.message)
-
-    def _cancel_insert(self, client_id: str, delivery: Delivery) -> bool:
-        """Drop the delivery's insert if it is still pending; True if it was: saved and
-        done within one batch, it never needs to reach the disk."""
-        insert = self._unwritten.pop((client_id, delivery.seq), None)
-        if insert is None:
-            return False
-        insert.clear()
-        return True
 
     def _release(self, message: Message) -> None:
         """One stored delivery fewer holds ``message``: its row goes with the last one."""
@@ -511,95 +450,55 @@ class SqliteStore:
         insert = self._unwritten_messages.pop(message.store_id, None)
         if insert is not None:
             insert.clear()
-        self._record(_DELETE_MESSAGE, (message.store_id, message.store_id))
+        self._sql(_DELETE_MESSAGE, (message.store_id, message.store_id))
 
     def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
-        self._record("INSERT OR REPLACE INTO inbound_qos2 VALUES (?, ?)", (client_id, packet_id))
+        self._sql("INSERT OR REPLACE INTO inbound_qos2 VALUES (?, ?)", (client_id, packet_id))
 
     def delete_inbound_qos2(self, client_id: str, packet_id: int) -> None:
-        self._record(
+        self._sql(
             "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?",
             (client_id, packet_id),
         )
 
     def save_retained(self, message: Message) -> None:
         row = self._message_row(message, message.topic)
-        self._record(
+        self._sql(
             "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?, ?)",
             (row[0], row[2], row[3], row[5], row[6], row[7]),
         )
 
     def delete_retained(self, topic: str) -> None:
-        self._record("DELETE FROM retained WHERE topic = ?", (topic,))
+        self._sql("DELETE FROM retained WHERE topic = ?", (topic,))
 
     def save_transaction(self, half: HalfMessage) -> None:
         row = self._message_row(half.message, half.transaction_id)
-        self._record(
+        self._sql(
             "INSERT OR REPLACE INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (row[0], half.group, *row[1:], half.checks, self._to_wall(half.next_check)),
+            (row[0], half.group, *row[1:], half.checks, self._clock.to_wall(half.next_check)),
         )
 
     def settle_transaction(self, transaction_id: str, outcome: Settled) -> None:
-        self._record("DELETE FROM transactions WHERE transaction_id = ?", (transaction_id,))
-        self._record(
+        self._sql("DELETE FROM transactions WHERE transaction_id = ?", (transaction_id,))
+        self._sql(
             "INSERT OR REPLACE INTO transaction_ops VALUES (?, ?, ?)",
             (transaction_id, outcome.value, time.time()),
         )
 
     # -- committing ---------------------------------------------------------------------------
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        if self._failure is not None:
-            return  # never: what it would confirm is not on disk
-        if self._durability != "full" or not (self._ops or self._busy):
-            callback()
-            return
-        self._callbacks.append(callback)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    @property
-    def backlogged(self) -> bool:
-        """More statements are waiting to be written than ``max_pending_writes`` (always,
-        once a write has failed: the store takes no more work)."""
-        return self._failure is not None or self._pending() > self._max_pending
-
-    def when_drained(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once at most half of ``max_pending_writes`` statements are
-        waiting (at once if that is already so; never after a failure)."""
-        if self._failure is not None:
-            return
-        if self._pending() <= self._max_pending // 2:
-            callback()
-        else:
-            self._drained.append(callback)
-
-    def _pending(self) -> int:
-        return len(self._ops) + self._writing
-
-    def _flush(self) -> None:
-        """Hand what was recorded to the writer thread (one batch at a time)."""
-        self._flush_scheduled = False
-        if self._busy or not (self._ops or self._callbacks):
-            return
-        ops = [op for op in self._ops if op]
-        self._ops = []
-        self._unwritten.clear()
+    def _forget_unwritten(self) -> None:
+        super()._forget_unwritten()
         self._unwritten_messages.clear()
-        callbacks, self._callbacks = self._callbacks, []
-        if not ops:  # everything they wait for is already committed
-            for callback in callbacks:
-                callback()
-            return
+
+    def _write_batch(self, ops: list[Op], callbacks: list[Callable[[], None]]) -> None:
+        """Hand a batch to the writer thread (with an incremental vacuum now and then)."""
         if time.monotonic() - self._last_vacuum > VACUUM_EVERY:
             self._last_vacuum = time.monotonic()
             ops.append(["PRAGMA incremental_vacuum(256)", ()])
         if not self._writer_started:
             self._writer_started = True
             self._writer.start()
-        self._busy = True
-        self._writing = len(ops)
         self._batches.put((ops, callbacks))
 
     def _write_batches(self) -> None:
@@ -633,32 +532,10 @@ class SqliteStore:
         for sql, _ in vacuum:
             db.execute(sql)
 
-    def _batch_done(self, callbacks: list[Callable[[], None]]) -> None:
-        self._busy = False
-        self._writing = 0
-        for callback in callbacks:
-            callback()
-        if self._ops or self._callbacks:
-            self._flush()
-        if self._drained and self._pending() <= self._max_pending // 2:
-            drained, self._drained = self._drained, []
-            for callback in drained:
-                callback()
-
     def _write_error(self, exc: Exception) -> StoreError:
         error = StoreError(f"{self.path}: writing failed: {exc!r}")
         error.__cause__ = exc
         return error
-
-    def _failed(self) -> None:
-        """On the loop after a failed write: drop all waiting work, tell the broker."""
-        assert self._failure is not None
-        self._ops = []
-        self._unwritten.clear()
-        self._unwritten_messages.clear()
-        self._callbacks = []
-        self._drained = []
-        self._on_failure(self._failure)
 
     def close(self) -> None:
         """Write everything still pending, stop the writer and close the database; raise

@@ -1,0 +1,353 @@
+"""The cluster's store: one Redis (or Valkey) shared by every node.
+
+Persistent sessions live in Redis so that a session whose node died can be resumed on
+another node. Changes are recorded as SQLite records them (see :mod:`roost.store.batching`):
+queued as commands on the event loop and sent once per loop turn as one pipeline, one
+pipeline in flight at a time; acknowledgements wait for the pipeline that holds what they
+confirm, and a pipeline that fails stops the store. Pipelines are not MULTI transactions,
+since their keys span hash slots: a batch is applied in order but not atomically, so a
+Redis crash in the middle of one can keep part of it. Every command is idempotent, so a
+pipeline the client retries after a lost connection leaves the same state.
+
+Keys, under a configurable prefix ``<p>`` (``roost``)::
+
+    <p>:{c:<client id>}:session  hash: expiry, expires_at, will, will_due
+    <p>:{c:<client id>}:subs     hash: topic filter -> subscription options
+    <p>:{c:<client id>}:out      hash: seq -> delivery (message, state, packet id)
+    <p>:{c:<client id>}:qos2     set: inbound QoS 2 packet ids awaiting PUBREL
+    <p>:{retained}               hash: topic -> retained message
+    <p>:{tx}:half                hash: transaction id -> pending half message
+    <p>:{tx}:settled             sorted set: outcome code + transaction id, by time
+
+All keys of a client share its hash tag, so a session lives in one Redis Cluster slot and
+is read in one MULTI. A client id holding ``}`` ends the tag early, which only puts it in
+a slot with other clients; its keys stay distinct, as no key suffix holds ``}``. Values
+are the binary records of :mod:`roost.store.records`, times on the wall clock. A message
+is kept inline in each delivery (not once, shared by its deliveries, as SQLite keeps it):
+deliveries of different sessions live in different slots, where no command could release
+a shared copy with its last reference.
+
+A node reads no sessions at start-up: it attaches one when its client connects, with
+:meth:`RedisStore.fetch_session`. The cluster layer makes the client (with
+``decode_responses=False``: values are bytes) and decides on reconnection; the store
+closes it in :meth:`RedisStore.aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from itertools import chain
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from roost.errors import StoreError
+from roost.message import Message
+from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
+from roost.store.base import LoadedState
+from roost.store.batching import BatchingStore, Op
+from roost.store.records import (
+    WallClock,
+    decode_delivery,
+    decode_half,
+    decode_message,
+    decode_options,
+    decode_will,
+    encode_delivery,
+    encode_half,
+    encode_message,
+    encode_options,
+    encode_will,
+    restore_delivery,
+)
+from roost.transactions import SETTLED_MEMORY, HalfMessage, Settled
+
+_SESSION_PARTS = ("session", "subs", "out", "qos2")
+_OUTCOME_CODES = {Settled.COMMITTED: b"c", Settled.ROLLED_BACK: b"r"}
+_OUTCOMES = {code: outcome for outcome, code in _OUTCOME_CODES.items()}
+
+
+class RedisStore(BatchingStore):
+    """A :class:`roost.store.base.Store` in Redis, for the nodes of a cluster.
+
+    Await :meth:`open` before :meth:`load`, read sessions with :meth:`fetch_session` (the
+    protocol's :meth:`load_session` finds none) and finish with :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        prefix: str = "roost",
+        max_pending_writes: int = 100_000,
+        on_failure: Callable[[StoreError], None],
+    ) -> None:
+        """``on_failure`` is called on the loop, once, if a pipeline fails: the store then
+        accepts no more work and acknowledgements waiting for Redis are dropped."""
+        super().__init__(loop, max_pending_writes=max_pending_writes, on_failure=on_failure)
+        self._client = client
+        self._prefix = prefix
+        self._retained_key = f"{prefix}:{{retained}}"
+        self._half_key = f"{prefix}:{{tx}}:half"
+        self._settled_key = f"{prefix}:{{tx}}:settled"
+        kwargs = client.connection_pool.connection_kwargs
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        self.address = f"redis {where} db {kwargs.get('db', 0)}"
+        self._clock = WallClock()
+        self._prefetched: tuple[dict[bytes, bytes], dict[bytes, bytes], list[bytes]] | None
+        self._prefetched = None  # what open() read for load()
+        # The task sending the pipeline in flight, held here as the loop keeps only a weak
+        # reference to a task.
+        self._sender: asyncio.Task[None] | None = None
+        self._waiting: set[asyncio.Future[None]] = set()  # woken by a failure too
+
+    def _key(self, client_id: str, part: str) -> str:
+        return f"{self._prefix}:{{c:{client_id}}}:{part}"
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Check that Redis answers and read what :meth:`load` gives back (retained
+        messages, pending transactions, settled decisions); StoreError if it cannot."""
+        with self._reading("the store"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.ping()
+            pipe.hgetall(self._retained_key)
+            pipe.hgetall(self._half_key)
+            pipe.zrange(self._settled_key, 0, -1)
+            _, retained, halves, settled = await pipe.execute()
+        self._prefetched = (retained, halves, settled)
+
+    def load(self, now: float) -> LoadedState:
+        """Retained messages (the expired ones dropped), pending transactions and settled
+        decisions as :meth:`open` read them, and no sessions: a node attaches sessions on
+        demand (:meth:`fetch_session`). Fixes the clock offset at ``now``."""
+        if self._prefetched is None:
+            raise RuntimeError("RedisStore.load() before open()")
+        retained, halves, settled = self._prefetched
+        self._prefetched = None
+        self._clock.fix(now)
+        state = LoadedState()
+        with self._reading("the store"):
+            for value in retained.values():
+                message = decode_message(value, 0, self._clock)
+                if not message.expired(now):
+                    state.retained.append(message)
+            for transaction_id, value in halves.items():
+                state.transactions.append(decode_half(transaction_id.decode(), value, self._clock))
+            for member in settled:
+                state.settled.append((member[1:].decode(), _OUTCOMES[member[:1]]))
+        return state
+
+    def load_session(self, client_id: str) -> Session | None:
+        """None: Redis cannot be read synchronously; :meth:`fetch_session` reads sessions."""
+        return None
+
+    async def fetch_session(self, client_id: str, now: float) -> Session | None:
+        """The stored session of ``client_id``, built as SqliteStore.load_session builds it
+        (times rebased at ``now``, ``store`` set), or None.
+
+        Everything this store recorded before the call is written first, so a session this
+        node let go of comes back with all its changes. The session's keys (one slot) are
+        read in one MULTI: no other command lands between those reads.
+        StoreError if Redis cannot be read or the store has failed.
+        """
+        await self._written()
+        with self._reading(f"the session of {client_id!r}"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hgetall(self._key(client_id, "session"))
+            pipe.hgetall(self._key(client_id, "subs"))
+            pipe.hgetall(self._key(client_id, "out"))
+            pipe.smembers(self._key(client_id, "qos2"))
+            record, subscriptions, deliveries, inbound = await pipe.execute()
+            if not record:
+                return None
+            self._clock.fix(now)
+            session = self._session_from(client_id, record)
+            for topic_filter, options in subscriptions.items():
+                session.subscriptions[topic_filter.decode()] = decode_options(options)
+            for seq, value in sorted((int(seq), value) for seq, value in deliveries.items()):
+                delivery, state, packet_id = decode_delivery(value, seq, self._clock)
+                restore_delivery(session, delivery, state, packet_id)
+            for packet_id in sorted(map(int, inbound)):
+                session.receive_qos2(packet_id)
+        session.store = self  # record changes from now on, not what was just read
+        return session
+
+    def _session_from(self, client_id: str, record: dict[bytes, bytes]) -> Session:
+        session = Session(client_id, int(record[b"expiry"]))
+        session.expires_at = self._clock.to_clock(_time_from(record[b"expires_at"]))
+        if record[b"will"]:
+            session.will = decode_will(record[b"will"])
+            session.will_due = self._clock.to_clock(_time_from(record[b"will_due"]))
+        return session
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """Turn whatever goes wrong reading ``what`` (Redis unreachable, a record it
+        cannot decode) into a StoreError that says where."""
+        try:
+            yield
+        except Exception as exc:
+            raise self._error(f"reading {what} failed", exc) from exc
+
+    def _error(self, what: str, exc: Exception) -> StoreError:
+        # Not repr(exc): redis-py's says only which kind of error it is.
+        error = StoreError(f"{self.address}: {what}: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+
+    # -- recording ----------------------------------------------------------------------------
+
+    def save_session(self, session: Session) -> None:
+        will = session.will
+        self._record(
+            [
+                "HSET",
+                self._key(session.client_id, "session"),
+                "expiry",
+                session.expiry_interval,
+                "expires_at",
+                _time(self._clock.to_wall(session.expires_at)),
+                "will",
+                b"" if will is None else encode_will(will),
+                "will_due",
+                _time(self._clock.to_wall(session.will_due) if will is not None else None),
+            ]
+        )
+
+    def delete_session(self, session: Session) -> None:
+        """Forget a session: all its keys, in one command (they share a slot)."""
+        client_id = session.client_id
+        sent = (inflight.delivery for inflight in session.inflight.values())
+        for delivery in chain(sent, session.queue):
+            if delivery.seq:  # stored (queued QoS 0 never is)
+                self._cancel_insert(client_id, delivery)
+        self._record(["UNLINK", *(self._key(client_id, part) for part in _SESSION_PARTS)])
+
+    def save_subscription(
+        self, client_id: str, topic_filter: str, options: SubscriptionOptions
+    ) -> None:
+        self._record(["HSET", self._key(client_id, "subs"), topic_filter, encode_options(options)])
+
+    def delete_subscription(self, client_id: str, topic_filter: str) -> None:
+        self._record(["HDEL", self._key(client_id, "subs"), topic_filter])
+
+    def save_delivery(self, client_id: str, delivery: Delivery) -> None:
+        value = encode_delivery(delivery, OutboundState.QUEUED, 0, self._clock)
+        insert = self._record(["HSET", self._key(client_id, "out"), delivery.seq, value])
+        self._unwritten[client_id, delivery.seq] = insert
+
+    def update_delivery(
+        self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
+    ) -> None:
+        """Rewrite the delivery's record in its new state (a hash value cannot be changed
+        in part), or amend its insert if that is still pending."""
+        value = encode_delivery(delivery, state, packet_id, self._clock)
+        insert = self._unwritten.get((client_id, delivery.seq))
+        if insert is None:
+            self._record(["HSET", self._key(client_id, "out"), delivery.seq, value])
+        else:
+            insert[3] = value
+
+    def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
+        if not self._cancel_insert(client_id, delivery):
+            self._record(["HDEL", self._key(client_id, "out"), delivery.seq])
+
+    def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
+        self._record(["SADD", self._key(client_id, "qos2"), packet_id])
+
+    def delete_inbound_qos2(self, client_id: str, packet_id: int) -> None:
+        self._record(["SREM", self._key(client_id, "qos2"), packet_id])
+
+    def save_retained(self, message: Message) -> None:
+        value = encode_message(message, self._clock)
+        self._record(["HSET", self._retained_key, message.topic, value])
+
+    def delete_retained(self, topic: str) -> None:
+        self._record(["HDEL", self._retained_key, topic])
+
+    def save_transaction(self, half: HalfMessage) -> None:
+        value = encode_half(half, self._clock)
+        self._record(["HSET", self._half_key, half.transaction_id, value])
+
+    def settle_transaction(self, transaction_id: str, outcome: Settled) -> None:
+        """Drop the half message and remember the decision; only the newest
+        ``SETTLED_MEMORY`` decisions are kept."""
+        member = _OUTCOME_CODES[outcome] + transaction_id.encode()
+        self._record(["HDEL", self._half_key, transaction_id])
+        self._record(["ZADD", self._settled_key, time.time(), member])
+        self._record(["ZREMRANGEBYRANK", self._settled_key, 0, -SETTLED_MEMORY - 1])
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write_batch(self, ops: list[Op], callbacks: list[Callable[[], None]]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for op in ops:
+            pipe.execute_command(*op)
+        self._sender = self._loop.create_task(self._send(pipe, callbacks))
+
+    async def _send(self, pipe: Pipeline, callbacks: list[Callable[[], None]]) -> None:
+        """Send a pipeline and wait for Redis to answer: every command done, or the store
+        fails."""
+        try:
+            await pipe.execute()
+        except Exception as exc:  # whatever it is, memory and Redis may now disagree
+            self._failure = self._error("writing failed", exc)
+            self._failed()
+            return
+        self._batch_done(callbacks)
+
+    def _failed(self) -> None:
+        super()._failed()
+        for waiting in self._waiting:
+            _wake(waiting)
+
+    async def _written(self) -> None:
+        """Wait until every change recorded so far is acknowledged by Redis; raise the
+        store's failure if there is one (then, or later while waiting)."""
+        if self._failure is None:
+            done = self._loop.create_future()
+            self._waiting.add(done)
+            self.after_commit(partial(_wake, done))
+            try:
+                await done
+            finally:
+                self._waiting.discard(done)
+        if self._failure is not None:
+            raise self._failure
+
+    async def aclose(self) -> None:
+        """Send what is pending, wait until Redis has acknowledged it and close the
+        client's connections; StoreError if that, or an earlier write, failed."""
+        try:
+            await self._written()
+        finally:
+            await self._client.aclose()
+
+    def close(self) -> None:
+        """Best effort, for a caller that cannot await: hand what is pending to Redis
+        without waiting for it (it is sent while the loop keeps running; the connections
+        stay open). :meth:`aclose` is the way to finish. StoreError if a write failed."""
+        if self._failure is not None:
+            raise self._failure
+        self._flush()
+
+
+def _wake(waiting: asyncio.Future[None]) -> None:
+    if not waiting.done():
+        waiting.set_result(None)
+
+
+def _time(wall: float | None) -> float | str:
+    """A stored time: its wall-clock seconds, or "" for none."""
+    return "" if wall is None else wall
+
+
+def _time_from(value: bytes) -> float | None:
+    return float(value) if value else None
