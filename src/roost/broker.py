@@ -9,15 +9,15 @@ import logging
 import signal
 from collections.abc import Callable
 
-from redis.asyncio import Redis
-
 from roost.attach import Attacher, Authenticator
-from roost.cluster.node import READ_BLOCK_MS, ClusterError, ClusterNode
+from roost.cluster.clients import RedisClients
+from roost.cluster.node import ClusterError, ClusterNode
 from roost.config import Settings
 from roost.core import BrokerCore
 from roost.errors import RoostError, StoreError
 from roost.store.base import Store
 from roost.store.memory import MemoryStore
+from roost.store.redis import RedisStore
 from roost.store.sqlite import SqliteStore
 from roost.transport.tcp import TcpConnection
 
@@ -45,13 +45,26 @@ class Broker:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._store: Store | None = None
+        self._redis: RedisClients | None = None  # in a cluster
+        self._redis_store: RedisStore | None = None  # the store, in a cluster
         self.cluster: ClusterNode | None = None
         self.failure: RoostError | None = None  # why the broker stopped on its own
         self.stopping = asyncio.Event()  # set by a signal, or by a store failure
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._store = open_store(self.settings, loop, self._store_failed)
+        if self.settings.cluster:
+            self._redis = RedisClients.for_settings(self.settings)
+            store = self._redis_store = RedisStore(
+                self._redis.store,
+                loop,
+                max_pending_writes=self.settings.max_pending_writes,
+                on_failure=self._store_failed,
+            )
+            await store.open()
+            self._store = store
+        else:
+            self._store = open_store(self.settings, loop, self._store_failed)
         core = self.core = BrokerCore(self.settings, self._clock or loop.time, self._store)
         core.load()
         self._server = await loop.create_server(
@@ -63,39 +76,28 @@ class Broker:
             start_serving=False,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        if self.settings.cluster:
-            self.cluster = await self._join_cluster(core)
+        if self._redis is not None and self._redis_store is not None:
+            self.cluster = await self._join_cluster(core, self._redis, self._redis_store)
             self.attacher.claimer = self.cluster
         await self._server.start_serving()
         self._sweeper = loop.create_task(self._sweep(core))
         log.info("roost listening on %s:%d", self.settings.host, self.port)
 
-    async def _join_cluster(self, core: BrokerCore) -> ClusterNode:
+    async def _join_cluster(
+        self, core: BrokerCore, redis: RedisClients, store: RedisStore
+    ) -> ClusterNode:
         settings = self.settings
-        timeout = settings.node_timeout_ms / 1000
-        commands: Redis = Redis.from_url(
-            settings.cluster, socket_timeout=timeout / 2, socket_connect_timeout=timeout / 2
-        )
-        reader: Redis = Redis.from_url(
-            settings.cluster,
-            socket_timeout=READ_BLOCK_MS / 1000 + timeout,
-            socket_connect_timeout=timeout / 2,
-        )
         listener = f"{settings.host}:{self.port}"
         node = ClusterNode(
             core,
-            commands,
-            reader,
+            redis.commands,
+            redis.reader,
             settings.node_id or listener,
             settings.advertise or listener,
+            sessions=store,
             on_fatal=self._failed,
         )
-        try:
-            await node.start()
-        except BaseException:
-            await commands.aclose()
-            await reader.aclose()
-            raise
+        await node.start()
         return node
 
     async def _sweep(self, core: BrokerCore) -> None:
@@ -144,15 +146,19 @@ class Broker:
             await self._server.wait_closed()
         if self.cluster is not None:
             await self.cluster.stop()
-            await self.cluster.redis.aclose()
-            await self.cluster.reader.aclose()
             self.cluster = None
         if self._store is not None:
             try:
-                self._store.close()
+                if self._redis_store is not None:
+                    await self._redis_store.aclose()
+                else:
+                    self._store.close()
             except StoreError as exc:
                 self._store_failed(exc)
             self._store = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
         log.info("roost stopped")
 
 

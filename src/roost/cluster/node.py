@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from roost import __version__
 from roost.attach import ClaimRefused
 from roost.cluster import keys
+from roost.cluster.clients import READ_BLOCK_MS
 from roost.cluster.membership import NodeInfo, Peers
 from roost.cluster.routes import ClusterRoutes
 from roost.cluster.wire import (
@@ -55,7 +56,6 @@ from roost.session import Session
 log = logging.getLogger("roost.cluster")
 
 READ_BATCH = 64  # inbox entries read per call
-READ_BLOCK_MS = 1000  # how long one read waits for entries
 
 # Claims the node id, or renews the claim: the heartbeat record is written only while its
 # token is ours. Returns nil, or the token of the live node that holds the id.
