@@ -44,9 +44,12 @@ def test_a_persistent_session_with_1000_queued_messages_is_taken_over_across_nod
     raw_subscriber_routed(clients, nodes[1], old, "walk/probe")
     publisher = clients.connect(nodes[1], "strider")
     count = 1000
-    for number in range(count):  # each PUBACKed: in Redis, on its way to node 0
+    sent = [
         publisher.client.publish("walk/step", str(number).encode(), qos=1)
-    wait_until(lambda: not publisher.client._out_messages, what="every PUBACK")  # noqa: SLF001
+        for number in range(count)
+    ]
+    for info in sent:  # each PUBACKed: in Redis, on its way to node 0
+        info.wait_for_publish(10)
     # The old connection holds 10 unacknowledged and node 0 queues the rest.
     new = clients.connect(nodes[2], "walker", clean=False, session_expiry=EXPIRY)
     assert new.session_present[-1] is True
