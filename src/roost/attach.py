@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from roost.errors import ReasonCode, RoostError
+from roost.negotiation import ConnectTerms
 from roost.protocol import ServerConnection
 
 log = logging.getLogger("roost.attach")
@@ -65,8 +66,9 @@ class SessionClaimer(Protocol):
     """Makes this node the one owner of a client id before the client is attached (in a
     cluster: the claim in Redis, the take-over from another node, loading the session)."""
 
-    async def claim(self, client_id: str) -> None:
-        """Raises ClaimRefused when the client cannot be served here now."""
+    async def claim(self, terms: ConnectTerms) -> None:
+        """Claim the session of the client that CONNECTed with ``terms``; raises
+        ClaimRefused when it cannot be served here now."""
         ...
 
 
@@ -97,7 +99,7 @@ class Attacher:
         verdict = await self._authenticate(connection)
         if verdict.allowed and self.claimer is not None and not connection.closed:
             try:
-                await self.claimer.claim(terms.client_id)
+                await self.claimer.claim(terms)
             except ClaimRefused as exc:
                 verdict = Verdict.deny(ReasonCode.SERVER_UNAVAILABLE, str(exc))
             except Exception:

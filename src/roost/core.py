@@ -135,9 +135,30 @@ class BrokerCore:
         """Take over the state saved in the store (at start-up)."""
         now = self.clock()
         state = self.store.load(now)
-        interrupted: list[Session] = []  # connected when the broker stopped
-        for session in state.sessions:
+        for message in state.retained:  # before the sessions: their wills may retain
+            self.router.retained[message.topic] = message
+        self.adopt_sessions(state.sessions, now)
+        for half in state.transactions:
+            self.transactions.restore(half)
+        for transaction_id, outcome in state.settled:
+            self.transactions.restore_settled(transaction_id, outcome)
+        log.info(
+            "loaded %d sessions, %d retained messages, %d pending transactions",
+            len(state.sessions),
+            len(state.retained),
+            len(state.transactions),
+        )
+
+    def adopt_sessions(self, sessions: list[Session], now: float) -> None:
+        """Take sessions read from the store (at start-up, or from a node that died):
+        offline ones wait for their clients as before; those whose connection was open
+        ended abnormally at ``now``: their wills go out (after their delay) and their
+        expiry starts."""
+        interrupted: list[Session] = []  # connected when their broker stopped
+        for session in sessions:
             client_id = session.client_id
+            if client_id in self.sessions:
+                continue
             self.sessions[client_id] = session
             for topic_filter, options in session.subscriptions.items():
                 self._router_subscribe(client_id, topic_filter, options)
@@ -151,22 +172,9 @@ class BrokerCore:
                 self.deadlines.schedule((SESSION_EXPIRES, client_id), session.expires_at)
             if session.will_due is not None:
                 self.deadlines.schedule((WILL_DUE, client_id), session.will_due)
-        for message in state.retained:
-            self.router.retained[message.topic] = message
-        for session in interrupted:
-            # Its connection ended with the broker, without DISCONNECT: an abnormal end.
+        for session in interrupted:  # once all are subscribed: one may want another's will
             will, session.will = session.will, None
             self._session_left(session, will, now)
-        for half in state.transactions:
-            self.transactions.restore(half)
-        for transaction_id, outcome in state.settled:
-            self.transactions.restore_settled(transaction_id, outcome)
-        log.info(
-            "loaded %d sessions, %d retained messages, %d pending transactions",
-            len(state.sessions),
-            len(state.retained),
-            len(state.transactions),
-        )
 
     # -- connections and sessions -------------------------------------------------------
 
@@ -287,14 +295,35 @@ class BrokerCore:
             self.bus.route_removed(topic_filter)
         return existed
 
-    def install_session(self, session: Session) -> None:
-        """Take a session loaded from the cluster's store (its node let it go, or died)
-        unless one is here already."""
-        if session.client_id in self.sessions:
+    def hold_session(self, client_id: str, subscriptions: dict[str, SubscriptionOptions]) -> None:
+        """A session is on its way from another node: subscribe for it now, so that what
+        its subscriptions match meanwhile waits here (see :meth:`take_held_session`)."""
+        if client_id in self.sessions:
             return
-        self.sessions[session.client_id] = session
-        for topic_filter, options in session.subscriptions.items():
-            self._router_subscribe(session.client_id, topic_filter, options)
+        held = self.sessions[client_id] = Session(client_id, NEVER_EXPIRES)  # not stored
+        for topic_filter, options in subscriptions.items():
+            held.subscriptions[topic_filter] = options
+            self._router_subscribe(client_id, topic_filter, options)
+
+    def take_held_session(self, client_id: str, session: Session | None) -> None:
+        """The session announced by :meth:`hold_session` has arrived (None: there is none):
+        it takes the held one's place, and what was queued for it meanwhile."""
+        held = self.sessions.pop(client_id, None)
+        if session is not None:
+            self.adopt_sessions([session], self.clock())
+        if held is None:
+            return
+        kept = session.subscriptions if session is not None else {}
+        for topic_filter in held.subscriptions:
+            if topic_filter not in kept:
+                self._router_unsubscribe(client_id, topic_filter)
+        if session is None or not held.queue:
+            return
+        limit = self.settings.max_queued_messages
+        now = self.clock()
+        while held.queue:
+            if not session.enqueue(held.dequeue(), limit, now):
+                self.note_dropped(client_id)
 
     def kick(self, client_id: str) -> None:
         """Another node took ``client_id`` over: close its connection here and let its
@@ -302,12 +331,21 @@ class BrokerCore:
         connection = self.connections.get(client_id)
         if connection is not None:
             connection.take_over()
+        self._let_go(client_id)
+
+    def let_go_of_sessions(self) -> None:
+        """Forget every session, leaving the stored ones as they are: this node may not
+        own them any more (it was cut off from its cluster, which adopted them)."""
+        for client_id in list(self.sessions):
+            self._let_go(client_id)
+
+    def _let_go(self, client_id: str) -> None:
         session = self.sessions.pop(client_id, None)
         if session is None:
             return
         self._cancel_deadlines(client_id)
         self._drop_subscriptions(session)
-        session.store = None  # the stored session is the new owner's now
+        session.store = None  # the stored session is its new owner's
 
     def _cancel_deadlines(self, client_id: str) -> None:
         self.deadlines.cancel((SESSION_EXPIRES, client_id))
@@ -351,8 +389,22 @@ class BrokerCore:
             self.router.retain(message)
         self._deliver(message, serve_shared)
 
-    def _deliver(self, message: Message, serve_shared: Container[str] | None) -> int:
+    def deliver_adopted(
+        self, message: Message, serve_shared: Container[str], adopted: Container[str]
+    ) -> None:
+        """A message that was on its way to a node that died, for the sessions adopted
+        from it only (the others here had their own copy)."""
+        self._deliver(message, serve_shared, adopted)
+
+    def _deliver(
+        self,
+        message: Message,
+        serve_shared: Container[str] | None,
+        only: Container[str] | None = None,
+    ) -> int:
         targets = self.router.route(message, self.is_online, serve_shared)
+        if only is not None:
+            targets = [target for target in targets if target[0] in only]
         sessions = self.sessions
         connections = self.connections
         limit = self.settings.max_queued_messages

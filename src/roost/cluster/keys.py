@@ -36,3 +36,13 @@ def inbox(node_id: str) -> str:
 def owner(client_id: str) -> str:
     """Hash: the node that owns the client id's session, and the claim's epoch."""
     return f"{PREFIX}:{{c:{client_id}}}:owner"
+
+
+def clients(node_id: str) -> str:
+    """Set: the client ids the node claimed (some may have moved on since)."""
+    return f"{node(node_id)}:clients"
+
+
+def adopter(node_id: str) -> str:
+    """String: the node taking over what a dead node held (a lock with a time limit)."""
+    return f"{node(node_id)}:adopter"

@@ -35,7 +35,8 @@ from redis.exceptions import RedisError
 
 from roost import __version__
 from roost.attach import ClaimRefused
-from roost.cluster import keys
+from roost.cluster import keys, scripts
+from roost.cluster.adoption import Adoption
 from roost.cluster.clients import READ_BLOCK_MS
 from roost.cluster.membership import NodeInfo, Peers
 from roost.cluster.routes import ClusterRoutes
@@ -51,55 +52,15 @@ from roost.cluster.wire import (
 from roost.core import BrokerCore
 from roost.errors import ProtocolError, RoostError
 from roost.message import Message
-from roost.session import Session
+from roost.negotiation import ConnectTerms
+from roost.session import Session, SubscriptionOptions
+from roost.store.records import encode_will
 
 log = logging.getLogger("roost.cluster")
 
 READ_BATCH = 64  # inbox entries read per call
-
-# Claims the node id, or renews the claim: the heartbeat record is written only while its
-# token is ours. Returns nil, or the token of the live node that holds the id.
-_BEAT = """
-local current = redis.call('HGET', KEYS[1], 'token')
-if current and current ~= ARGV[1] then return current end
-redis.call('HSET', KEYS[1], 'token', ARGV[1], 'address', ARGV[3], 'connections', ARGV[4],
-  'version', ARGV[5], 'started', ARGV[6], 'beat', ARGV[7], 'routes', ARGV[8])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return false
-"""
-
-# Applies changes to a node's route set ("+filter", "-filter", "=" to empty it), moves its
-# version on and announces version and changes, NUL-separated (NUL is in no topic filter).
-_CHANGE_ROUTES = """
-for i = 2, #ARGV do
-  local op = string.sub(ARGV[i], 1, 1)
-  local topic_filter = string.sub(ARGV[i], 2)
-  if op == '+' then redis.call('SADD', KEYS[1], topic_filter)
-  elseif op == '-' then redis.call('SREM', KEYS[1], topic_filter)
-  else redis.call('DEL', KEYS[1]) end
-end
-local version = redis.call('INCR', KEYS[2])
-redis.call('SPUBLISH', ARGV[1], version .. '\\0' .. table.concat(ARGV, '\\0', 2))
-return version
-"""
-
-# Makes a node the owner of a client id; returns the previous owner ('' if none) and the
-# new epoch, which fences out what the previous owner still does.
-_CLAIM_CLIENT = """
-local previous = redis.call('HGET', KEYS[1], 'node')
-local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('HSET', KEYS[1], 'node', ARGV[1])
-return {previous or '', epoch}
-"""
-
-# Forgets the owner of a client id if it is still this node under this epoch.
-_RELEASE_CLIENT = """
-if redis.call('HGET', KEYS[1], 'node') == ARGV[1]
-  and redis.call('HGET', KEYS[1], 'epoch') == ARGV[2] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+CLAIM_ATTEMPTS = 3  # compare-and-set rounds before a contended claim is refused
+ADOPTION_GRACE_TIMEOUTS = 2  # node timeouts an adopter keeps reading a dead node's inbox
 
 
 class ClusterError(RoostError):
@@ -110,6 +71,8 @@ class SessionSource(Protocol):
     """A store that loads one session on demand (the Redis store)."""
 
     async def fetch_session(self, client_id: str, now: float) -> Session | None: ...
+
+    async def fetch_subscriptions(self, client_id: str) -> dict[str, SubscriptionOptions]: ...
 
 
 Command = Callable[..., object]  # called with client=pipeline: adds its command to it
@@ -161,9 +124,9 @@ class ClusterNode:
         self._epochs: dict[str, int] = {}  # client id -> epoch of this node's claim
         self._releases: dict[str, tuple[int, asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._adoptions: dict[str, asyncio.Task[None]] = {}  # dead node -> its adoption
         self._pubsub: Any = redis.pubsub()
-        self._beat: Any = redis.register_script(_BEAT)
-        self._claim_client: Any = redis.register_script(_CLAIM_CLIENT)
+        self._beat: Any = redis.register_script(scripts.BEAT)
         self.forwarded_messages = 0  # records sent to other nodes
         self.forward_entries = 0  # stream entries that carried them
 
@@ -178,7 +141,7 @@ class ClusterNode:
             raise ClusterError(f"cannot reach the cluster's Redis: {exc}") from exc
         if holder is not None:
             raise ClusterError(f"node id {self.node_id!r} is already in use by a live node")
-        await self.redis.delete(keys.inbox(self.node_id))  # a former run's, adopted since
+        await self._adopt_former_run()
         await self.redis.sadd(keys.NODES, self.node_id)
         await self._read_peers()
         self.core.join(self)
@@ -197,21 +160,38 @@ class ClusterNode:
             self.address,
         )
 
+    async def _adopt_former_run(self) -> None:
+        """Take back what a former run of this node id held, unless another node is
+        taking it over (then refuse to start until it is done)."""
+        me = self.node_id
+        adopter = await self.redis.get(keys.adopter(me))
+        if adopter is not None and adopter.decode() != me:
+            raise ClusterError(
+                f"node {adopter.decode()} is taking over what the former run of node {me!r}"
+                " held; start again in a moment"
+            )
+        if not await self.redis.exists(keys.clients(me), keys.inbox(me)):
+            return
+        adoption = self._adoption(me)
+        if adopter is None and not await adoption.lock(self.timeout):
+            raise ClusterError(f"another node is taking over what node {me!r} held")
+        # Its inbox is read as this run's own, once its sessions are here again.
+        await adoption.adopt_clients()
+        await self.redis.delete(keys.adopter(me))
+
     async def stop(self) -> None:
-        """Leave the cluster: forward what is pending, withdraw routes and heartbeat."""
+        """Leave the cluster: forward what is pending and stop beating. The heartbeat
+        record goes at once, so that another node adopts the sessions kept here (and
+        what is on its way to them) without waiting for the timeout."""
         with contextlib.suppress(RedisError, OSError):
             await self._flush_now()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._adoptions.values()]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._adoptions.values()]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(RedisError, OSError):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(keys.node(self.node_id), keys.routes(self.node_id))
-            pipe.delete(keys.inbox(self.node_id), keys.routes_version(self.node_id))
-            pipe.srem(keys.NODES, self.node_id)
-            await pipe.execute()
+            await self.redis.delete(keys.node(self.node_id))
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()
         log.info("node %s left the cluster", self.node_id)
@@ -264,8 +244,11 @@ class ClusterNode:
         epoch = self._epochs.pop(client_id, None)
         if epoch is not None:
             self._command(
-                partial(_eval, _RELEASE_CLIENT, [keys.owner(client_id)], [self.node_id, epoch])
+                partial(
+                    _eval, scripts.RELEASE_CLIENT, [keys.owner(client_id)], [self.node_id, epoch]
+                )
             )
+            self._command(partial(_srem, keys.clients(self.node_id), client_id))
 
     def _announce_all_routes(self) -> None:
         """Replace this node's route set in Redis by what the router holds."""
@@ -314,7 +297,7 @@ class ClusterNode:
             self.forward_entries += len(outgoing)
             if route_ops:
                 _eval(
-                    _CHANGE_ROUTES,
+                    scripts.CHANGE_ROUTES,
                     [keys.routes(self.node_id), keys.routes_version(self.node_id)],
                     [keys.routes_channel(self.node_id), *route_ops],
                     client=pipe,
@@ -383,6 +366,11 @@ class ClusterNode:
         if mine is not None and mine > kick.epoch:
             return  # this node claimed it again since
         self._epochs.pop(kick.client_id, None)
+        self._command(partial(_srem, keys.clients(self.node_id), kick.client_id))
+        session = self.core.sessions.get(kick.client_id)
+        if session is not None:  # the new owner subscribed already; it may not be heard yet
+            for topic_filter in session.subscriptions:
+                self.routes.add(kick.reply_to, topic_filter)
         self.core.kick(kick.client_id)
         released = encode_released(Released(kick.client_id, kick.epoch))
         self.core.store.after_commit(partial(self._send_record, kick.reply_to, released))
@@ -394,33 +382,72 @@ class ClusterNode:
 
     # -- ownership (the claimer of the attach step) ---------------------------------------
 
-    async def claim(self, client_id: str) -> None:
-        """Make this node the owner of ``client_id``; if another live node owned it, wait
-        (at most ``node_timeout``) for it to let the session go, then load the session."""
+    async def claim(self, terms: ConnectTerms) -> None:
+        """Make this node the one owner of the client id, taking its session over from the
+        node that has it.
+
+        From a live node: subscribe for the session here first (its stored subscriptions),
+        so that nothing published meanwhile misses it, then tell that node, which closes
+        the client (0x8E), lets the session go and answers once it is durable (waited for
+        at most ``node_timeout``); then load it. From a node that died: refuse for now,
+        the cluster is adopting what it held (the client retries). The will of a session
+        that is not stored is kept with the claim, for the node that would adopt this
+        one's clients.
+        """
         if self.cut_off:
             raise ClaimRefused("this node is cut off from its cluster")
-        previous_raw, epoch = await self._claim_client(
-            keys=[keys.owner(client_id)], args=[self.node_id]
-        )
-        previous = previous_raw.decode() if isinstance(previous_raw, bytes) else previous_raw
-        self._epochs[client_id] = int(epoch)
-        if previous and previous != self.node_id and previous in self.peers.alive:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._releases[client_id] = (int(epoch), future)
-            self._send_record(previous, encode_kick(Kick(client_id, int(epoch), self.node_id)))
+        client_id = terms.client_id
+        previous, epoch = await self._claim_owner(client_id, terms)
+        self._epochs[client_id] = epoch
+        moving = bool(previous) and previous != self.node_id and self.sessions is not None
+        if moving and self.sessions is not None:
+            held = await self.sessions.fetch_subscriptions(client_id)
+            self.core.hold_session(client_id, held)
             try:
-                await asyncio.wait_for(future, self.timeout)
-            except TimeoutError:
-                log.warning(
-                    "node %s did not release client %s in time; taking it over", previous, client_id
-                )
+                await self._flushed()  # the routes are out before the old node lets go
+                await self._take_from(previous, client_id, epoch)
             finally:
-                if self._releases.get(client_id, (0, None))[1] is future:
-                    del self._releases[client_id]
-        if self.sessions is not None and client_id not in self.core.sessions:
+                session = await self.sessions.fetch_session(client_id, self.clock())
+                self.core.take_held_session(client_id, session)
+        elif self.sessions is not None and client_id not in self.core.sessions:
             session = await self.sessions.fetch_session(client_id, self.clock())
             if session is not None:
-                self.core.install_session(session)
+                self.core.adopt_sessions([session], self.clock())
+
+    async def _claim_owner(self, client_id: str, terms: ConnectTerms) -> tuple[str, int]:
+        """Claim the client id (compare-and-set on its owner); returns the previous owner
+        ('' if none) and the claim's epoch."""
+        will = b"" if terms.will is None or terms.session_expiry else encode_will(terms.will)
+        key = keys.owner(client_id)
+        for _ in range(CLAIM_ATTEMPTS):
+            raw = await self.redis.hget(key, "node")
+            previous = "" if raw is None else raw.decode()
+            if previous and previous != self.node_id and previous not in self.peers.alive:
+                raise ClaimRefused(
+                    f"the session is being recovered from node {previous}; try again shortly"
+                )
+            pipe = self.redis.pipeline(transaction=False)
+            _eval(scripts.CLAIM_CLIENT, [key], [self.node_id, previous, will], client=pipe)
+            pipe.sadd(keys.clients(self.node_id), client_id)
+            epoch, _ = await pipe.execute()
+            if epoch:
+                return previous, int(epoch)
+        raise ClaimRefused("the session is being claimed by several nodes at once")
+
+    async def _take_from(self, previous: str, client_id: str, epoch: int) -> None:
+        """Tell ``previous`` to let the session go; wait for its answer."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._releases[client_id] = (epoch, future)
+        self._send_record(previous, encode_kick(Kick(client_id, epoch, self.node_id)))
+        try:
+            await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            log.warning(
+                "node %s did not release client %s in time; taking it over", previous, client_id
+            )
+        finally:
+            if self._releases.get(client_id, (0, None))[1] is future:
+                del self._releases[client_id]
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -495,7 +522,11 @@ class ClusterNode:
         ]
         joined, dead = self.peers.update(infos, self.clock())
         for node in dead:
-            self._peer_died(node)
+            log.warning("node %s is dead (no heartbeat for %.1f s)", node, self.timeout)
+        for member, record in zip(members, records, strict=True):
+            if not record and member not in self._adoptions:  # dead, and not adopted yet
+                task = asyncio.get_running_loop().create_task(self._adopt(member))
+                self._adoptions[member] = task
         for info in joined:
             log.info("node %s joined at %s", info.node_id, info.address)
             await self._pubsub.ssubscribe(keys.routes_channel(info.node_id))
@@ -504,20 +535,53 @@ class ClusterNode:
             if info.routes > self._peer_route_versions.get(info.node_id, 0):
                 await self._load_routes(info.node_id)
 
-    def _peer_died(self, node: str) -> None:
-        log.warning("node %s is dead (no heartbeat for %.1f s)", node, self.timeout)
-        self.routes.drop_node(node)
-        self._peer_route_versions.pop(node, None)
-        self._command(lambda client: client.srem(keys.NODES, node))
-        asyncio.get_running_loop().create_task(self._pubsub.sunsubscribe(keys.routes_channel(node)))
+    def _adoption(self, dead: str) -> Adoption:
+        fetch = None if self.sessions is None else self.sessions.fetch_session
+        return Adoption(self.core, self.redis, self.node_id, dead, fetch, self._claimed)
+
+    def _claimed(self, client_id: str, epoch: int) -> None:
+        self._epochs[client_id] = epoch
+
+    async def _adopt(self, dead: str) -> None:
+        """Take over what a dead node held, if no other node does (see adoption.py)."""
+        adoption = self._adoption(dead)
+        try:
+            if not await adoption.lock(self.timeout):
+                return
+            log.info("node %s adopts the clients of dead node %s", self.node_id, dead)
+            await adoption.adopt_clients()
+            await adoption.drain_inbox()
+            await self._flushed()  # the adopted sessions' routes are announced
+            await adoption.withdraw_routes()
+            await asyncio.sleep(ADOPTION_GRACE_TIMEOUTS * self.timeout)
+            delivered = await adoption.drain_inbox()
+            await self._stored()
+            await adoption.forget_dead_node()
+            log.info("node %s took over node %s (%d late messages)", self.node_id, dead, delivered)
+        except (RedisError, OSError, RoostError) as exc:
+            log.error("adopting node %s failed (another node will retry): %s", dead, exc)
+        finally:
+            self._adoptions.pop(dead, None)
+
+    async def _flushed(self) -> None:
+        """Wait until everything queued for Redis so far is sent."""
+        done = asyncio.get_running_loop().create_future()
+        self.after_forwarded(partial(_resolve, done))
+        if self._flushing is None:
+            self._schedule_flush()
+        await done
+
+    async def _stored(self) -> None:
+        """Wait until everything recorded in the store so far is durable."""
+        done = asyncio.get_running_loop().create_future()
+        self.core.store.after_commit(partial(_resolve, done))
+        await done
 
     async def _load_routes(self, node: str) -> None:
         pipe = self.redis.pipeline(transaction=True)  # both keys share the node's slot
         pipe.get(keys.routes_version(node))
         pipe.smembers(keys.routes(node))
         version, filters = await pipe.execute()
-        if node not in self.peers.alive:
-            return
         self.routes.replace(node, (topic_filter.decode() for topic_filter in filters))
         self._peer_route_versions[node] = int(version or 0)
 
@@ -543,8 +607,7 @@ class ClusterNode:
             await self._apply_routes(node, message["data"])
 
     async def _apply_routes(self, node: str, data: bytes) -> None:
-        if node not in self.peers.alive:
-            return
+        """Also for a dead node, until its adopter withdraws its routes."""
         version_raw, *ops = data.decode().split("\0")
         version = int(version_raw)
         known = self._peer_route_versions.get(node, 0)
@@ -561,6 +624,9 @@ class ClusterNode:
                 self.routes.remove(node, op[1:])
             else:
                 self.routes.drop_node(node)
+        if node not in self.peers.alive and not self.routes.filters_of(node):
+            self._peer_route_versions.pop(node, None)
+            await self._pubsub.sunsubscribe(keys.routes_channel(node))
 
     # -- cut off ----------------------------------------------------------------------------
 
@@ -575,11 +641,17 @@ class ClusterNode:
             self.node_id,
         )
         self.core.shutdown()
+        # The cluster adopts what this node held once its heartbeat record expires;
+        # on rejoining, it takes back what is still its own.
+        self.core.let_go_of_sessions()
+        self._epochs.clear()
 
     async def _rejoin(self) -> None:
         """After Redis was out of reach (or restarted, maybe without its data): announce
         this node and its routes again and read the others' routes again."""
         log.info("node %s reaches the cluster again; joining", self.node_id)
+        if self.cut_off:
+            await self._adopt_former_run()
         await self.redis.sadd(keys.NODES, self.node_id)
         self._announce_all_routes()
         await self._flush_now()
@@ -610,8 +682,18 @@ def _node_info(node_id: str, record: dict[bytes, bytes]) -> NodeInfo:
 
 
 def _eval(script: str, script_keys: list[str], args: list[object], client: Any) -> None:
-    """Add a Lua script to a pipeline (sent whole: these scripts run rarely)."""
+    """Add a Lua script to a pipeline, sent whole: short, and it survives a Redis restart
+    (which forgets loaded scripts)."""
     client.eval(script, len(script_keys), *script_keys, *args)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _srem(key: str, member: str, client: Any) -> None:
+    client.srem(key, member)
 
 
 def _xtrim_command(key: str, minimum_id: str, client: Any) -> None:

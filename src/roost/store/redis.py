@@ -179,6 +179,15 @@ class RedisStore(BatchingStore):
         session.store = self  # record changes from now on, not what was just read
         return session
 
+    async def fetch_subscriptions(self, client_id: str) -> dict[str, SubscriptionOptions]:
+        """The stored subscriptions of ``client_id`` (none if it has no stored session):
+        what a node taking the session over announces before the session arrives."""
+        with self._reading(f"the subscriptions of {client_id!r}"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hgetall(self._key(client_id, "subs"))
+            (stored,) = await pipe.execute()
+        return {key.decode(): decode_options(value) for key, value in stored.items()}
+
     def _session_from(self, client_id: str, record: dict[bytes, bytes]) -> Session:
         session = Session(client_id, int(record[b"expiry"]))
         session.expires_at = self._clock.to_clock(_time_from(record[b"expires_at"]))

@@ -1,0 +1,57 @@
+"""The Lua scripts a node runs in Redis: each one is atomic, and touches keys of one hash
+tag only, so that it runs on a Redis Cluster too."""
+
+# Claims the node id, or renews the claim: the heartbeat record is written only while its
+# token is ours. Returns nil, or the token of the live node that holds the id.
+BEAT = """
+local current = redis.call('HGET', KEYS[1], 'token')
+if current and current ~= ARGV[1] then return current end
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'address', ARGV[3], 'connections', ARGV[4],
+  'version', ARGV[5], 'started', ARGV[6], 'beat', ARGV[7], 'routes', ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return false
+"""
+
+# Applies changes to a node's route set ("+filter", "-filter", "=" to empty it), moves its
+# version on and announces version and changes, NUL-separated (NUL is in no topic filter).
+CHANGE_ROUTES = """
+for i = 2, #ARGV do
+  local op = string.sub(ARGV[i], 1, 1)
+  local topic_filter = string.sub(ARGV[i], 2)
+  if op == '+' then redis.call('SADD', KEYS[1], topic_filter)
+  elseif op == '-' then redis.call('SREM', KEYS[1], topic_filter)
+  else redis.call('DEL', KEYS[1]) end
+end
+local version = redis.call('INCR', KEYS[2])
+redis.call('SPUBLISH', ARGV[1], version .. '\\0' .. table.concat(ARGV, '\\0', 2))
+return version
+"""
+
+# Makes a node the owner of a client id if the owner is still the one it read (ARGV[2],
+# '' for none), keeping the will to publish if the node dies (for a session that is not
+# stored; '' otherwise). Returns the new epoch, which fences out what the previous owner
+# still does, or 0 if the owner changed meanwhile.
+CLAIM_CLIENT = """
+if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[2] then return 0 end
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'will', ARGV[3])
+return epoch
+"""
+
+# Takes a client id over from a dead node, if that node still owns it; returns the new
+# epoch and the will kept with the claim, or nil.
+ADOPT_CLIENT = """
+if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return false end
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'node', ARGV[2])
+return {epoch, redis.call('HGET', KEYS[1], 'will') or ''}
+"""
+
+# Forgets the owner of a client id if it is still this node under this epoch.
+RELEASE_CLIENT = """
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1]
+  and redis.call('HGET', KEYS[1], 'epoch') == ARGV[2] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

@@ -1,0 +1,129 @@
+"""A node dies (SIGKILL): nothing the cluster acknowledged is lost. The session it held is
+adopted by a surviving node with what was on its way to it; what a publisher on it had
+PUBACKed reaches the subscribers; the wills of its clients are published once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from clusterproc import NODE_TIMEOUT_MS, Cluster, wait_for_log, wait_routed
+from paho_helpers import Clients, Conn, wait_until
+
+EXPIRY = 300
+NODE_TIMEOUT = NODE_TIMEOUT_MS / 1000
+
+
+class Publisher:
+    """Publishes numbered QoS 1 messages from a thread until stopped; remembers which
+    were PUBACKed."""
+
+    def __init__(self, conn: Conn, topic: str) -> None:
+        self.conn = conn
+        self.topic = topic
+        self.acknowledged: set[bytes] = set()
+        self._payload_of: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        conn.client.on_publish = self._on_publish
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, *rest: Any) -> None:
+        with self._lock:
+            payload = self._payload_of.pop(mid, None)
+            if payload is not None:
+                self.acknowledged.add(payload)
+
+    def _run(self) -> None:
+        number = 0
+        while not self._stop.is_set():
+            payload = f"m{number}".encode()
+            with self._lock:
+                info = self.conn.client.publish(self.topic, payload, qos=1)
+                self._payload_of[info.mid] = payload
+            number += 1
+            time.sleep(0.002)  # a steady stream rather than one burst
+
+    def start(self) -> Publisher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> set[bytes]:
+        self._stop.set()
+        self._thread.join(10)
+        with self._lock:
+            return set(self.acknowledged)
+
+
+def connect_when_possible(clients: Clients, node: Any, client_id: str, **options: Any) -> Conn:
+    """Connect, retrying while the cluster still sorts out the death of a node."""
+    deadline = time.monotonic() + 10 * NODE_TIMEOUT
+    while True:
+        conn = clients.connect(node, client_id, expect_success=False, **options)
+        if conn.connack_rc == 0:
+            return conn
+        conn.stop()
+        assert time.monotonic() < deadline, f"{client_id} could not connect"
+
+
+def test_the_session_of_a_killed_node_resumes_elsewhere_with_every_acknowledged_message(
+    cluster: Cluster, clients: Clients
+) -> None:
+    nodes = cluster.start(3)
+    keeper = clients.connect(nodes[0], "keeper", clean=False, session_expiry=EXPIRY)
+    keeper.sub("keep/#", qos=1)
+    wait_routed(clients, nodes[1], keeper, "keep/probe")
+    publisher = Publisher(clients.connect(nodes[1], "writer"), "keep/log").start()
+    wait_until(lambda: len(publisher.acknowledged) >= 100, what="a stream of PUBACKs")
+    nodes[0].kill()
+    # Publishing goes on while the cluster notices the death and adopts the session.
+    wait_for_log(nodes[1], "node n0 is dead", timeout=10 * NODE_TIMEOUT)
+    wait_until(lambda: len(publisher.acknowledged) >= 300, what="PUBACKs after the death")
+    resumed = connect_when_possible(clients, nodes[2], "keeper", clean=False, session_expiry=EXPIRY)
+    acknowledged = publisher.stop()
+    before = set(keeper.payloads())  # what the first connection got before the kill
+    wait_until(
+        lambda: acknowledged <= before | set(resumed.payloads()),
+        timeout=20,
+        what="every PUBACKed message",
+    )
+
+
+def test_what_a_killed_publishers_node_acknowledged_reaches_the_subscribers(
+    cluster: Cluster, clients: Clients
+) -> None:
+    nodes = cluster.start(2)
+    reader = clients.connect(nodes[1], "reader")
+    reader.sub("burst/#", qos=1)
+    wait_routed(clients, nodes[0], reader, "burst/probe")
+    publisher = Publisher(clients.connect(nodes[0], "burster"), "burst/x").start()
+    wait_until(lambda: len(publisher.acknowledged) >= 200, what="a stream of PUBACKs")
+    nodes[0].kill()
+    acknowledged = publisher.stop()
+    wait_until(lambda: acknowledged <= set(reader.payloads()), what="every PUBACKed message")
+
+
+def test_the_wills_of_a_killed_nodes_clients_are_published_once(
+    cluster: Cluster, clients: Clients
+) -> None:
+    nodes = cluster.start(3)
+    watcher = clients.connect(nodes[1], "watcher")
+    watcher.sub("status/#", qos=1)
+    wait_routed(clients, nodes[0], watcher, "status/probe")
+    clients.connect(nodes[0], "volatile", will=("status/volatile", b"gone", 1, False))
+    clients.connect(
+        nodes[0],
+        "stored",
+        session_expiry=EXPIRY,
+        will=("status/stored", b"gone", 1, False),
+    )
+    nodes[0].kill()
+    wait_until(
+        lambda: "took over node n0" in "".join(nodes[1].log + nodes[2].log),
+        timeout=10 * NODE_TIMEOUT,
+        what="the adoption to finish",
+    )
+    wait_until(lambda: len(watcher.by_payload(b"gone")) >= 2, what="both wills")
+    topics = sorted(m.topic for m in watcher.by_payload(b"gone"))
+    assert topics == ["status/stored", "status/volatile"]
