@@ -27,6 +27,7 @@ from roost.topics import TopicNameCheck, is_wildcard, parse_shared, validate_top
 from roost.transactions import (
     DECISION_TOPICS,
     OUTCOMES,
+    Decision,
     FinalAction,
     HalfMessage,
     Settled,
@@ -84,6 +85,21 @@ class ClusterBus(Protocol):
 
     def session_ended(self, client_id: str) -> None:
         """The session of ``client_id`` ended here: its cluster-wide claim can go."""
+        ...
+
+    def transaction_prepared(self, transaction_id: str) -> None:
+        """This node holds (and checks back) a new pending transaction."""
+        ...
+
+    def transaction_settled(self, transaction_id: str, outcome: Settled) -> None: ...
+
+    def forward_decision(self, transaction_id: str, decision: Decision) -> None:
+        """A decision for a transaction another node holds (or one unknown here)."""
+        ...
+
+    def send_check(self, request: Message) -> bool:
+        """Give a check request to a member of its group on another node; False if no
+        node has one."""
         ...
 
 
@@ -533,19 +549,47 @@ class BrokerCore:
         half = self.transactions.prepare(transaction_id, group, message, check_delay, self.clock())
         if half is not None:
             self.store.save_transaction(half)
+            if self.bus is not None:
+                self.bus.transaction_prepared(transaction_id)
             log.debug("transaction %s of group %s prepared", transaction_id, group)
 
     def decide_transaction(self, topic: str, payload: bytes) -> None:
-        """Apply a decision published on a ``$tx/...`` topic (raises TransactionRefused)."""
+        """Apply a decision published on a ``$tx/...`` topic (raises TransactionRefused);
+        in a cluster, one for a transaction held by another node goes there."""
         decision = DECISION_TOPICS.get(topic)
         if decision is None:
             raise TransactionRefused(
                 f"{topic!r} is reserved for transactions", ReasonCode.NOT_AUTHORIZED
             )
         transaction_id = payload.decode("utf-8", "replace")
+        transactions = self.transactions
+        if (
+            self.bus is not None
+            and transaction_id not in transactions.pending
+            and transaction_id not in transactions.settled
+        ):
+            self.bus.forward_decision(transaction_id, decision)
+            return
+        half = transactions.decide(transaction_id, decision)
+        if half is not None:
+            self._settle(half, OUTCOMES[decision])
+
+    def apply_decision(self, transaction_id: str, decision: Decision) -> None:
+        """A decision another node received, for a transaction that may be held here."""
+        if transaction_id not in self.transactions.pending:
+            return
         half = self.transactions.decide(transaction_id, decision)
         if half is not None:
             self._settle(half, OUTCOMES[decision])
+
+    def settled_elsewhere(self, transaction_id: str, outcome: Settled) -> None:
+        """Another node settled a transaction: answer a late decision as it would."""
+        self.transactions.restore_settled(transaction_id, outcome)
+
+    def adopt_transaction(self, half: HalfMessage) -> None:
+        """Hold (and check back) a pending transaction from a node that died."""
+        if half.transaction_id not in self.transactions.pending:
+            self.transactions.restore(half)
 
     def _settle(self, half: HalfMessage, outcome: Settled) -> None:
         if outcome is Settled.COMMITTED:
@@ -564,6 +608,8 @@ class BrokerCore:
             )
         self.transactions.settle(half, outcome)
         self.store.settle_transaction(half.transaction_id, outcome)
+        if self.bus is not None:
+            self.bus.transaction_settled(half.transaction_id, outcome)
         log.debug("transaction %s %s", half.transaction_id, outcome.value)
 
     def _check_transaction(self, half: HalfMessage, now: float) -> None:
@@ -599,19 +645,25 @@ class BrokerCore:
     def _send_check(self, half: HalfMessage) -> None:
         """Ask one live member of the producer group for the transaction's state."""
         request = half.check_request()
+        if self.deliver_check(request) or (self.bus is not None and self.bus.send_check(request)):
+            self.transactions.counters.checks_sent += 1
+            return
+        log.info(
+            "transaction %s: no member of group %s is connected for check %d",
+            half.transaction_id,
+            half.group,
+            half.checks,
+        )
+
+    def deliver_check(self, request: Message) -> bool:
+        """Give a check request to one connected member of its group here, if any."""
         member = self.router.pick_subscriber(request.topic, self.is_online)
         if member is None:
-            log.info(
-                "transaction %s: no member of group %s is connected for check %d",
-                half.transaction_id,
-                half.group,
-                half.checks,
-            )
-            return
+            return False
         client_id, options = member
-        self.transactions.counters.checks_sent += 1
         ids = () if options.identifier is None else (options.identifier,)
         self.connections[client_id].deliver(Delivery(request, min(1, options.qos), False, ids))
+        return True
 
     # -- timers ---------------------------------------------------------------------------
 

@@ -203,6 +203,20 @@ class Transactions:
         self._add(half)
         return half
 
+    def hand_over(self, transaction_id: str) -> HalfMessage | None:
+        """Stop holding a pending half message (another cluster node runs it), without
+        settling it."""
+        half = self.pending.pop(transaction_id, None)
+        if half is None:
+            return None
+        self._checks.cancel(transaction_id)
+        group_count = self.per_group[half.group] - 1
+        if group_count:
+            self.per_group[half.group] = group_count
+        else:
+            del self.per_group[half.group]
+        return half
+
     def decide(self, transaction_id: str, decision: Decision) -> HalfMessage | None:
         """Check a producer's decision; returns the half message to settle (None for
         "unknown", which leaves it pending)."""
@@ -219,12 +233,7 @@ class Transactions:
         return half
 
     def settle(self, half: HalfMessage, outcome: Settled) -> None:
-        del self.pending[half.transaction_id]
-        group_count = self.per_group[half.group] - 1
-        if group_count:
-            self.per_group[half.group] = group_count
-        else:
-            del self.per_group[half.group]
+        self.hand_over(half.transaction_id)
         self._remember(half.transaction_id, outcome)
         if outcome is Settled.COMMITTED:
             self.counters.commits += 1

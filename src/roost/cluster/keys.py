@@ -6,6 +6,7 @@ from __future__ import annotations
 
 PREFIX = "roost"
 NODES = f"{PREFIX}:nodes"  # set of node ids that have joined
+TRANSACTION_HOMES = f"{PREFIX}:{{tx}}:home"  # hash: pending transaction id -> its node
 
 
 def node(node_id: str) -> str:

@@ -41,13 +41,20 @@ from roost.cluster.clients import READ_BLOCK_MS
 from roost.cluster.membership import NodeInfo, Peers
 from roost.cluster.routes import ClusterRoutes
 from roost.cluster.wire import (
+    CHECK,
+    Decide,
     Kick,
+    Prepared,
     Relayed,
     Released,
+    TransactionSettled,
     decode_batch,
+    encode_decide,
     encode_kick,
+    encode_prepared,
     encode_publish,
     encode_released,
+    encode_settled,
 )
 from roost.core import BrokerCore
 from roost.errors import ProtocolError, RoostError
@@ -55,6 +62,7 @@ from roost.message import Message
 from roost.negotiation import ConnectTerms
 from roost.session import Session, SubscriptionOptions
 from roost.store.records import encode_will
+from roost.transactions import Decision, HalfMessage, Settled
 
 log = logging.getLogger("roost.cluster")
 
@@ -73,6 +81,8 @@ class SessionSource(Protocol):
     async def fetch_session(self, client_id: str, now: float) -> Session | None: ...
 
     async def fetch_subscriptions(self, client_id: str) -> dict[str, SubscriptionOptions]: ...
+
+    async def fetch_transaction(self, transaction_id: str, now: float) -> HalfMessage | None: ...
 
 
 Command = Callable[..., object]  # called with client=pipeline: adds its command to it
@@ -122,6 +132,7 @@ class ClusterNode:
         self._route_ops: list[str] = []
         self._flushing: asyncio.Task[None] | None = None
         self._epochs: dict[str, int] = {}  # client id -> epoch of this node's claim
+        self.transaction_homes: dict[str, str] = {}  # pending elsewhere -> its node
         self._releases: dict[str, tuple[int, asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._adoptions: dict[str, asyncio.Task[None]] = {}  # dead node -> its adoption
@@ -142,6 +153,7 @@ class ClusterNode:
         if holder is not None:
             raise ClusterError(f"node id {self.node_id!r} is already in use by a live node")
         await self._adopt_former_run()
+        await self._sort_transactions()
         await self.redis.sadd(keys.NODES, self.node_id)
         await self._read_peers()
         self.core.join(self)
@@ -250,6 +262,58 @@ class ClusterNode:
             )
             self._command(partial(_srem, keys.clients(self.node_id), client_id))
 
+    # -- transactions ---------------------------------------------------------------------
+
+    def transaction_prepared(self, transaction_id: str) -> None:
+        self._command(partial(_hset, keys.TRANSACTION_HOMES, transaction_id, self.node_id))
+        self._broadcast(encode_prepared(Prepared(transaction_id, self.node_id)))
+
+    def transaction_settled(self, transaction_id: str, outcome: Settled) -> None:
+        self._command(partial(_hdel, keys.TRANSACTION_HOMES, transaction_id))
+        self._broadcast(encode_settled(TransactionSettled(transaction_id, outcome)))
+
+    def forward_decision(self, transaction_id: str, decision: Decision) -> None:
+        """To the node holding the transaction; to every node if it is not known here
+        (yet: its PREPARED announcement may still be on its way)."""
+        record = encode_decide(Decide(transaction_id, decision))
+        home = self.transaction_homes.get(transaction_id)
+        if home is not None and home in self.peers.alive:
+            self._send_record(home, record)
+        else:
+            self._broadcast(record)
+
+    def send_check(self, request: Message) -> bool:
+        nodes = self.routes.nodes_with(request.topic)
+        nodes.discard(self.node_id)
+        if not nodes:
+            return False
+        chosen = self.routes.take_turn(request.topic, nodes)
+        self._send_record(chosen, encode_publish(request, (), self.clock(), CHECK))
+        return True
+
+    def _broadcast(self, record: bytes) -> None:
+        for node in self.peers.alive:
+            self._send_record(node, record)
+
+    async def _sort_transactions(self) -> None:
+        """Keep the pending transactions this node holds (or that nobody holds), let go
+        of the others' and learn where they are."""
+        homes = {
+            key.decode(): value.decode()
+            for key, value in (await self.redis.hgetall(keys.TRANSACTION_HOMES)).items()
+        }
+        transactions = self.core.transactions
+        for transaction_id in list(transactions.pending):
+            home = homes.get(transaction_id)
+            if home is None:
+                await self.redis.hsetnx(keys.TRANSACTION_HOMES, transaction_id, self.node_id)
+                home = (await self.redis.hget(keys.TRANSACTION_HOMES, transaction_id)).decode()
+            if home != self.node_id:
+                transactions.hand_over(transaction_id)
+        self.transaction_homes = {
+            transaction_id: home for transaction_id, home in homes.items() if home != self.node_id
+        }
+
     def _announce_all_routes(self) -> None:
         """Replace this node's route set in Redis by what the router holds."""
         filters = list(self.core.router.filters())
@@ -348,14 +412,24 @@ class ClusterNode:
         except ProtocolError as exc:
             log.error("dropping a malformed batch from the inbox: %s", exc)
             return
+        core = self.core
         for record in records:
             try:
                 if isinstance(record, Relayed):
-                    self.core.publish_relayed(record.message, record.shared)
+                    core.publish_relayed(record.message, record.shared)
                 elif isinstance(record, Kick):
                     self._on_kick(record)
-                else:
+                elif isinstance(record, Released):
                     self._on_released(record)
+                elif isinstance(record, Prepared):
+                    self.transaction_homes[record.transaction_id] = record.node
+                elif isinstance(record, TransactionSettled):
+                    self.transaction_homes.pop(record.transaction_id, None)
+                    core.settled_elsewhere(record.transaction_id, record.outcome)
+                elif isinstance(record, Decide):
+                    core.apply_decision(record.transaction_id, record.decision)
+                else:
+                    core.deliver_check(record.request)
             except Exception:
                 log.exception("error handling a record from another node")
 
@@ -550,6 +624,7 @@ class ClusterNode:
                 return
             log.info("node %s adopts the clients of dead node %s", self.node_id, dead)
             await adoption.adopt_clients()
+            await self._adopt_transactions(dead)
             await adoption.drain_inbox()
             await self._flushed()  # the adopted sessions' routes are announced
             await adoption.withdraw_routes()
@@ -562,6 +637,23 @@ class ClusterNode:
             log.error("adopting node %s failed (another node will retry): %s", dead, exc)
         finally:
             self._adoptions.pop(dead, None)
+
+    async def _adopt_transactions(self, dead: str) -> None:
+        """Hold (and check back) the pending transactions a dead node held."""
+        homes = await self.redis.hgetall(keys.TRANSACTION_HOMES)
+        held = [key.decode() for key, value in homes.items() if value.decode() == dead]
+        for transaction_id in held:
+            moved = await self.redis.eval(
+                scripts.MOVE_FIELD, 1, keys.TRANSACTION_HOMES, transaction_id, dead, self.node_id
+            )
+            if not moved or self.sessions is None:
+                continue
+            half = await self.sessions.fetch_transaction(transaction_id, self.clock())
+            if half is not None:
+                self.core.adopt_transaction(half)
+                self._broadcast(encode_prepared(Prepared(transaction_id, self.node_id)))
+        if held:
+            log.info("took over %d pending transactions of node %s", len(held), dead)
 
     async def _flushed(self) -> None:
         """Wait until everything queued for Redis so far is sent."""
@@ -652,6 +744,7 @@ class ClusterNode:
         log.info("node %s reaches the cluster again; joining", self.node_id)
         if self.cut_off:
             await self._adopt_former_run()
+        await self._sort_transactions()
         await self.redis.sadd(keys.NODES, self.node_id)
         self._announce_all_routes()
         await self._flush_now()
@@ -694,6 +787,14 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 def _srem(key: str, member: str, client: Any) -> None:
     client.srem(key, member)
+
+
+def _hset(key: str, field: str, value: str, client: Any) -> None:
+    client.hset(key, field, value)
+
+
+def _hdel(key: str, field: str, client: Any) -> None:
+    client.hdel(key, field)
 
 
 def _xtrim_command(key: str, minimum_id: str, client: Any) -> None:

@@ -79,6 +79,14 @@ class ClusterRoutes:
                     remote[node] = []
         return remote, own_shared
 
+    def nodes_with(self, topic_filter: str) -> set[str]:
+        """The nodes with subscribers of exactly ``topic_filter``."""
+        return set(self._trie.get(topic_filter) or ())
+
+    def take_turn(self, topic_filter: str, nodes: Iterable[str]) -> str:
+        """One of ``nodes`` for ``topic_filter``, each in turn."""
+        return self._take_turn(topic_filter, dict.fromkeys(nodes))
+
     def _take_turn(self, topic_filter: str, nodes: dict[str, None]) -> str:
         members = sorted(nodes)
         turn = self._next_member.get(topic_filter, 0)

@@ -55,3 +55,11 @@ if redis.call('HGET', KEYS[1], 'node') == ARGV[1]
 end
 return 0
 """
+
+# Moves a field of a hash from one value to another (a pending transaction from a dead node
+# to its adopter) if it still has the first; returns 1 if it did.
+MOVE_FIELD = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""

@@ -8,13 +8,18 @@ turn, in order. A record is one of
   group cluster-wide);
 - ``KICK``: a client id now owned by another node under a newer epoch: close its
   connection here (session taken over, [MQTT-3.1.4-3]) and let the session go;
-- ``RELEASED``: the answer to a KICK, sent once the session is durable in Redis.
+- ``RELEASED``: the answer to a KICK, sent once the session is durable in Redis;
+- ``PREPARED`` / ``SETTLED``: a node holds a new pending transaction / settled one (to
+  every node, so that each knows where to send a decision and how to answer a late one);
+- ``DECIDE``: a producer's decision, for the node holding the transaction;
+- ``CHECK``: a check-back request, for one member of the group on the receiving node.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from roost.codec import PacketType
 from roost.codec.primitives import (
@@ -33,10 +38,20 @@ from roost.codec.primitives import (
 )
 from roost.errors import MalformedPacket
 from roost.message import Message
+from roost.transactions import Decision, Settled
+
+T = TypeVar("T")
 
 PUBLISH = 1
 KICK = 2
 RELEASED = 3
+PREPARED = 4
+SETTLED = 5
+DECIDE = 6
+CHECK = 7
+
+_OUTCOMES = tuple(Settled)
+_DECISIONS = tuple(Decision)
 
 _QOS_MASK = 0x03
 _RETAIN = 0x04
@@ -63,15 +78,41 @@ class Released:
     epoch: int
 
 
-Record = Relayed | Kick | Released
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    transaction_id: str
+    node: str  # the node holding it
 
 
-def encode_publish(message: Message, shared: tuple[str, ...], now: float) -> bytes:
-    """A PUBLISH record; a message expiry interval is sent as what remains at ``now``."""
+@dataclass(frozen=True, slots=True)
+class TransactionSettled:
+    transaction_id: str
+    outcome: Settled
+
+
+@dataclass(frozen=True, slots=True)
+class Decide:
+    transaction_id: str
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    request: Message
+
+
+Record = Relayed | Kick | Released | Prepared | TransactionSettled | Decide | Check
+
+
+def encode_publish(
+    message: Message, shared: tuple[str, ...], now: float, kind: int = PUBLISH
+) -> bytes:
+    """A PUBLISH (or CHECK) record; a message expiry interval is sent as what remains at
+    ``now``."""
     properties = message.properties_bytes(now)
     flags = message.qos | (_RETAIN if message.retain else 0)
     parts = [
-        encode_u8(PUBLISH),
+        encode_u8(kind),
         encode_u8(flags),
         encode_string(message.origin),
         encode_binary(message.topic_bytes),
@@ -100,6 +141,22 @@ def encode_released(released: Released) -> bytes:
     return encode_u8(RELEASED) + encode_string(released.client_id) + encode_u32(released.epoch)
 
 
+def encode_prepared(prepared: Prepared) -> bytes:
+    return (
+        encode_u8(PREPARED) + encode_string(prepared.transaction_id) + encode_string(prepared.node)
+    )
+
+
+def encode_settled(settled: TransactionSettled) -> bytes:
+    outcome = _OUTCOMES.index(settled.outcome)
+    return encode_u8(SETTLED) + encode_string(settled.transaction_id) + encode_u8(outcome)
+
+
+def encode_decide(decide: Decide) -> bytes:
+    decision = _DECISIONS.index(decide.decision)
+    return encode_u8(DECIDE) + encode_string(decide.transaction_id) + encode_u8(decision)
+
+
 def decode_batch(data: bytes, now: float) -> Iterator[Record]:
     """The records of one batch, in order; raises MalformedPacket on bad bytes."""
     pos = 0
@@ -118,8 +175,29 @@ def decode_batch(data: bytes, now: float) -> Iterator[Record]:
             client_id, pos = read_string(data, pos, "client id")
             epoch, pos = read_u32(data, pos, "epoch")
             yield Released(client_id, epoch)
+        elif kind == PREPARED:
+            transaction_id, pos = read_string(data, pos, "transaction id")
+            node, pos = read_string(data, pos, "node id")
+            yield Prepared(transaction_id, node)
+        elif kind == SETTLED:
+            transaction_id, pos = read_string(data, pos, "transaction id")
+            outcome, pos = read_u8(data, pos, "outcome")
+            yield TransactionSettled(transaction_id, _pick(_OUTCOMES, outcome))
+        elif kind == DECIDE:
+            transaction_id, pos = read_string(data, pos, "transaction id")
+            decision, pos = read_u8(data, pos, "decision")
+            yield Decide(transaction_id, _pick(_DECISIONS, decision))
+        elif kind == CHECK:
+            relayed, pos = _read_publish(data, pos, now)
+            yield Check(relayed.message)
         else:
             raise MalformedPacket(f"unknown record kind {kind}")
+
+
+def _pick(choices: tuple[T, ...], index: int) -> T:
+    if index >= len(choices):
+        raise MalformedPacket(f"unknown value {index} in a record")
+    return choices[index]
 
 
 def _read_publish(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:

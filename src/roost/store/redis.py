@@ -188,6 +188,19 @@ class RedisStore(BatchingStore):
             (stored,) = await pipe.execute()
         return {key.decode(): decode_options(value) for key, value in stored.items()}
 
+    async def fetch_transaction(self, transaction_id: str, now: float) -> HalfMessage | None:
+        """One pending half message (times rebased at ``now``), or None if it is settled:
+        for a node taking over the transactions of a node that died."""
+        await self._written()
+        with self._reading(f"transaction {transaction_id!r}"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hget(self._half_key, transaction_id)
+            (data,) = await pipe.execute()
+            if data is None:
+                return None
+            self._clock.fix(now)
+            return decode_half(transaction_id, data, self._clock)
+
     def _session_from(self, client_id: str, record: dict[bytes, bytes]) -> Session:
         session = Session(client_id, int(record[b"expiry"]))
         session.expires_at = self._clock.to_clock(_time_from(record[b"expires_at"]))
