@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from roost.access import Access, open_access
 from roost.attach import Attacher, Authenticator
 from roost.cluster.node import READ_BLOCK_MS, ClusterError, ClusterNode
 from roost.config import Settings
@@ -46,6 +47,7 @@ class Broker:
         self._sweeper: asyncio.Task[None] | None = None
         self._store: Store | None = None
         self.cluster: ClusterNode | None = None
+        self.access: Access | None = None  # assignment, redirect, the HTTP listener
         self.failure: RoostError | None = None  # why the broker stopped on its own
         self.stopping = asyncio.Event()  # set by a signal, or by a store failure
 
@@ -66,6 +68,9 @@ class Broker:
         if self.settings.cluster:
             self.cluster = await self._join_cluster(core)
             self.attacher.claimer = self.cluster
+        self.access = await open_access(
+            self.settings, core, self.attacher, self.cluster, f"{self.settings.host}:{self.port}"
+        )
         await self._server.start_serving()
         self._sweeper = loop.create_task(self._sweep(core))
         log.info("roost listening on %s:%d", self.settings.host, self.port)
@@ -131,6 +136,8 @@ class Broker:
 
     async def stop(self) -> None:
         """Stop accepting, tell clients (MQTT 5: DISCONNECT 0x8B), close everything."""
+        if self.access is not None:
+            await self.access.close()
         if self._server is not None:
             self._server.close()
         if self.core is not None:

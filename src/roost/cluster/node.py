@@ -63,7 +63,8 @@ _BEAT = """
 local current = redis.call('HGET', KEYS[1], 'token')
 if current and current ~= ARGV[1] then return current end
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'address', ARGV[3], 'connections', ARGV[4],
-  'version', ARGV[5], 'started', ARGV[6], 'beat', ARGV[7], 'routes', ARGV[8])
+  'version', ARGV[5], 'started', ARGV[6], 'beat', ARGV[7], 'routes', ARGV[8],
+  'redirect', ARGV[9])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return false
 """
@@ -150,6 +151,7 @@ class ClusterNode:
         self.started = time.time()
         self._token = secrets.token_hex(8)
         self._beat_count = 0
+        self.announced = (0, 0)  # (beat, connections) of the last heartbeat sent
         self._routes_version = 0  # of the own route set
         self._peer_route_versions: dict[str, int] = {}
         self._outgoing: dict[str, list[bytes]] = {}  # node -> records for its inbox
@@ -426,19 +428,22 @@ class ClusterNode:
     async def _send_beat(self) -> str | None:
         """Write the heartbeat record; the token of another holder of the id, or None."""
         self._beat_count += 1
+        connections = len(self.core.connections)
         holder = await self._beat(
             keys=[keys.node(self.node_id)],
             args=[
                 self._token,
                 int(self.timeout * 1000),
                 self.address,
-                len(self.core.connections),
+                connections,
                 __version__,
                 self.started,
                 self._beat_count,
                 self._routes_version,
+                self.core.settings.redirect,
             ],
         )
+        self.announced = (self._beat_count, connections)
         return None if holder is None else str(holder)
 
     async def _heartbeat(self) -> None:
@@ -599,6 +604,7 @@ def _node_info(node_id: str, record: dict[bytes, bytes]) -> NodeInfo:
         number("started"),
         int(number("beat")),
         int(number("routes")),
+        text("redirect") or "never",
     )
 
 
