@@ -1,15 +1,23 @@
 """Which node a client should connect to: the assignment policies. Pure: it sees nodes as
-:class:`Candidate` values and keeps no clock.
+:class:`Candidate` values and is told the time.
 
 Loads come from the heartbeats, so they are up to one heartbeat interval old. Clients
-assigned since then are not in them yet: without a correction a burst of requests would
-all go to the node that looked least loaded at the last beat. So the :class:`Assigner`
-counts the clients it sent to each node since that node's heartbeat counter last moved,
-and adds them to the node's load.
+assigned since a node's heartbeat are not in it yet: without a correction a burst of
+requests would all go to the node that looked least loaded at its last beat. So the
+:class:`Assigner` keeps the times of the clients it sent to each node and adds those
+sent after the node's last heartbeat to its load. (Counting from when the heartbeat was
+*read* instead would drop the clients sent between the beat and the read, up to one
+interval's worth, more for some nodes than others by the phase of their beats.) Times are
+wall-clock seconds, as in the heartbeats: nodes' clocks must agree to a few milliseconds.
+
+The own node is seen the same way, through its last heartbeat, not its live count: that
+count holds the clients other nodes sent it since, which their counts do not, and would
+make every node keep clients away from itself.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,9 +34,8 @@ class Candidate:
 
     node_id: str
     address: str  # HOST:PORT clients use
-    connections: int  # as of the heartbeat numbered ``beat``
-    beat: int
-    connected_now: int = 0  # a lower bound known right now (the own node's live count)
+    connections: int  # at the time ``as_of`` (wall clock) of its last heartbeat
+    as_of: float
 
 
 class Assigner:
@@ -38,12 +45,12 @@ class Assigner:
         if policy not in POLICIES:
             raise ValueError(f"unknown assign policy {policy!r}")
         self.policy = policy
-        self._recent: dict[str, tuple[int, int]] = {}  # node -> (its beat, clients sent since)
+        self._sent: dict[str, list[float]] = {}  # node -> times clients were sent to it
         self._turn = 0  # round robin position
 
-    def assign(self, candidates: Sequence[Candidate], client_id: str = "") -> Candidate:
-        """The node for ``client_id`` by the policy; ``candidates`` must not be empty.
-        ``client-hash`` needs a client id."""
+    def assign(self, candidates: Sequence[Candidate], now: float, client_id: str = "") -> Candidate:
+        """The node for ``client_id`` by the policy, counted as sent there at ``now``;
+        ``candidates`` must not be empty. ``client-hash`` needs a client id."""
         if self.policy == CLIENT_HASH:
             if not client_id:
                 raise ValueError("the client-hash policy needs a client id")
@@ -54,7 +61,7 @@ class Assigner:
             self._turn += 1
         else:
             chosen = min(candidates, key=self._rank)
-        self.sent(chosen, candidates)
+        self.sent(chosen, candidates, now)
         return chosen
 
     def least_loaded(
@@ -70,19 +77,19 @@ class Assigner:
         return self.load(node), node.node_id
 
     def load(self, node: Candidate) -> int:
-        """Connections as of the node's last beat plus the clients sent to it since."""
-        return max(node.connections + self._sent_since_beat(node), node.connected_now)
+        """Connections at the node's last heartbeat plus the clients sent to it since."""
+        times = self._sent.get(node.node_id, ())
+        return node.connections + len(times) - bisect.bisect_right(times, node.as_of)
 
-    def _sent_since_beat(self, node: Candidate) -> int:
-        beat, sent = self._recent.get(node.node_id, (node.beat, 0))
-        return sent if beat == node.beat else 0
-
-    def sent(self, chosen: Candidate, candidates: Sequence[Candidate]) -> None:
-        """Count a client sent to ``chosen``; forget nodes that are no longer candidates."""
+    def sent(self, chosen: Candidate, candidates: Sequence[Candidate], now: float) -> None:
+        """Count a client sent to ``chosen`` at ``now``; forget what the heartbeats hold
+        already, and the nodes that are no longer candidates."""
         present = {node.node_id for node in candidates}
-        for gone in [node for node in self._recent if node not in present]:
-            del self._recent[gone]
-        self._recent[chosen.node_id] = (chosen.beat, self._sent_since_beat(chosen) + 1)
+        for gone in [node for node in self._sent if node not in present]:
+            del self._sent[gone]
+        times = self._sent.setdefault(chosen.node_id, [])
+        del times[: bisect.bisect_right(times, chosen.as_of)]
+        bisect.insort(times, now)
 
 
 def _weight(node_id: str, client_id: str) -> int:

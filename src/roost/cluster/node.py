@@ -64,7 +64,7 @@ local current = redis.call('HGET', KEYS[1], 'token')
 if current and current ~= ARGV[1] then return current end
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'address', ARGV[3], 'connections', ARGV[4],
   'version', ARGV[5], 'started', ARGV[6], 'beat', ARGV[7], 'routes', ARGV[8],
-  'redirect', ARGV[9])
+  'redirect', ARGV[9], 'at', ARGV[10])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return false
 """
@@ -151,7 +151,7 @@ class ClusterNode:
         self.started = time.time()
         self._token = secrets.token_hex(8)
         self._beat_count = 0
-        self.announced = (0, 0)  # (beat, connections) of the last heartbeat sent
+        self.announced = (0.0, 0)  # (wall-clock time, connections) of the last heartbeat
         self._routes_version = 0  # of the own route set
         self._peer_route_versions: dict[str, int] = {}
         self._outgoing: dict[str, list[bytes]] = {}  # node -> records for its inbox
@@ -429,6 +429,7 @@ class ClusterNode:
         """Write the heartbeat record; the token of another holder of the id, or None."""
         self._beat_count += 1
         connections = len(self.core.connections)
+        at = time.time()
         holder = await self._beat(
             keys=[keys.node(self.node_id)],
             args=[
@@ -441,9 +442,10 @@ class ClusterNode:
                 self._beat_count,
                 self._routes_version,
                 self.core.settings.redirect,
+                at,
             ],
         )
-        self.announced = (self._beat_count, connections)
+        self.announced = (at, connections)
         return None if holder is None else str(holder)
 
     async def _heartbeat(self) -> None:
@@ -605,6 +607,7 @@ def _node_info(node_id: str, record: dict[bytes, bytes]) -> NodeInfo:
         int(number("beat")),
         int(number("routes")),
         text("redirect") or "never",
+        number("at"),
     )
 
 

@@ -8,7 +8,8 @@ clients on, so they are not chosen while any other node is alive.
 
 from __future__ import annotations
 
-from collections.abc import Sized
+import time
+from collections.abc import Callable, Sized
 from typing import Protocol
 
 from roost.cluster.assign import Assigner, Candidate
@@ -22,7 +23,7 @@ ENTRY = "always"  # the redirect mode of an entry node
 class Members(Protocol):
     """The cluster membership this needs (a :class:`~roost.cluster.node.ClusterNode`)."""
 
-    announced: tuple[int, int]  # (beat, connections) of this node's last heartbeat
+    announced: tuple[float, int]  # (wall-clock time, connections) of its last heartbeat
     peers: Peers
 
 
@@ -43,33 +44,38 @@ class Placement:
         address: str,
         load: Load,
         members: Members | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``address`` is the HOST:PORT clients use to reach this node; without
-        ``members`` (a node alone) every answer is this node."""
+        ``members`` (a node alone) every answer is this node. ``clock`` is wall-clock
+        time, as in the heartbeats."""
         self.settings = settings
         self.node_id = node_id
         self.address = address
         self.assigner = Assigner(settings.assign_policy)
         self._load = load
         self._members = members
+        self._clock = clock
 
-    def candidates(self) -> list[Candidate]:
+    def candidates(self, now: float) -> list[Candidate]:
         """The nodes clients may be sent to: the live ones, entry nodes only if no other."""
-        beat, connections = self._members.announced if self._members else (0, 0)
-        own = Candidate(self.node_id, self.address, connections, beat, len(self._load.connections))
+        if self._members is None:
+            return [Candidate(self.node_id, self.address, len(self._load.connections), now)]
+        as_of, connections = self._members.announced
+        own = Candidate(self.node_id, self.address, connections, as_of)
         nodes = [(own, self.settings.redirect)]
-        if self._members is not None:
-            nodes += [
-                (Candidate(info.node_id, info.address, info.connections, info.beat), info.redirect)
-                for info in self._members.peers.alive.values()
-            ]
+        nodes += [
+            (Candidate(info.node_id, info.address, info.connections, info.at), info.redirect)
+            for info in self._members.peers.alive.values()
+        ]
         serving = [node for node, redirect in nodes if redirect != ENTRY]
         return serving or [node for node, _ in nodes]
 
     def assign(self, client_id: str) -> Candidate:
         """The node for a client by the assign policy (ValueError: ``client-hash`` without
         a client id)."""
-        return self.assigner.assign(self.candidates(), client_id)
+        now = self._clock()
+        return self.assigner.assign(self.candidates(now), now, client_id)
 
     def redirect(self, protocol_level: int) -> str | None:
         """The server an MQTT 5 client connecting here should use instead (HOST:PORT), or
@@ -81,9 +87,10 @@ class Placement:
         own = len(self._load.connections)
         if mode == "overloaded" and own < self.settings.soft_max_connections:
             return None
-        candidates = self.candidates()
+        now = self._clock()
+        candidates = self.candidates(now)
         target = self.assigner.least_loaded(candidates, excluding=self.node_id)
         if target is None or (mode == "overloaded" and self.assigner.load(target) >= own):
             return None
-        self.assigner.sent(target, candidates)
+        self.assigner.sent(target, candidates, now)
         return target.address
