@@ -16,27 +16,16 @@ if TYPE_CHECKING:
     from roost.http.server import HttpServer
 
 
-class Access:
-    """The placement of a node and its HTTP listener (None when ``http_port`` is -1)."""
-
-    def __init__(self, placement: Placement, http: HttpServer | None) -> None:
-        self.placement = placement
-        self.http = http
-
-    async def close(self) -> None:
-        if self.http is not None:
-            await self.http.stop()
-
-
 async def open_access(
     settings: Settings,
     core: BrokerCore,
     attacher: Attacher,
     cluster: ClusterNode | None,
     listener: str,
-) -> Access:
-    """Make the placement the attacher's redirector and start the HTTP listener.
-    ``listener`` is HOST:PORT of the MQTT listener, the node's default id and address."""
+) -> HttpServer | None:
+    """Make the placement the attacher's redirector and start the HTTP listener (None
+    when ``http_port`` is -1). ``listener`` is HOST:PORT of the MQTT listener, the
+    node's default id and address."""
     if cluster is not None:
         placement = Placement(settings, cluster.node_id, cluster.address, core, cluster)
     else:
@@ -45,11 +34,11 @@ async def open_access(
     if settings.redirect != "never":
         attacher.redirector = placement
     if settings.http_port < 0:
-        return Access(placement, None)
+        return None
     # aiohttp is imported only by nodes that serve HTTP
     from roost.http.app import make_app
     from roost.http.server import HttpServer
 
     http = HttpServer(make_app(placement), settings.http_host, settings.http_port)
     await http.start()
-    return Access(placement, http)
+    return http

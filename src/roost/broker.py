@@ -8,10 +8,11 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from roost.access import Access, open_access
+from roost.access import open_access
 from roost.attach import Attacher, Authenticator
 from roost.cluster.node import READ_BLOCK_MS, ClusterError, ClusterNode
 from roost.config import Settings
@@ -21,6 +22,9 @@ from roost.store.base import Store
 from roost.store.memory import MemoryStore
 from roost.store.sqlite import SqliteStore
 from roost.transport.tcp import TcpConnection
+
+if TYPE_CHECKING:
+    from roost.http.server import HttpServer  # aiohttp is imported only when HTTP is on
 
 log = logging.getLogger("roost.broker")
 
@@ -47,7 +51,7 @@ class Broker:
         self._sweeper: asyncio.Task[None] | None = None
         self._store: Store | None = None
         self.cluster: ClusterNode | None = None
-        self.access: Access | None = None  # assignment, redirect, the HTTP listener
+        self.http: HttpServer | None = None  # serves /api/v1/assign (roost.access)
         self.failure: RoostError | None = None  # why the broker stopped on its own
         self.stopping = asyncio.Event()  # set by a signal, or by a store failure
 
@@ -68,7 +72,7 @@ class Broker:
         if self.settings.cluster:
             self.cluster = await self._join_cluster(core)
             self.attacher.claimer = self.cluster
-        self.access = await open_access(
+        self.http = await open_access(
             self.settings, core, self.attacher, self.cluster, f"{self.settings.host}:{self.port}"
         )
         await self._server.start_serving()
@@ -136,8 +140,8 @@ class Broker:
 
     async def stop(self) -> None:
         """Stop accepting, tell clients (MQTT 5: DISCONNECT 0x8B), close everything."""
-        if self.access is not None:
-            await self.access.close()
+        if self.http is not None:
+            await self.http.stop()
         if self._server is not None:
             self._server.close()
         if self.core is not None:
