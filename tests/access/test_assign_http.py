@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from accessproc import ACCESS_FLAGS, AccessCluster, assign_url, get_json
 from brokerproc import BrokerProcess
-from conftest import ACCESS_FLAGS, AccessCluster, assign_url, get_json
 
 
 def test_a_node_alone_assigns_itself(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from conftest import AccessCluster
+from accessproc import AccessCluster
 from rawmqtt import RawClient
 from roost.client import ConnectError, MQTTClient
 

@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 
 import aiohttp
 
-from conftest import AccessCluster, assign_url
+from accessproc import AccessCluster, assign_url
 from paho_helpers import TIMEOUT
 from rawmqtt import connect_bytes
 from roost.client import MQTTClient
