@@ -160,9 +160,8 @@ def run_status(args: argparse.Namespace) -> int:
         alive += 1
         fields["up"] = _uptime(fields.get("started", ""))
         rows.append([member, *(fields.get(name, "") for name in STATUS_FIELDS)])
-    widths = [
-        max(len(row[column]) for row in rows if column < len(row)) for column in range(len(rows[0]))
-    ]
+    full_rows = [row for row in rows if len(row) == len(rows[0])]  # not the dead nodes'
+    widths = [max(len(row[column]) for row in full_rows) for column in range(len(rows[0]))]
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
