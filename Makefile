@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 1883
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run cluster test lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,6 +13,12 @@ $(VENV)/.installed: pyproject.toml
 
 run: $(VENV)/.installed
 	$(VENV)/bin/roost serve --host $(HOST) --port $(PORT)
+
+# A local cluster: a Valkey on 6379 and NODES nodes on 6000... (HTTP 8080...); Ctrl-C stops it
+NODES ?= 3
+
+cluster: $(VENV)/.installed
+	$(VENV)/bin/roost cluster up --nodes $(NODES)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests

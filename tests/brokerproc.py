@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+LISTENING = re.compile(r"roost listening on [\d.]+:(\d+)")
 
 
 class BrokerProcess:

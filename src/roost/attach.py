@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from roost.codec import Properties
 from roost.errors import ReasonCode, RoostError
 from roost.negotiation import ConnectTerms
 from roost.protocol import ServerConnection
@@ -72,26 +73,53 @@ class SessionClaimer(Protocol):
         ...
 
 
+class Redirector(Protocol):
+    """Sends clients to another server (MQTT 5 CONNACK 0x9C with a Server Reference)."""
+
+    def redirect(self, protocol_level: int) -> str | None:
+        """HOST:PORT of the server the client should use, or None to serve it here."""
+        ...
+
+
 class Attacher:
     """Runs the attach of each connection (the ``attach`` callable of ServerConnection):
-    authentication, then the claim of the session. With neither, it completes at once."""
+    the redirect, authentication, then the claim of the session. Without authenticator
+    and claimer, it completes at once."""
 
     def __init__(
         self,
         authenticator: Authenticator | None = None,
         claimer: SessionClaimer | None = None,
+        redirector: Redirector | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.claimer = claimer
+        self.redirector = redirector
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, connection: ServerConnection) -> None:
+        # A redirect comes first: the session is claimed by the node that serves it, and
+        # the credentials are checked there.
+        if self.redirector is not None and self._redirected(connection):
+            return
         if self.authenticator is None and self.claimer is None:
             connection.complete_connect()
             return
         task = asyncio.get_running_loop().create_task(self._attach(connection))
         self._tasks.add(task)  # keep a reference until done
         task.add_done_callback(self._tasks.discard)
+
+    def _redirected(self, connection: ServerConnection) -> bool:
+        assert self.redirector is not None and connection.terms is not None
+        server = self.redirector.redirect(connection.terms.protocol_level)
+        if server is None:
+            return False
+        connection.refuse_connect(
+            ReasonCode.USE_ANOTHER_SERVER,
+            f"use another server: {server}",
+            Properties(server_reference=server),
+        )
+        return True
 
     async def _attach(self, connection: ServerConnection) -> None:
         terms = connection.terms

@@ -8,7 +8,9 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from roost.access import open_access
 from roost.attach import Attacher, Authenticator
 from roost.cluster.clients import RedisClients
 from roost.cluster.node import ClusterError, ClusterNode
@@ -20,6 +22,9 @@ from roost.store.memory import MemoryStore
 from roost.store.redis import RedisStore
 from roost.store.sqlite import SqliteStore
 from roost.transport.tcp import TcpConnection
+
+if TYPE_CHECKING:
+    from roost.http.server import HttpServer  # aiohttp is imported only when HTTP is on
 
 log = logging.getLogger("roost.broker")
 
@@ -48,6 +53,7 @@ class Broker:
         self._redis: RedisClients | None = None  # in a cluster
         self._redis_store: RedisStore | None = None  # the store, in a cluster
         self.cluster: ClusterNode | None = None
+        self.http: HttpServer | None = None  # serves /api/v1/assign (roost.access)
         self.failure: RoostError | None = None  # why the broker stopped on its own
         self.stopping = asyncio.Event()  # set by a signal, or by a store failure
 
@@ -79,6 +85,9 @@ class Broker:
         if self._redis is not None and self._redis_store is not None:
             self.cluster = await self._join_cluster(core, self._redis, self._redis_store)
             self.attacher.claimer = self.cluster
+        self.http = await open_access(
+            self.settings, core, self.attacher, self.cluster, f"{self.settings.host}:{self.port}"
+        )
         await self._server.start_serving()
         self._sweeper = loop.create_task(self._sweep(core))
         log.info("roost listening on %s:%d", self.settings.host, self.port)
@@ -133,6 +142,8 @@ class Broker:
 
     async def stop(self) -> None:
         """Stop accepting, tell clients (MQTT 5: DISCONNECT 0x8B), close everything."""
+        if self.http is not None:
+            await self.http.stop()
         if self._server is not None:
             self._server.close()
         if self.core is not None:

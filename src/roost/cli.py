@@ -1,5 +1,5 @@
 """The ``roost`` command: ``roost serve`` runs the broker; ``roost pub``/``roost sub`` come
-from :mod:`roost.cli_clients`."""
+from :mod:`roost.cli_clients`, ``roost cluster up``/``status`` from :mod:`roost.cli_cluster`."""
 
 from __future__ import annotations
 
@@ -52,15 +52,19 @@ def _serve(args: argparse.Namespace) -> int:
     return run(settings)
 
 
-def _register_client_commands(subparsers: Any) -> None:
-    """Add ``pub``/``sub`` from roost.cli_clients; the broker runs without that module."""
-    try:
-        module = importlib.import_module("roost.cli_clients")
-    except ModuleNotFoundError as exc:
-        if exc.name != "roost.cli_clients":
-            raise
-        return
-    module.register(subparsers)
+COMMAND_MODULES = ("roost.cli_clients", "roost.cli_cluster")
+
+
+def _register_commands(subparsers: Any) -> None:
+    """Add the commands of each of COMMAND_MODULES; the broker runs without them."""
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="TOML file of settings")
     _add_setting_flags(serve)
     serve.set_defaults(func=_serve)
-    _register_client_commands(subparsers)
+    _register_commands(subparsers)
     return parser
 
 

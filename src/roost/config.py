@@ -13,6 +13,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, fields
 from typing import get_type_hints
 
+from roost.cluster.assign import POLICIES
 from roost.errors import ConfigError
 
 
@@ -66,6 +67,12 @@ class Settings:
     # Silence after which a node counts as dead, and a node cut off from Redis stops
     # serving; nodes announce themselves four times in that time.
     node_timeout_ms: int = 3000
+    # Access: the HTTP listener, where clients are sent, MQTT 5 redirection (see README)
+    http_host: str = "127.0.0.1"
+    http_port: int = -1  # -1: no HTTP listener; 0: any free port (logged at start)
+    assign_policy: str = "least-connections"  # or round-robin, client-hash
+    redirect: str = "never"  # MQTT 5 clients: never, overloaded, always (an entry node)
+    soft_max_connections: int = 0  # above it, redirect = "overloaded" sends clients on
 
 
 ENV_PREFIX = "ROOST_"
@@ -73,6 +80,7 @@ LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 STORE_KINDS = {"memory", "sqlite"}
 DURABILITY_MODES = {"full", "batch", "none"}
 FINAL_ACTIONS = {"rollback", "commit", "keep"}
+REDIRECT_MODES = {"never", "overloaded", "always"}
 CLUSTER_SCHEMES = ("redis://", "rediss://", "unix://")
 
 # Inclusive (low, high) bounds; None means unbounded above.
@@ -98,6 +106,8 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "max_pending_transactions": (1, None),
     "max_pending_transactions_per_group": (1, None),
     "node_timeout_ms": (200, 600_000),
+    "http_port": (-1, 65535),
+    "soft_max_connections": (0, None),
 }
 
 CHOICES: dict[str, AbstractSet[str]] = {
@@ -105,6 +115,8 @@ CHOICES: dict[str, AbstractSet[str]] = {
     "store": STORE_KINDS,
     "durability": DURABILITY_MODES,
     "transaction_final_action": FINAL_ACTIONS,
+    "assign_policy": POLICIES,
+    "redirect": REDIRECT_MODES,
 }
 
 _HINTS = get_type_hints(Settings)
@@ -204,6 +216,8 @@ def validate(settings: Settings) -> None:
         )
     if settings.advertise and not _is_host_port(settings.advertise):
         raise ConfigError(f"setting 'advertise' = {settings.advertise!r} is not HOST:PORT")
+    if settings.redirect == "overloaded" and not settings.soft_max_connections:
+        raise ConfigError("setting 'redirect' = 'overloaded' needs soft_max_connections > 0")
 
 
 def _is_host_port(text: str) -> bool:

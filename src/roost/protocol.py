@@ -282,12 +282,15 @@ class ServerConnection:
         else:
             core.store.after_commit(partial(self._start, connack))
 
-    def refuse_connect(self, reason: ReasonCode, text: str) -> None:
-        """The attach refused the client (bad credentials, not authorized ...)."""
+    def refuse_connect(
+        self, reason: ReasonCode, text: str, properties: Properties = NO_PROPERTIES
+    ) -> None:
+        """The attach refused the client (bad credentials, not authorized, use another
+        server ...); ``properties`` go with an MQTT 5 CONNACK (e.g. a Server Reference)."""
         if self.state is not State.CONNECTING:
             return
         log.info("refusing %s: %s (reason 0x%02X)", self._name(), text, reason)
-        self._refuse(reason, self.level)
+        self._refuse(reason, self.level, properties)
         self._finish(publish_will=False)
         self.transport.close()
 
@@ -372,9 +375,12 @@ class ServerConnection:
         else:
             self._close_with(code, str(exc), publish_will=True)
 
-    def _refuse(self, code: ReasonCode, level: int) -> None:
+    def _refuse(self, code: ReasonCode, level: int, properties: Properties = NO_PROPERTIES) -> None:
         if level >= MQTT_5:  # an unknown newer level gets the MQTT 5 form
-            self.transport.write(encode(ConnAck(False, code), MQTT_5))
+            data = encode(ConnAck(False, code, properties), MQTT_5)
+            if len(data) > self.max_outgoing_packet:  # [MQTT-3.1.2-24]
+                data = encode(ConnAck(False, code), MQTT_5)
+            self.transport.write(data)
         else:
             v3_code = _V3_REFUSALS.get(code, ConnackV3.SERVER_UNAVAILABLE)
             self.transport.write(encode(ConnAck(False, v3_code), level))

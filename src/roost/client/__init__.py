@@ -1,7 +1,13 @@
 """Roost's asyncio MQTT 3.1.1 / 5.0 client."""
 
 from roost.client.connection import MQTTClient
-from roost.client.errors import ClientError, ConnectError, ConnectionLost, PublishError
+from roost.client.errors import (
+    ClientError,
+    ConnectError,
+    ConnectionLost,
+    PublishError,
+    RedirectError,
+)
 from roost.client.packet_ids import PacketIds
 from roost.client.transactions import (
     CheckRequest,
@@ -22,6 +28,7 @@ __all__ = [
     "MQTTClient",
     "PacketIds",
     "PublishError",
+    "RedirectError",
     "SendResult",
     "TransactionError",
     "TransactionProducer",

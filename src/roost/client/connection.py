@@ -21,7 +21,14 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from roost.client.errors import ConnectError, ConnectionLost, PublishError, reason_name
+from roost.address import split_host_port
+from roost.client.errors import (
+    ConnectError,
+    ConnectionLost,
+    PublishError,
+    RedirectError,
+    reason_name,
+)
 from roost.client.packet_ids import PacketIds
 from roost.codec import (
     MQTT_5,
@@ -52,6 +59,7 @@ from roost.errors import ProtocolError, ReasonCode
 MAX_PACKET_SIZE = 268_435_460  # the largest packet MQTT can frame: 1 + 4 + 268,435,455
 READ_SIZE = 65536
 FAILURE = 0x80  # reason codes from here up are failures [MQTT 2.4]
+MAX_REDIRECTS = 3  # servers a connect follows after the first
 MAX_RECEIVE = 65535  # the Receive Maximum in force when a CONNACK names none [MQTT 3.2.2.3.3]
 
 Reply = TypeVar("Reply", PubAck, PubRec, PubComp, SubAck, UnsubAck)
@@ -114,11 +122,14 @@ class MQTTClient:
         will: Will | None = None,
         properties: Properties | None = None,
         timeout: float | None = 10.0,
+        max_redirects: int = MAX_REDIRECTS,
     ) -> MQTTClient:
         """Open a connection and complete the CONNECT/CONNACK handshake within ``timeout``.
 
-        ``session_expiry`` and ``properties`` apply to MQTT 5 only. Raises ConnectError if
-        the server refuses, OSError if it cannot be reached.
+        ``session_expiry`` and ``properties`` apply to MQTT 5 only. A server that answers
+        "use another server" or "server moved" with a Server Reference is followed, at most
+        ``max_redirects`` times. Raises ConnectError if the server refuses (RedirectError
+        if the redirects loop or go on), OSError if it cannot be reached.
         """
         properties = properties or NO_PROPERTIES
         if session_expiry is not None:
@@ -137,9 +148,27 @@ class MQTTClient:
             will,
             properties,
         )
+        visited = [(host, port)]
+        while True:
+            try:
+                return await cls._connect_to(host, port, connect, timeout)
+            except ConnectError as exc:
+                if exc.server_reference is None or max_redirects <= 0:
+                    raise
+                host, port = _first_server(exc.server_reference, port)
+                if (host, port) in visited or len(visited) > max_redirects:
+                    raise RedirectError(visited, (host, port), max_redirects) from exc
+                visited.append((host, port))
+
+    @classmethod
+    async def _connect_to(
+        cls, host: str, port: int, connect: Connect, timeout: float | None
+    ) -> MQTTClient:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
-            client = cls(reader, writer, protocol_level, client_id, properties)
+            client = cls(
+                reader, writer, connect.protocol_level, connect.client_id, connect.properties
+            )
             try:
                 await client._handshake(connect)
             except BaseException:
@@ -152,7 +181,7 @@ class MQTTClient:
         await self.send(connect)
         self.connack = connack = await self._connack
         if connack.reason_code:
-            raise ConnectError(connack.reason_code, self.protocol_level)
+            raise ConnectError(connack.reason_code, self.protocol_level, connack.properties)
         properties = connack.properties
         self.client_id = properties.assigned_client_identifier or self.client_id
         self._send_quota = asyncio.Semaphore(properties.receive_maximum or MAX_RECEIVE)
@@ -405,3 +434,12 @@ class MQTTClient:
         if self.disconnect_packet is None:
             return "connection closed by the server"
         return f"server sent DISCONNECT {reason_name(self.disconnect_packet.reason_code)}"
+
+
+def _first_server(reference: str, port: int) -> tuple[str, int]:
+    """The first server of a Server Reference (space-separated ``HOST[:PORT]``; the port
+    defaults to the one just used)."""
+    try:
+        return split_host_port(reference.split()[0], port)
+    except (ValueError, IndexError) as exc:
+        raise ProtocolError(f"unusable Server Reference {reference!r}") from exc

@@ -25,6 +25,8 @@ class NodeInfo:
     started: float  # wall-clock time
     beat: int  # moves on with every heartbeat
     routes: int  # version of its route list
+    redirect: str = "never"  # its MQTT 5 redirect mode: "always" marks an entry node
+    at: float = 0.0  # wall-clock time of the heartbeat
 
 
 class Peers:

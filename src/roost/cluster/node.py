@@ -124,6 +124,7 @@ class ClusterNode:
         self.started = time.time()
         self._token = secrets.token_hex(8)
         self._beat_count = 0
+        self.announced = (0.0, 0)  # (wall-clock time, connections) of the last heartbeat
         self._routes_version = 0  # of the own route set
         self._peer_route_versions: dict[str, int] = {}
         self._outgoing: dict[str, list[bytes]] = {}  # node -> records for its inbox
@@ -528,19 +529,24 @@ class ClusterNode:
     async def _send_beat(self) -> str | None:
         """Write the heartbeat record; the token of another holder of the id, or None."""
         self._beat_count += 1
+        connections = len(self.core.connections)
+        at = time.time()
         holder = await self._beat(
             keys=[keys.node(self.node_id)],
             args=[
                 self._token,
                 int(self.timeout * 1000),
                 self.address,
-                len(self.core.connections),
+                connections,
                 __version__,
                 self.started,
                 self._beat_count,
                 self._routes_version,
+                self.core.settings.redirect,
+                at,
             ],
         )
+        self.announced = (at, connections)
         return None if holder is None else str(holder)
 
     async def _heartbeat(self) -> None:
@@ -771,6 +777,8 @@ def _node_info(node_id: str, record: dict[bytes, bytes]) -> NodeInfo:
         number("started"),
         int(number("beat")),
         int(number("routes")),
+        text("redirect") or "never",
+        number("at"),
     )
 
 

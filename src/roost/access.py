@@ -1,0 +1,44 @@
+"""How clients find their node, wired into a running node: the placement (assign policy
+and MQTT 5 redirect at CONNECT) and, if ``http_port`` is set, the HTTP listener that
+serves ``/api/v1/assign`` and the routes that come later."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from roost.attach import Attacher
+from roost.cluster.node import ClusterNode
+from roost.cluster.placement import Placement
+from roost.config import Settings
+from roost.core import BrokerCore
+
+if TYPE_CHECKING:
+    from roost.http.server import HttpServer
+
+
+async def open_access(
+    settings: Settings,
+    core: BrokerCore,
+    attacher: Attacher,
+    cluster: ClusterNode | None,
+    listener: str,
+) -> HttpServer | None:
+    """Make the placement the attacher's redirector and start the HTTP listener (None
+    when ``http_port`` is -1). ``listener`` is HOST:PORT of the MQTT listener, the
+    node's default id and address."""
+    if cluster is not None:
+        placement = Placement(settings, cluster.node_id, cluster.address, core, cluster)
+    else:
+        node_id = settings.node_id or listener
+        placement = Placement(settings, node_id, settings.advertise or listener, core)
+    if settings.redirect != "never":
+        attacher.redirector = placement
+    if settings.http_port < 0:
+        return None
+    # aiohttp is imported only by nodes that serve HTTP
+    from roost.http.app import make_app
+    from roost.http.server import HttpServer
+
+    http = HttpServer(make_app(placement), settings.http_host, settings.http_port)
+    await http.start()
+    return http
