@@ -28,7 +28,7 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy src
 
 test: lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 # make bench [BENCH_ARGS="qos0-fanin --rounds 3"] [INSTALL_MOSQUITTO=1]
 BENCH_ARGS ?=
