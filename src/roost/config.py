@@ -46,6 +46,7 @@ class Settings:
     shared_subscription_available: bool = True
     subscription_identifier_available: bool = True
     maximum_qos: int = 2
+    presence_events: bool = True  # $SYS/roost/clients/<id>/connected|disconnected
     response_information: str = ""  # MQTT 5 Response Information prefix ("" = not offered)
     # Storage
     store: str = "sqlite"  # "sqlite" (embedded, durable) or "memory" (nothing survives)

@@ -19,6 +19,7 @@ from roost.codec import SubAck, Subscribe, Subscription, UnsubAck, Unsubscribe, 
 from roost.config import Settings
 from roost.errors import ProtocolError, ReasonCode, TransactionRefused
 from roost.message import Message
+from roost.presence import CONNECTED, DISCONNECTED, presence_event
 from roost.router import Router
 from roost.session import NEVER_EXPIRES, Delivery, Session, SubscriptionOptions
 from roost.store.base import Store
@@ -114,6 +115,7 @@ class BrokerCore:
         # in Redis (PUBACK / PUBREC wait for it).
         self.after_durable: Callable[[Callable[[], None]], None] = store.after_commit
         self.bus: ClusterBus | None = None
+        self.node_name = settings.node_id or "local"  # in presence events
         self.router = Router()
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}  # client id -> its live connection
@@ -232,6 +234,7 @@ class BrokerCore:
             session.expires_at = None
             session.set_expiry_interval(expiry, self.store)
         self.connections[client_id] = connection
+        self._announce_presence(client_id, CONNECTED)
         return session, present
 
     def connection_ended(self, connection: Connection) -> None:
@@ -248,6 +251,7 @@ class BrokerCore:
         if self.connections.get(client_id) is not connection:
             return
         del self.connections[client_id]
+        self._announce_presence(client_id, DISCONNECTED)
         session.will = None  # the connection's will: sent below if it must be
         if session.expiry_interval == 0:
             if will is not None:
@@ -366,6 +370,10 @@ class BrokerCore:
     def _cancel_deadlines(self, client_id: str) -> None:
         self.deadlines.cancel((SESSION_EXPIRES, client_id))
         self.deadlines.cancel((WILL_DUE, client_id))
+
+    def _announce_presence(self, client_id: str, event: str) -> None:
+        if self.settings.presence_events:
+            self.publish(presence_event(client_id, self.node_name, event, self.clock()))
 
     def publish_will(self, client_id: str, will: Will) -> None:
         properties = will.properties

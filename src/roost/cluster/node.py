@@ -158,6 +158,7 @@ class ClusterNode:
         await self.redis.sadd(keys.NODES, self.node_id)
         await self._read_peers()
         self.core.join(self)
+        self.core.node_name = self.node_id
         self._announce_all_routes()
         await self._flush_now()
         loop = asyncio.get_running_loop()
