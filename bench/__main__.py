@@ -26,8 +26,12 @@ from bench.brokers import (
     raise_nofile,
     stop_all,
 )
+from bench.cluster import CLUSTER_SCENARIOS
 from bench.runner import Ctx
 from bench.scenarios import SCENARIOS, Metric, Outcome, Scenario
+
+SCENARIOS.update(CLUSTER_SCENARIOS)
+GROUPS = {"cluster": list(CLUSTER_SCENARIOS)}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -35,8 +39,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark Roost against Mosquitto on 127.0.0.1.",
-        epilog=f"scenarios: {', '.join(SCENARIOS)}; 'all' = every one; "
-        f"default: {' '.join(default)}",
+        epilog=f"scenarios: {', '.join(SCENARIOS)}; 'all' = every one but "
+        "the cluster group; "
+        f"'cluster' = {' '.join(GROUPS['cluster'])}; default: {' '.join(default)}",
     )
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO")
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement window (5)")
@@ -64,6 +69,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=0, help="generator processes (cores)")
     parser.add_argument("--roost-arg", action="append", default=[], help="extra roost flag")
     parser.add_argument(
+        "--cluster-spread",
+        action="store_true",
+        help="cluster scenarios: node A and node B on different cores (default: both nodes "
+        "and Redis on the broker core)",
+    )
+    parser.add_argument(
         "--mosquitto-nodelay",
         action="store_true",
         help="set_tcp_nodelay true (default: Mosquitto's stock Nagle behaviour)",
@@ -78,11 +89,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     names: list[str] = []
     for name in args.scenarios or default:
         if name == "all":
-            names.extend(SCENARIOS)
+            names.extend(s for s in SCENARIOS if s not in CLUSTER_SCENARIOS)
+        elif name in GROUPS:
+            names.extend(GROUPS[name])
         elif name in SCENARIOS:
             names.append(name)
         else:
-            parser.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}, all")
+            choices = ", ".join([*SCENARIOS, "all", *GROUPS])
+            parser.error(f"unknown scenario {name!r}; choose from {choices}")
     if args.soak:
         names.append("soak")
     args.selected = list(dict.fromkeys(names))
@@ -257,9 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_rate=args.latency_rate,
         soak_seconds=args.soak_seconds,
         soak_rate=args.soak_rate,
+        roost_args=list(args.roost_arg),
+        cluster_spread=args.cluster_spread,
     )
     mosq_path = None if args.no_mosquitto else find_mosquitto()
     mosq_version = mosquitto_version(mosq_path) if mosq_path else None
+    ctx.mosquitto = mosq_path
     brokers = [] if args.no_roost else ["roost"]
     if mosq_path:
         brokers.append("mosquitto")

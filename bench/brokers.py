@@ -91,6 +91,16 @@ def roost_python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
+def src_env() -> dict[str, str]:
+    """The environment with this checkout's ``src`` first on PYTHONPATH, absolute (brokers
+    run in their own temporary directory), so that ``roost serve`` runs the code of this
+    tree even when the shared .venv has an editable install of another checkout."""
+    env = dict(os.environ)
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO / "src") + (os.pathsep + old if old else "")
+    return env
+
+
 def _child_setup(cpus: set[int]) -> Callable[[], None]:
     def setup() -> None:
         os.sched_setaffinity(0, cpus)
@@ -275,6 +285,9 @@ class Roost(BrokerProcess):
             str(MAX_KEEPALIVE),
             *self.extra_args,
         ]
+
+    def env(self) -> dict[str, str] | None:
+        return src_env()
 
 
 # Mosquitto 2.0.11 (the Debian package) loses track of queued QoS 1 messages once an online

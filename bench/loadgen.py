@@ -139,6 +139,9 @@ class Worker:
         self.latencies: list[int] = []
         self.errors: list[str] = []
         self.credit = 0  # deliveries written off as lost by stalled publishers
+        # Delivery windows count this worker's own counters only (its publishers and
+        # subscribers form a workload of their own, e.g. one per cluster node).
+        self.local_window = False
         self.last_recv = -1
         self.stall_since = time.monotonic()
         self.connect_started = 0.0
@@ -160,9 +163,14 @@ class Worker:
         ones (expected minus received, over all workers). If deliveries make no progress
         for ``STALL_SECONDS`` while the window is full, what is outstanding is written off
         (counted in STALLS) so that a broker that drops messages does not freeze the run;
-        the loss still shows in the final counts."""
-        received = self.total(RECV)
-        room = window - (self.total(EXPECTED) - received - self.credit)
+        the loss still shows in the final counts. With ``local_window`` only this worker's
+        counters count."""
+        if self.local_window:
+            received = self.counters[self.base + RECV]
+            expected = self.counters[self.base + EXPECTED]
+        else:
+            received, expected = self.total(RECV), self.total(EXPECTED)
+        room = window - (expected - received - self.credit)
         if room > 0:
             return room
         now = time.monotonic()
@@ -363,9 +371,11 @@ async def open_conn(
     latency: bool = False,
     timeout: float = 30.0,
     clean: bool = True,
+    port: int = 0,
 ) -> Conn:
+    """Connect to ``port`` (default: the worker's broker port)."""
     _, conn = await asyncio.wait_for(
-        w.loop.create_connection(lambda: Conn(w, latency), HOST, w.port), timeout
+        w.loop.create_connection(lambda: Conn(w, latency), HOST, port or w.port), timeout
     )
     try:
         first, body = await conn.request(connect_packet(client_id, keepalive, clean), timeout)
@@ -388,6 +398,7 @@ async def connect_many(
     sem: asyncio.Semaphore,
     latency: bool = False,
     clean: bool = True,
+    port: int = 0,
 ) -> list[Conn]:
     """Connect (and subscribe) every client id, at most ``sem`` at a time, each with a
     bounded number of attempts. Failed clients are reported and left out."""
@@ -397,7 +408,9 @@ async def connect_many(
             last: BaseException | None = None
             for attempt in range(CONNECT_ATTEMPTS):
                 try:
-                    conn = await open_conn(w, client_ids[index], keepalive, latency, clean=clean)
+                    conn = await open_conn(
+                        w, client_ids[index], keepalive, latency, clean=clean, port=port
+                    )
                 except (TimeoutError, OSError, MqttError) as exc:
                     last = exc
                     w.add(CONN_FAIL)
@@ -574,6 +587,9 @@ async def _setup_role(
     n = int(role["n"])
     ids = [f"{prefix}{i}" for i in range(n)]
     keepalive = int(role.get("keepalive", 60))
+    port = int(role.get("port", 0))  # another broker than the run's (cluster nodes)
+    if role.get("local_window"):
+        w.local_window = True
     if kind in ("sub", "idle"):
         per_conn: list[list[str]] | None = role.get("filters_per_conn")
         shared: list[str] = role.get("filters", [])
@@ -591,9 +607,10 @@ async def _setup_role(
             sem,
             latency=bool(role.get("latency")),
             clean=bool(role.get("clean", True)),
+            port=port,
         )
     elif kind == "pub0":
-        conns = await connect_many(w, ids, keepalive, None, sem)
+        conns = await connect_many(w, ids, keepalive, None, sem, port=port)
         batches = role["batches"]
         for k, conn in enumerate(conns):
             # Start publishers at different points of the batch list.
@@ -601,7 +618,7 @@ async def _setup_role(
             rotated = list(batches[offset:]) + list(batches[:offset])
             tasks.append(run_qos0_publisher(w, conn, rotated, int(role.get("window", 0))))
     elif kind == "pub1":
-        conns = await connect_many(w, ids, keepalive, None, sem)
+        conns = await connect_many(w, ids, keepalive, None, sem, port=port)
         stamped = bool(role.get("stamped"))
         table = None if stamped else Qos1Publisher.build_table(role["topic"], role["payload"])
         for conn in conns:

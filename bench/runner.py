@@ -83,6 +83,10 @@ class Ctx:
     soak_interval: float = 5.0
     connect_concurrency: int = 64
     drain_seconds: float = 15.0
+    # cluster scenarios (bench/cluster.py)
+    roost_args: list[str] = field(default_factory=list)  # extra roost serve flags
+    mosquitto: str | None = None  # Mosquitto's path, for scale figures
+    cluster_spread: bool = False  # nodes on different cores instead of all on the broker core
 
 
 def split(n: int, parts: int) -> list[int]:
