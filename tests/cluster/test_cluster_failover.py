@@ -4,6 +4,8 @@ PUBACKed reaches the subscribers; the wills of its clients are published once.""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -13,6 +15,9 @@ from paho_helpers import Clients, Conn, wait_until
 
 EXPIRY = 300
 NODE_TIMEOUT = NODE_TIMEOUT_MS / 1000
+# A session offline for seconds while messages stream in: room for all of them (a full
+# queue drops new messages by design, see Session.enqueue).
+ROOMY_QUEUES = ("--max-queued-messages", "100000")
 
 
 class Publisher:
@@ -70,7 +75,7 @@ def connect_when_possible(clients: Clients, node: Any, client_id: str, **options
 def test_the_session_of_a_killed_node_resumes_elsewhere_with_every_acknowledged_message(
     cluster: Cluster, clients: Clients
 ) -> None:
-    nodes = cluster.start(3)
+    nodes = cluster.start(3, *ROOMY_QUEUES)
     keeper = clients.connect(nodes[0], "keeper", clean=False, session_expiry=EXPIRY)
     keeper.sub("keep/#", qos=1)
     wait_routed(clients, nodes[1], keeper, "keep/probe")
@@ -127,3 +132,37 @@ def test_the_wills_of_a_killed_nodes_clients_are_published_once(
     wait_until(lambda: len(watcher.by_payload(b"gone")) >= 2, what="both wills")
     topics = sorted(m.topic for m in watcher.by_payload(b"gone"))
     assert topics == ["status/stored", "status/volatile"]
+
+
+def test_a_frozen_node_that_was_adopted_stops_serving_when_it_wakes(
+    cluster: Cluster, clients: Clients
+) -> None:
+    nodes = cluster.start(3, *ROOMY_QUEUES)
+    sleeper = clients.connect(nodes[0], "sleeper", clean=False, session_expiry=EXPIRY)
+    sleeper.sub("dream/#", qos=1)
+    wait_routed(clients, nodes[1], sleeper, "dream/probe")
+    publisher = Publisher(clients.connect(nodes[1], "teller"), "dream/log").start()
+    wait_until(lambda: len(publisher.acknowledged) >= 50, what="a stream of PUBACKs")
+    process = nodes[0].process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)  # alive, but silent past its timeout
+    try:
+        wait_until(
+            lambda: "took over node n0" in "".join(nodes[1].log + nodes[2].log),
+            timeout=10 * NODE_TIMEOUT,
+            what="the frozen node's clients to be adopted",
+        )
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    wait_for_log(nodes[0], "missed its heartbeats", timeout=5 * NODE_TIMEOUT)
+    wait_until(lambda: sleeper.disconnected.is_set(), what="the frozen node to drop its client")
+    resumed = connect_when_possible(
+        clients, nodes[2], "sleeper", clean=False, session_expiry=EXPIRY
+    )
+    acknowledged = publisher.stop()
+    before = set(sleeper.payloads())
+    wait_until(
+        lambda: acknowledged <= before | set(resumed.payloads()),
+        timeout=20,
+        what="every PUBACKed message",
+    )

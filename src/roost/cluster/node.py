@@ -75,6 +75,10 @@ class ClusterError(RoostError):
     """The node cannot join its cluster (its id is taken, Redis is unreachable)."""
 
 
+class AdoptionInProgress(ClusterError):
+    """Another node is taking over what this node id held: join once it is done."""
+
+
 class SessionSource(Protocol):
     """A store that loads one session on demand (the Redis store)."""
 
@@ -151,7 +155,7 @@ class ClusterNode:
             holder = await self._send_beat()
         except (RedisError, OSError) as exc:
             raise ClusterError(f"cannot reach the cluster's Redis: {exc}") from exc
-        if holder is not None:
+        if holder:
             raise ClusterError(f"node id {self.node_id!r} is already in use by a live node")
         await self._adopt_former_run()
         await self._sort_transactions()
@@ -180,7 +184,7 @@ class ClusterNode:
         me = self.node_id
         adopter = await self.redis.get(keys.adopter(me))
         if adopter is not None and adopter.decode() != me:
-            raise ClusterError(
+            raise AdoptionInProgress(
                 f"node {adopter.decode()} is taking over what the former run of node {me!r}"
                 " held; start again in a moment"
             )
@@ -188,7 +192,7 @@ class ClusterNode:
             return
         adoption = self._adoption(me)
         if adopter is None and not await adoption.lock(self.timeout):
-            raise ClusterError(f"another node is taking over what node {me!r} held")
+            raise AdoptionInProgress(f"another node is taking over what node {me!r} held")
         # Its inbox is read as this run's own, once its sessions are here again.
         await adoption.adopt_clients()
         await self.redis.delete(keys.adopter(me))
@@ -528,7 +532,8 @@ class ClusterNode:
     # -- membership ---------------------------------------------------------------------------
 
     async def _send_beat(self) -> str | None:
-        """Write the heartbeat record; the token of another holder of the id, or None."""
+        """Write the heartbeat record; returns the token of another holder of the id, ''
+        if the record had expired (or never was), None if it was renewed."""
         self._beat_count += 1
         connections = len(self.core.connections)
         at = time.time()
@@ -548,7 +553,7 @@ class ClusterNode:
             ],
         )
         self.announced = (at, connections)
-        return None if holder is None else str(holder)
+        return None if holder is None else bytes(holder).decode()
 
     async def _heartbeat(self) -> None:
         last_success = self.clock()
@@ -563,6 +568,9 @@ class ClusterNode:
                 if not self.cut_off and silent >= self.timeout:
                     self._become_cut_off()
                 continue
+            except AdoptionInProgress as exc:
+                log.info("%s", exc)  # stays cut off; tries again at the next beat
+                continue
             except ClusterError as exc:
                 log.error("%s", exc)
                 if self._on_fatal is not None:
@@ -575,11 +583,16 @@ class ClusterNode:
 
     async def _beat_and_watch(self) -> None:
         holder = await self._send_beat()
-        if holder is not None:
+        if holder:
             raise ClusterError(
                 f"node id {self.node_id!r} was taken by another node while this one was"
                 " cut off from the cluster"
             )
+        if holder == "" and not self.cut_off:
+            # The record expired: the others count this node as dead and may be adopting
+            # its clients; serving on would split the cluster's view.
+            log.error("node %s missed its heartbeats for too long", self.node_id)
+            self._become_cut_off()
         if self.cut_off or self._resync:
             await self._rejoin()
         await self._read_peers()

@@ -2,7 +2,8 @@
 tag only, so that it runs on a Redis Cluster too."""
 
 # Claims the node id, or renews the claim: the heartbeat record is written only while its
-# token is ours. Returns nil, or the token of the live node that holds the id.
+# token is ours. Returns the token of the live node that holds the id, or '' if the record
+# had expired (or never was), or nil if it was renewed.
 BEAT = """
 local current = redis.call('HGET', KEYS[1], 'token')
 if current and current ~= ARGV[1] then return current end
@@ -10,7 +11,8 @@ redis.call('HSET', KEYS[1], 'token', ARGV[1], 'address', ARGV[3], 'connections',
   'version', ARGV[5], 'started', ARGV[6], 'beat', ARGV[7], 'routes', ARGV[8],
   'redirect', ARGV[9], 'at', ARGV[10])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return false
+if current then return false end
+return ''
 """
 
 # Applies changes to a node's route set ("+filter", "-filter", "=" to empty it), moves its
