@@ -19,6 +19,11 @@ PURE_MODULES = [
     "roost.outbox",
     "roost.protocol",
     "roost.core",
+    "roost.presence",
+    "roost.cluster.wire",
+    "roost.cluster.routes",
+    "roost.cluster.membership",
+    "roost.cluster.assign",
 ]
 
 # threading is allowed: the standard logging module imports it.
@@ -27,6 +32,8 @@ SHELL_MODULES = [
     "roost.attach",
     "roost.broker",
     "roost.store.sqlite",
+    "roost.store.redis",
+    "roost.cluster.node",
     "roost.transport",
     "roost.client",
 ]
