@@ -72,27 +72,42 @@ def connect_when_possible(clients: Clients, node: Any, client_id: str, **options
         assert time.monotonic() < deadline, f"{client_id} could not connect"
 
 
-def test_the_session_of_a_killed_node_resumes_elsewhere_with_every_acknowledged_message(
-    cluster: Cluster, clients: Clients
-) -> None:
-    nodes = cluster.start(3, *ROOMY_QUEUES)
-    keeper = clients.connect(nodes[0], "keeper", clean=False, session_expiry=EXPIRY)
-    keeper.sub("keep/#", qos=1)
-    wait_routed(clients, nodes[1], keeper, "keep/probe")
-    publisher = Publisher(clients.connect(nodes[1], "writer"), "keep/log").start()
-    wait_until(lambda: len(publisher.acknowledged) >= 100, what="a stream of PUBACKs")
-    nodes[0].kill()
-    # Publishing goes on while the cluster notices the death and adopts the session.
-    wait_for_log(nodes[1], "node n0 is dead", timeout=10 * NODE_TIMEOUT)
-    wait_until(lambda: len(publisher.acknowledged) >= 300, what="PUBACKs after the death")
-    resumed = connect_when_possible(clients, nodes[2], "keeper", clean=False, session_expiry=EXPIRY)
+def stream_to_a_stored_session(
+    clients: Clients, nodes: list[Any], client_id: str, acknowledged: int
+) -> tuple[Conn, Publisher]:
+    """A persistent subscriber on node 0, and a publisher on node 1 streaming to it until
+    ``acknowledged`` messages are PUBACKed."""
+    subscriber = clients.connect(nodes[0], client_id, clean=False, session_expiry=EXPIRY)
+    subscriber.sub(f"{client_id}/#", qos=1)
+    wait_routed(clients, nodes[1], subscriber, f"{client_id}/probe")
+    publisher = Publisher(clients.connect(nodes[1], "writer"), f"{client_id}/log").start()
+    wait_until(lambda: len(publisher.acknowledged) >= acknowledged, what="a stream of PUBACKs")
+    return subscriber, publisher
+
+
+def every_acknowledged_arrives(publisher: Publisher, first: Conn, resumed: Conn) -> None:
+    """Stop publishing; every PUBACKed message reaches the subscriber, through its first
+    connection or the one that resumed the session."""
     acknowledged = publisher.stop()
-    before = set(keeper.payloads())  # what the first connection got before the kill
+    before = set(first.payloads())
     wait_until(
         lambda: acknowledged <= before | set(resumed.payloads()),
         timeout=20,
         what="every PUBACKed message",
     )
+
+
+def test_the_session_of_a_killed_node_resumes_elsewhere_with_every_acknowledged_message(
+    cluster: Cluster, clients: Clients
+) -> None:
+    nodes = cluster.start(3, *ROOMY_QUEUES)
+    keeper, publisher = stream_to_a_stored_session(clients, nodes, "keeper", 100)
+    nodes[0].kill()
+    # Publishing goes on while the cluster notices the death and adopts the session.
+    wait_for_log(nodes[1], "node n0 is dead", timeout=10 * NODE_TIMEOUT)
+    wait_until(lambda: len(publisher.acknowledged) >= 300, what="PUBACKs after the death")
+    resumed = connect_when_possible(clients, nodes[2], "keeper", clean=False, session_expiry=EXPIRY)
+    every_acknowledged_arrives(publisher, keeper, resumed)
 
 
 def test_what_a_killed_publishers_node_acknowledged_reaches_the_subscribers(
@@ -138,11 +153,7 @@ def test_a_frozen_node_that_was_adopted_stops_serving_when_it_wakes(
     cluster: Cluster, clients: Clients
 ) -> None:
     nodes = cluster.start(3, *ROOMY_QUEUES)
-    sleeper = clients.connect(nodes[0], "sleeper", clean=False, session_expiry=EXPIRY)
-    sleeper.sub("dream/#", qos=1)
-    wait_routed(clients, nodes[1], sleeper, "dream/probe")
-    publisher = Publisher(clients.connect(nodes[1], "teller"), "dream/log").start()
-    wait_until(lambda: len(publisher.acknowledged) >= 50, what="a stream of PUBACKs")
+    sleeper, publisher = stream_to_a_stored_session(clients, nodes, "sleeper", 50)
     process = nodes[0].process
     assert process is not None
     os.kill(process.pid, signal.SIGSTOP)  # alive, but silent past its timeout
@@ -159,10 +170,4 @@ def test_a_frozen_node_that_was_adopted_stops_serving_when_it_wakes(
     resumed = connect_when_possible(
         clients, nodes[2], "sleeper", clean=False, session_expiry=EXPIRY
     )
-    acknowledged = publisher.stop()
-    before = set(sleeper.payloads())
-    wait_until(
-        lambda: acknowledged <= before | set(resumed.payloads()),
-        timeout=20,
-        what="every PUBACKed message",
-    )
+    every_acknowledged_arrives(publisher, sleeper, resumed)
