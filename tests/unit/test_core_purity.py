@@ -24,6 +24,7 @@ PURE_MODULES = [
     "roost.cluster.routes",
     "roost.cluster.membership",
     "roost.cluster.assign",
+    "roost.transport.proxy",
 ]
 
 # threading is allowed: the standard logging module imports it.
