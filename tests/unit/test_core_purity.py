@@ -35,7 +35,7 @@ SHELL_MODULES = [
     "roost.store.sqlite",
     "roost.store.redis",
     "roost.cluster.node",
-    "roost.transport",
+    "roost.transport.tcp",
     "roost.client",
 ]
 
