@@ -25,9 +25,7 @@ def direct(node: BrokerProcess) -> tuple[str, ...]:
     return ("--host", node.host, "--port", str(node.port))
 
 
-def test_alice_and_bob_chat_across_nodes(
-    cluster: AccessCluster, chats: list[ChatProcess]
-) -> None:
+def test_alice_and_bob_chat_across_nodes(cluster: AccessCluster, chats: list[ChatProcess]) -> None:
     n0, n1 = cluster.start(2)
     alice = ChatProcess("alice", ["bob"], *direct(n0))
     chats.append(alice)

@@ -61,7 +61,8 @@ def test_clients_spread_and_a_dead_nodes_clients_move_to_the_others(
                 await asyncio.gather(*(event.wait() for event in connected))
             before = await asyncio.to_thread(cluster.wait_connections, CLIENTS)
             cluster.nodes[1].kill()
-            after = await asyncio.to_thread(survivors_carry_all, cluster)
+            survivors = ["n0", "n2"]
+            after = await asyncio.to_thread(cluster.wait_connections, CLIENTS, survivors, 30)
             for runner in runners:
                 runner.cancel()
         return before, after
@@ -71,18 +72,6 @@ def test_clients_spread_and_a_dead_nodes_clients_move_to_the_others(
     assert min(before.values()) > 0, before
     assert max(before.values()) / min(before.values()) <= MAX_SPREAD, before
     assert after["n0"] > before["n0"] and after["n2"] > before["n2"], (before, after)
-
-
-def survivors_carry_all(cluster: AccessCluster) -> dict[str, int]:
-    """The connection counts once n0 and n2 carry every client."""
-    counts: dict[str, int] = {}
-
-    def settled() -> bool:
-        counts.update(cluster.heartbeat_connections())
-        return counts["n0"] + counts["n2"] == CLIENTS
-
-    wait_until(settled, timeout=30, what="n0 and n2 to carry every client")
-    return counts
 
 
 def test_nodes_log_the_real_client_address(cluster: AccessCluster, balanced: HAProxy) -> None:
