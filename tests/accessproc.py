@@ -13,7 +13,7 @@ from redis import Redis
 
 from brokerproc import BrokerProcess
 from clusterproc import Cluster
-from paho_helpers import wait_until
+from paho_helpers import TIMEOUT, wait_until
 from roost.cluster import keys
 
 HTTP_LISTENING = re.compile(r"http listening on [\d.]+:(\d+)")
@@ -53,13 +53,16 @@ class AccessCluster(Cluster):
                 for node_id in self.node_ids()
             }
 
-    def wait_connections(self, total: int) -> dict[str, int]:
-        """The nodes' connection counts once the heartbeats add up to ``total``."""
+    def wait_connections(
+        self, total: int, among: list[str] | None = None, timeout: float = TIMEOUT
+    ) -> dict[str, int]:
+        """The nodes' connection counts once the heartbeats of the nodes ``among`` (default:
+        all) add up to ``total``."""
         counts: dict[str, int] = {}
 
         def settled() -> bool:
             counts.update(self.heartbeat_connections())
-            return sum(counts.values()) == total
+            return sum(counts[node] for node in among or counts) == total
 
-        wait_until(settled, what=f"heartbeats to count {total} connections")
+        wait_until(settled, timeout, what=f"heartbeats to count {total} connections")
         return counts

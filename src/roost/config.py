@@ -74,6 +74,9 @@ class Settings:
     assign_policy: str = "least-connections"  # or round-robin, client-hash
     redirect: str = "never"  # MQTT 5 clients: never, overloaded, always (an entry node)
     soft_max_connections: int = 0  # above it, redirect = "overloaded" sends clients on
+    # Behind a load balancer: every connection starts with a PROXY protocol (v2 or v1)
+    # header naming the real client (docs/deployment.md)
+    proxy_protocol: bool = False
 
 
 ENV_PREFIX = "ROOST_"

@@ -24,6 +24,7 @@ PURE_MODULES = [
     "roost.cluster.routes",
     "roost.cluster.membership",
     "roost.cluster.assign",
+    "roost.transport.proxy",
 ]
 
 # threading is allowed: the standard logging module imports it.
@@ -34,7 +35,7 @@ SHELL_MODULES = [
     "roost.store.sqlite",
     "roost.store.redis",
     "roost.cluster.node",
-    "roost.transport",
+    "roost.transport.tcp",
     "roost.client",
 ]
 

@@ -11,16 +11,24 @@ writes backed up); the socket is read only while none applies. A close the serve
 lingers: the write side is shut after the last packet (a DISCONNECT with its reason code)
 and input is read and discarded for up to ``LINGER_SECONDS``, so a client still sending
 reads that DISCONNECT instead of a connection reset.
+
+Behind a load balancer (``proxy_protocol = true``) a connection must start with a PROXY
+protocol header naming the real client; the MQTT connection starts after it, so the framer
+never sees the header, and a connection without one is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import cast
 
 from roost.core import BrokerCore
-from roost.protocol import Attach, ServerConnection, attach_at_once
+from roost.protocol import CONNECT_TIMEOUT, Attach, ServerConnection, attach_at_once
+from roost.transport.proxy import ProxyHeaderError, parse_proxy_header
+
+log = logging.getLogger("roost.transport")
 
 FLUSH_BYTES = 65_536  # flush gathered writes at once beyond this size
 WRITE_BUFFER_HIGH = 1_048_576  # transport buffer size at which delivery is paused
@@ -36,6 +44,8 @@ class TcpConnection(asyncio.Protocol):
         "_client",
         "_core",
         "_flush_handle",
+        "_header",
+        "_header_timer",
         "_linger_handle",
         "_loop",
         "_out",
@@ -56,6 +66,8 @@ class TcpConnection(asyncio.Protocol):
         self._flush_handle: asyncio.Handle | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
         self._paused = 0  # the reasons reading is paused for (bits)
+        self._header: bytes | None = None  # PROXY header bytes so far, while one is awaited
+        self._header_timer: asyncio.TimerHandle | None = None
         self.peer = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,12 +79,48 @@ class TcpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
-        self._client = ServerConnection(self._core, self, self._attach)
+        if self._core.settings.proxy_protocol:
+            self._header = b""
+            self._header_timer = self._loop.call_later(
+                CONNECT_TIMEOUT, self._refuse, f"no PROXY header within {CONNECT_TIMEOUT:g} s"
+            )
+        else:
+            self._client = ServerConnection(self._core, self, self._attach)
 
     def data_received(self, data: bytes) -> None:
-        if self._client is not None:
+        if self._header is not None:
+            self._read_proxy_header(data)
+        elif self._client is not None:
             self._client.data_received(data)
         # else: closed and lingering; the input is discarded
+
+    def _read_proxy_header(self, data: bytes) -> None:
+        """Gather the PROXY header, take the client's address from it, and hand what follows
+        to a new MQTT connection."""
+        assert self._header is not None
+        self._header += data
+        try:
+            header = parse_proxy_header(self._header)
+        except ProxyHeaderError as exc:
+            self._refuse(str(exc))
+            return
+        if header is None:
+            return
+        rest, self._header = self._header[header.length :], None
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        if header.source is not None:
+            self.peer = f"{header.source[0]}:{header.source[1]}"
+        self._client = ServerConnection(self._core, self, self._attach)
+        if rest:
+            self._client.data_received(rest)
+
+    def _refuse(self, reason: str) -> None:
+        """Close a connection that did not start with a valid PROXY header."""
+        log.warning("closing the connection from %s: %s", self.peer, reason)
+        self._header = None
+        if self._transport is not None:
+            self._transport.abort()
 
     def pause_writing(self) -> None:
         if self._client is not None:
@@ -83,6 +131,8 @@ class TcpConnection(asyncio.Protocol):
             self._client.writing_resumed()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
