@@ -46,7 +46,8 @@ class Adoption:
         fetch_session: Callable[[str, float], Awaitable[Session | None]] | None,
         claimed: Callable[[str, int], None],
     ) -> None:
-        """``claimed(client_id, epoch)`` tells the node of each client id it now owns."""
+        """``claimed(client_id, epoch)`` tells the node of each client id it now owns, as
+        soon as it does (before its session is here)."""
         self.core = core
         self.redis = redis
         self.node_id = node_id
@@ -57,13 +58,17 @@ class Adoption:
         self.last_entry = "0-0"
 
     async def lock(self, timeout: float) -> bool:
-        """Become the one adopter of the dead node; False if another node is."""
+        """Become the one adopter of the dead node; False if another node is, or if it
+        was adopted already (it has left the node list)."""
         taken = await self.redis.set(
             keys.adopter(self.dead),
             self.node_id,
             nx=True,
             px=int(LOCK_TIMEOUTS * timeout * 1000),
         )
+        if taken and not await self.redis.sismember(keys.NODES, self.dead):
+            await self.redis.delete(keys.adopter(self.dead))
+            return False
         return bool(taken)
 
     async def adopt_clients(self) -> None:
@@ -80,12 +85,12 @@ class Adoption:
             if not result:
                 continue  # it moved to another node since
             epoch, will = int(result[0]), result[1]
+            self.claimed(client_id, epoch)
             session = None
             if self.fetch_session is not None:
                 session = await self.fetch_session(client_id, now)
             if session is not None:
                 sessions.append(session)
-                self.claimed(client_id, epoch)
                 await self.redis.sadd(keys.clients(self.node_id), client_id)
             else:
                 await self.redis.eval(

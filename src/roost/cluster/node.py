@@ -40,8 +40,10 @@ from roost.cluster.adoption import Adoption
 from roost.cluster.clients import READ_BLOCK_MS
 from roost.cluster.membership import NodeInfo, Peers
 from roost.cluster.routes import ClusterRoutes
+from roost.cluster.routesync import RouteSync
+from roost.cluster.sender import Sender, eval_script, resolve
+from roost.cluster.txrelay import TransactionRelay
 from roost.cluster.wire import (
-    CHECK,
     Decide,
     Kick,
     Prepared,
@@ -49,12 +51,9 @@ from roost.cluster.wire import (
     Released,
     TransactionSettled,
     decode_batch,
-    encode_decide,
     encode_kick,
-    encode_prepared,
     encode_publish,
     encode_released,
-    encode_settled,
 )
 from roost.core import BrokerCore
 from roost.errors import ProtocolError, RoostError
@@ -129,22 +128,30 @@ class ClusterNode:
         self._token = secrets.token_hex(8)
         self._beat_count = 0
         self.announced = (0.0, 0)  # (wall-clock time, connections) of the last heartbeat
-        self._routes_version = 0  # of the own route set
-        self._peer_route_versions: dict[str, int] = {}
-        self._outgoing: dict[str, list[bytes]] = {}  # node -> records for its inbox
-        self._commands: list[Command] = []
-        self._waiting: list[Callable[[], None]] = []  # after_forwarded callbacks
-        self._route_ops: list[str] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self.sender = Sender(self.redis, self._sending_failed)
+        self.route_sync = RouteSync(
+            self.redis, node_id, self.routes, self.sender, self.interval, self._is_alive
+        )
+        self.transactions = TransactionRelay(
+            self.redis,
+            node_id,
+            core,
+            self.sender,
+            self.routes,
+            self.peers.alive.keys,
+            None if sessions is None else sessions.fetch_transaction,
+        )
         self._epochs: dict[str, int] = {}  # client id -> epoch of this node's claim
-        self.transaction_homes: dict[str, str] = {}  # pending elsewhere -> its node
         self._releases: dict[str, tuple[int, asyncio.Future[None]]] = {}
+        self._transfers: dict[str, asyncio.Task[None]] = {}  # sessions on their way here
+        # Client ids of a dead node being adopted, and take-overs of them that wait
+        # until they are (None while no adoption is taking clients).
+        self._adopting: set[str] | None = None
+        self._deferred_kicks: list[Kick] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._adoptions: dict[str, asyncio.Task[None]] = {}  # dead node -> its adoption
-        self._pubsub: Any = redis.pubsub()
         self._beat: Any = redis.register_script(scripts.BEAT)
         self.forwarded_messages = 0  # records sent to other nodes
-        self.forward_entries = 0  # stream entries that carried them
 
     # -- joining and leaving ----------------------------------------------------------------
 
@@ -158,18 +165,18 @@ class ClusterNode:
         if holder:
             raise ClusterError(f"node id {self.node_id!r} is already in use by a live node")
         await self._adopt_former_run()
-        await self._sort_transactions()
+        await self.transactions.sort_pending()
         await self.redis.sadd(keys.NODES, self.node_id)
         await self._read_peers()
         self.core.join(self)
         self.core.node_name = self.node_id
-        self._announce_all_routes()
-        await self._flush_now()
+        self.route_sync.announce_all(self.core.router.filters())
+        await self.sender.flush()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._heartbeat()),
             loop.create_task(self._read_inbox()),
-            loop.create_task(self._listen_routes()),
+            loop.create_task(self.route_sync.listen()),
         ]
         log.info(
             "node %s joined the cluster (%d other nodes) at %s",
@@ -194,7 +201,7 @@ class ClusterNode:
         if adopter is None and not await adoption.lock(self.timeout):
             raise AdoptionInProgress(f"another node is taking over what node {me!r} held")
         # Its inbox is read as this run's own, once its sessions are here again.
-        await adoption.adopt_clients()
+        await self._adopt_clients(adoption, drain=False)
         await self.redis.delete(keys.adopter(me))
 
     async def stop(self) -> None:
@@ -202,7 +209,7 @@ class ClusterNode:
         record goes at once, so that another node adopts the sessions kept here (and
         what is on its way to them) without waiting for the timeout."""
         with contextlib.suppress(RedisError, OSError):
-            await self._flush_now()
+            await self.sender.flush()
         for task in [*self._tasks, *self._adoptions.values()]:
             task.cancel()
         for task in [*self._tasks, *self._adoptions.values()]:
@@ -210,8 +217,7 @@ class ClusterNode:
                 await task
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(keys.node(self.node_id))
-        with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()
+        await self.route_sync.close()
         log.info("node %s left the cluster", self.node_id)
 
     # -- the bus of the core ------------------------------------------------------------------
@@ -225,7 +231,8 @@ class ClusterNode:
             return 0, own_shared
         now = self.clock()
         plain = b""
-        outgoing = self._outgoing
+        sender = self.sender
+        outgoing = sender.outgoing
         for node, shared in remote.items():
             if shared:
                 record = encode_publish(message, tuple(shared), now)
@@ -238,147 +245,50 @@ class ClusterNode:
             else:
                 records.append(record)
         self.forwarded_messages += len(remote)
-        self._schedule_flush()
+        sender.schedule()
         return len(remote), own_shared
 
     def after_forwarded(self, callback: Callable[[], None]) -> None:
-        if not self._outgoing and self._flushing is None:
-            callback()
-        else:
-            self._waiting.append(callback)
-            self._schedule_flush()
+        self.sender.after_sent(callback)
 
     def route_added(self, topic_filter: str) -> None:
-        self.routes.add(self.node_id, topic_filter)
-        self._route_ops.append("+" + topic_filter)
-        self._schedule_flush()
+        self.route_sync.added(topic_filter)
 
     def route_removed(self, topic_filter: str) -> None:
-        self.routes.remove(self.node_id, topic_filter)
-        self._route_ops.append("-" + topic_filter)
-        self._schedule_flush()
+        self.route_sync.removed(topic_filter)
 
     def session_ended(self, client_id: str) -> None:
         epoch = self._epochs.pop(client_id, None)
         if epoch is not None:
-            self._command(
+            self.sender.command(
                 partial(
-                    _eval, scripts.RELEASE_CLIENT, [keys.owner(client_id)], [self.node_id, epoch]
+                    eval_script,
+                    scripts.RELEASE_CLIENT,
+                    [keys.owner(client_id)],
+                    [self.node_id, epoch],
                 )
             )
-            self._command(partial(_srem, keys.clients(self.node_id), client_id))
-
-    # -- transactions ---------------------------------------------------------------------
+            self.sender.command(partial(_srem, keys.clients(self.node_id), client_id))
 
     def transaction_prepared(self, transaction_id: str) -> None:
-        self._command(partial(_hset, keys.TRANSACTION_HOMES, transaction_id, self.node_id))
-        self._broadcast(encode_prepared(Prepared(transaction_id, self.node_id)))
+        self.transactions.prepared(transaction_id)
 
     def transaction_settled(self, transaction_id: str, outcome: Settled) -> None:
-        self._command(partial(_hdel, keys.TRANSACTION_HOMES, transaction_id))
-        self._broadcast(encode_settled(TransactionSettled(transaction_id, outcome)))
+        self.transactions.settled(transaction_id, outcome)
 
     def forward_decision(self, transaction_id: str, decision: Decision) -> None:
-        """To the node holding the transaction; to every node if it is not known here
-        (yet: its PREPARED announcement may still be on its way)."""
-        record = encode_decide(Decide(transaction_id, decision))
-        home = self.transaction_homes.get(transaction_id)
-        if home is not None and home in self.peers.alive:
-            self._send_record(home, record)
-        else:
-            self._broadcast(record)
+        self.transactions.forward_decision(transaction_id, decision)
 
     def send_check(self, request: Message) -> bool:
-        nodes = self.routes.nodes_with(request.topic)
-        nodes.discard(self.node_id)
-        if not nodes:
-            return False
-        chosen = self.routes.take_turn(request.topic, nodes)
-        self._send_record(chosen, encode_publish(request, (), self.clock(), CHECK))
-        return True
+        return self.transactions.send_check(request)
 
-    def _broadcast(self, record: bytes) -> None:
-        for node in self.peers.alive:
-            self._send_record(node, record)
+    def _is_alive(self, node: str) -> bool:
+        return node in self.peers.alive
 
-    async def _sort_transactions(self) -> None:
-        """Keep the pending transactions this node holds (or that nobody holds), let go
-        of the others' and learn where they are."""
-        homes = {
-            key.decode(): value.decode()
-            for key, value in (await self.redis.hgetall(keys.TRANSACTION_HOMES)).items()
-        }
-        transactions = self.core.transactions
-        for transaction_id in list(transactions.pending):
-            home = homes.get(transaction_id)
-            if home is None:
-                await self.redis.hsetnx(keys.TRANSACTION_HOMES, transaction_id, self.node_id)
-                home = (await self.redis.hget(keys.TRANSACTION_HOMES, transaction_id)).decode()
-            if home != self.node_id:
-                transactions.hand_over(transaction_id)
-        self.transaction_homes = {
-            transaction_id: home for transaction_id, home in homes.items() if home != self.node_id
-        }
-
-    def _announce_all_routes(self) -> None:
-        """Replace this node's route set in Redis by what the router holds."""
-        filters = list(self.core.router.filters())
-        self.routes.replace(self.node_id, filters)
-        self._route_ops = ["=", *("+" + topic_filter for topic_filter in filters)]
-        self._schedule_flush()
-
-    # -- sending ------------------------------------------------------------------------------
-
-    def _command(self, command: Command) -> None:
-        self._commands.append(command)
-        self._schedule_flush()
-
-    def _send_record(self, node: str, record: bytes) -> None:
-        self._outgoing.setdefault(node, []).append(record)
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        """Send what the loop turns gathered, one pipeline at a time, in order; then run
-        the callbacks that waited for it. A failure cuts the node off: what was not sent
-        is never acknowledged, and clients resend it after reconnecting."""
-        try:
-            await self._flush_now()
-        except (RedisError, OSError) as exc:
-            log.error("forwarding to the cluster failed: %s", exc)
-            self._waiting = []
-            self._outgoing = {}
-            self._become_cut_off()
-        finally:
-            self._flushing = None
-
-    async def _flush_now(self) -> None:
-        while self._outgoing or self._commands or self._route_ops or self._waiting:
-            outgoing, self._outgoing = self._outgoing, {}
-            commands, self._commands = self._commands, []
-            route_ops, self._route_ops = self._route_ops, []
-            waiting, self._waiting = self._waiting, []
-            pipe = self.redis.pipeline(transaction=False)
-            for node, records in outgoing.items():
-                pipe.xadd(keys.inbox(node), {"b": b"".join(records)})
-            self.forward_entries += len(outgoing)
-            if route_ops:
-                _eval(
-                    scripts.CHANGE_ROUTES,
-                    [keys.routes(self.node_id), keys.routes_version(self.node_id)],
-                    [keys.routes_channel(self.node_id), *route_ops],
-                    client=pipe,
-                )
-            for command in commands:
-                command(client=pipe)
-            results = await pipe.execute()
-            if route_ops:
-                self._routes_version = int(results[len(outgoing)])
-            for callback in waiting:
-                callback()
+    def _sending_failed(self, error: Exception) -> None:
+        """What was not written is never acknowledged; clients resend it after
+        reconnecting."""
+        self._become_cut_off()
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -404,7 +314,7 @@ class ClusterNode:
     def _trim_inbox(self, last: str) -> None:
         """Everything up to ``last`` is durable here: drop it from the inbox."""
         milliseconds, sequence = last.split("-")
-        self._command(
+        self.sender.command(
             partial(
                 _xtrim_command,
                 keys.inbox(self.node_id),
@@ -428,10 +338,9 @@ class ClusterNode:
                 elif isinstance(record, Released):
                     self._on_released(record)
                 elif isinstance(record, Prepared):
-                    self.transaction_homes[record.transaction_id] = record.node
+                    self.transactions.on_prepared(record)
                 elif isinstance(record, TransactionSettled):
-                    self.transaction_homes.pop(record.transaction_id, None)
-                    core.settled_elsewhere(record.transaction_id, record.outcome)
+                    self.transactions.on_settled(record)
                 elif isinstance(record, Decide):
                     core.apply_decision(record.transaction_id, record.decision)
                 else:
@@ -441,19 +350,23 @@ class ClusterNode:
 
     def _on_kick(self, kick: Kick) -> None:
         """Another node took a client over: close it here and let the session go; answer
-        once the session is durable, so the new owner loads all of it."""
+        once the session is durable, so the new owner loads all of it. A client being
+        adopted from a dead node right now is let go once the adoption has it."""
+        if self._adopting is not None and kick.client_id in self._adopting:
+            self._deferred_kicks.append(kick)
+            return
         mine = self._epochs.get(kick.client_id)
         if mine is not None and mine > kick.epoch:
             return  # this node claimed it again since
         self._epochs.pop(kick.client_id, None)
-        self._command(partial(_srem, keys.clients(self.node_id), kick.client_id))
+        self.sender.command(partial(_srem, keys.clients(self.node_id), kick.client_id))
         session = self.core.sessions.get(kick.client_id)
         if session is not None:  # the new owner subscribed already; it may not be heard yet
             for topic_filter in session.subscriptions:
                 self.routes.add(kick.reply_to, topic_filter)
         self.core.kick(kick.client_id)
         released = encode_released(Released(kick.client_id, kick.epoch))
-        self.core.store.after_commit(partial(self._send_record, kick.reply_to, released))
+        self.core.store.after_commit(partial(self.sender.record, kick.reply_to, released))
 
     def _on_released(self, released: Released) -> None:
         waiting = self._releases.get(released.client_id)
@@ -468,31 +381,60 @@ class ClusterNode:
 
         From a live node: subscribe for the session here first (its stored subscriptions),
         so that nothing published meanwhile misses it, then tell that node, which closes
-        the client (0x8E), lets the session go and answers once it is durable (waited for
-        at most ``node_timeout``); then load it. From a node that died: refuse for now,
-        the cluster is adopting what it held (the client retries). The will of a session
-        that is not stored is kept with the claim, for the node that would adopt this
-        one's clients.
+        the client (0x8E), lets the session go and answers once it is durable; the session
+        is loaded then. If the answer takes longer than ``node_timeout`` the client is
+        refused for now (it retries) while this node goes on waiting for the answer: a
+        session loaded before the old node let go would miss what it wrote since. From a
+        node that died: refused for now, the cluster is adopting what it held. The will of
+        a session that is not stored is kept with the claim, for the node that would adopt
+        this one's clients.
         """
         if self.cut_off:
             raise ClaimRefused("this node is cut off from its cluster")
         client_id = terms.client_id
         previous, epoch = await self._claim_owner(client_id, terms)
         self._epochs[client_id] = epoch
-        moving = bool(previous) and previous != self.node_id and self.sessions is not None
-        if moving and self.sessions is not None:
-            held = await self.sessions.fetch_subscriptions(client_id)
-            self.core.hold_session(client_id, held)
+        sessions = self.sessions
+        if sessions is None:
+            return
+        if previous and previous != self.node_id and client_id not in self._transfers:
+            self.core.hold_session(client_id, await sessions.fetch_subscriptions(client_id))
+            await self.sender.sent()  # the routes are out before the old node lets go
+            self._transfers[client_id] = asyncio.get_running_loop().create_task(
+                self._transfer(previous, client_id, epoch)
+            )
+        transfer = self._transfers.get(client_id)
+        if transfer is not None:
             try:
-                await self._flushed()  # the routes are out before the old node lets go
-                await self._take_from(previous, client_id, epoch)
-            finally:
-                session = await self.sessions.fetch_session(client_id, self.clock())
-                self.core.take_held_session(client_id, session)
-        elif self.sessions is not None and client_id not in self.core.sessions:
-            session = await self.sessions.fetch_session(client_id, self.clock())
+                await asyncio.wait_for(asyncio.shield(transfer), self.timeout)
+            except TimeoutError:
+                raise ClaimRefused(
+                    f"node {previous} has not handed the session over yet; try again"
+                ) from None
+        elif client_id not in self.core.sessions:
+            session = await sessions.fetch_session(client_id, self.clock())
             if session is not None:
                 self.core.adopt_sessions([session], self.clock())
+
+    async def _transfer(self, previous: str, client_id: str, epoch: int) -> None:
+        """Tell ``previous`` to let the session go, wait for its answer, then load the
+        session in place of the one held for it. Gives up waiting once ``previous`` is
+        dead (the node that adopts it finds the client id owned here, and leaves it)."""
+        assert self.sessions is not None
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._releases[client_id] = (epoch, answered)
+        self.sender.record(previous, encode_kick(Kick(client_id, epoch, self.node_id)))
+        try:
+            while not answered.done() and previous in self.peers.alive:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(answered), self.timeout)
+            if not answered.done():
+                log.warning("node %s died before handing over client %s", previous, client_id)
+            session = await self.sessions.fetch_session(client_id, self.clock())
+            self.core.take_held_session(client_id, session)
+        finally:
+            self._releases.pop(client_id, None)
+            self._transfers.pop(client_id, None)
 
     async def _claim_owner(self, client_id: str, terms: ConnectTerms) -> tuple[str, int]:
         """Claim the client id (compare-and-set on its owner); returns the previous owner
@@ -507,27 +449,12 @@ class ClusterNode:
                     f"the session is being recovered from node {previous}; try again shortly"
                 )
             pipe = self.redis.pipeline(transaction=False)
-            _eval(scripts.CLAIM_CLIENT, [key], [self.node_id, previous, will], client=pipe)
+            eval_script(scripts.CLAIM_CLIENT, [key], [self.node_id, previous, will], client=pipe)
             pipe.sadd(keys.clients(self.node_id), client_id)
             epoch, _ = await pipe.execute()
             if epoch:
                 return previous, int(epoch)
         raise ClaimRefused("the session is being claimed by several nodes at once")
-
-    async def _take_from(self, previous: str, client_id: str, epoch: int) -> None:
-        """Tell ``previous`` to let the session go; wait for its answer."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._releases[client_id] = (epoch, future)
-        self._send_record(previous, encode_kick(Kick(client_id, epoch, self.node_id)))
-        try:
-            await asyncio.wait_for(future, self.timeout)
-        except TimeoutError:
-            log.warning(
-                "node %s did not release client %s in time; taking it over", previous, client_id
-            )
-        finally:
-            if self._releases.get(client_id, (0, None))[1] is future:
-                del self._releases[client_id]
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -547,7 +474,7 @@ class ClusterNode:
                 __version__,
                 self.started,
                 self._beat_count,
-                self._routes_version,
+                self.route_sync.version,
                 self.core.settings.redirect,
                 at,
             ],
@@ -623,11 +550,8 @@ class ClusterNode:
                 self._adoptions[member] = task
         for info in joined:
             log.info("node %s joined at %s", info.node_id, info.address)
-            await self._pubsub.ssubscribe(keys.routes_channel(info.node_id))
-            await self._load_routes(info.node_id)
-        for info in self.peers.alive.values():
-            if info.routes > self._peer_route_versions.get(info.node_id, 0):
-                await self._load_routes(info.node_id)
+            await self.route_sync.follow(info.node_id)
+        await self.route_sync.catch_up(list(self.peers.alive.values()))
 
     def _adoption(self, dead: str) -> Adoption:
         fetch = None if self.sessions is None else self.sessions.fetch_session
@@ -635,6 +559,23 @@ class ClusterNode:
 
     def _claimed(self, client_id: str, epoch: int) -> None:
         self._epochs[client_id] = epoch
+        if self._adopting is not None:
+            self._adopting.add(client_id)
+
+    async def _adopt_clients(self, adoption: Adoption, drain: bool) -> None:
+        """Take the dead node's clients (and, with ``drain``, what waits in its inbox for
+        them); take-overs of them that arrive meanwhile are handled once their sessions
+        have all of it."""
+        self._adopting = set()
+        try:
+            await adoption.adopt_clients()
+            if drain:
+                await adoption.drain_inbox()
+        finally:
+            self._adopting = None
+            deferred, self._deferred_kicks = self._deferred_kicks, []
+            for kick in deferred:
+                self._on_kick(kick)
 
     async def _adopt(self, dead: str) -> None:
         """Take over what a dead node held, if no other node does (see adoption.py)."""
@@ -643,10 +584,9 @@ class ClusterNode:
             if not await adoption.lock(self.timeout):
                 return
             log.info("node %s adopts the clients of dead node %s", self.node_id, dead)
-            await adoption.adopt_clients()
-            await self._adopt_transactions(dead)
-            await adoption.drain_inbox()
-            await self._flushed()  # the adopted sessions' routes are announced
+            await self.transactions.adopt(dead)
+            await self._adopt_clients(adoption, drain=True)
+            await self.sender.sent()  # the adopted sessions' routes are announced
             await adoption.withdraw_routes()
             await asyncio.sleep(ADOPTION_GRACE_TIMEOUTS * self.timeout)
             delivered = await adoption.drain_inbox()
@@ -658,87 +598,11 @@ class ClusterNode:
         finally:
             self._adoptions.pop(dead, None)
 
-    async def _adopt_transactions(self, dead: str) -> None:
-        """Hold (and check back) the pending transactions a dead node held."""
-        homes = await self.redis.hgetall(keys.TRANSACTION_HOMES)
-        held = [key.decode() for key, value in homes.items() if value.decode() == dead]
-        for transaction_id in held:
-            moved = await self.redis.eval(
-                scripts.MOVE_FIELD, 1, keys.TRANSACTION_HOMES, transaction_id, dead, self.node_id
-            )
-            if not moved or self.sessions is None:
-                continue
-            half = await self.sessions.fetch_transaction(transaction_id, self.clock())
-            if half is not None:
-                self.core.adopt_transaction(half)
-                self._broadcast(encode_prepared(Prepared(transaction_id, self.node_id)))
-        if held:
-            log.info("took over %d pending transactions of node %s", len(held), dead)
-
-    async def _flushed(self) -> None:
-        """Wait until everything queued for Redis so far is sent."""
-        done = asyncio.get_running_loop().create_future()
-        self.after_forwarded(partial(_resolve, done))
-        if self._flushing is None:
-            self._schedule_flush()
-        await done
-
     async def _stored(self) -> None:
         """Wait until everything recorded in the store so far is durable."""
-        done = asyncio.get_running_loop().create_future()
-        self.core.store.after_commit(partial(_resolve, done))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.core.store.after_commit(partial(resolve, done))
         await done
-
-    async def _load_routes(self, node: str) -> None:
-        pipe = self.redis.pipeline(transaction=True)  # both keys share the node's slot
-        pipe.get(keys.routes_version(node))
-        pipe.smembers(keys.routes(node))
-        version, filters = await pipe.execute()
-        self.routes.replace(node, (topic_filter.decode() for topic_filter in filters))
-        self._peer_route_versions[node] = int(version or 0)
-
-    async def _listen_routes(self) -> None:
-        """Apply the route changes other nodes announce, in their order; a gap in a
-        node's versions means a missed announcement: its whole set is read again."""
-        while True:
-            if not self._pubsub.subscribed:
-                await asyncio.sleep(self.interval)
-                continue
-            try:
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=self.interval
-                )
-            except (RedisError, OSError) as exc:
-                log.debug("route announcements interrupted: %s", exc)
-                await asyncio.sleep(self.interval)
-                continue
-            if message is None or message["type"] != "smessage":
-                continue
-            node = message["channel"].decode().removeprefix(keys.PREFIX + ":{node:")
-            node = node.removesuffix("}:routes-changed")
-            await self._apply_routes(node, message["data"])
-
-    async def _apply_routes(self, node: str, data: bytes) -> None:
-        """Also for a dead node, until its adopter withdraws its routes."""
-        version_raw, *ops = data.decode().split("\0")
-        version = int(version_raw)
-        known = self._peer_route_versions.get(node, 0)
-        if version <= known:
-            return
-        if version > known + 1:
-            await self._load_routes(node)
-            return
-        self._peer_route_versions[node] = version
-        for op in ops:
-            if op.startswith("+"):
-                self.routes.add(node, op[1:])
-            elif op.startswith("-"):
-                self.routes.remove(node, op[1:])
-            else:
-                self.routes.drop_node(node)
-        if node not in self.peers.alive and not self.routes.filters_of(node):
-            self._peer_route_versions.pop(node, None)
-            await self._pubsub.sunsubscribe(keys.routes_channel(node))
 
     # -- cut off ----------------------------------------------------------------------------
 
@@ -764,12 +628,12 @@ class ClusterNode:
         log.info("node %s reaches the cluster again; joining", self.node_id)
         if self.cut_off:
             await self._adopt_former_run()
-        await self._sort_transactions()
+        await self.transactions.sort_pending()
         await self.redis.sadd(keys.NODES, self.node_id)
-        self._announce_all_routes()
-        await self._flush_now()
+        self.route_sync.announce_all(self.core.router.filters())
+        await self.sender.flush()
         for node in list(self.peers.alive):
-            await self._load_routes(node)
+            await self.route_sync.load(node)
         self.cut_off = self._resync = False
 
 
@@ -796,27 +660,8 @@ def _node_info(node_id: str, record: dict[bytes, bytes]) -> NodeInfo:
     )
 
 
-def _eval(script: str, script_keys: list[str], args: list[object], client: Any) -> None:
-    """Add a Lua script to a pipeline, sent whole: short, and it survives a Redis restart
-    (which forgets loaded scripts)."""
-    client.eval(script, len(script_keys), *script_keys, *args)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def _srem(key: str, member: str, client: Any) -> None:
     client.srem(key, member)
-
-
-def _hset(key: str, field: str, value: str, client: Any) -> None:
-    client.hset(key, field, value)
-
-
-def _hdel(key: str, field: str, client: Any) -> None:
-    client.hdel(key, field)
 
 
 def _xtrim_command(key: str, minimum_id: str, client: Any) -> None:
