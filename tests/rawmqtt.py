@@ -332,8 +332,22 @@ class RawClient:
     automatic acknowledgements, reads bounded by timeouts. ``version`` is the protocol
     level: 3 = MQTT 3.1, 4 = MQTT 3.1.1, 5 = MQTT 5.0."""
 
-    def __init__(self, host: str, port: int, version: int = 4) -> None:
-        self.sock = socket.create_connection((host, port), TIMEOUT)
+    def __init__(
+        self, host: str, port: int, version: int = 4, receive_buffer: int | None = None
+    ) -> None:
+        if receive_buffer is None:
+            self.sock = socket.create_connection((host, port), TIMEOUT)
+        else:
+            # Set before connecting: the TCP window is then sized to it from the start. A
+            # receive buffer shrunk after the handshake is smaller than the window already
+            # offered, and the kernel drops what the peer sends into the difference.
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )[0]
+            self.sock = socket.socket(family, kind, proto)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            self.sock.settimeout(TIMEOUT)
+            self.sock.connect(address)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.version = version
         self.buf = bytearray()
@@ -555,8 +569,10 @@ class RawFactory:
     def __init__(self) -> None:
         self.opened: list[RawClient] = []
 
-    def __call__(self, broker: Any, version: int = 4) -> RawClient:
-        client = RawClient(broker.host, broker.port, version)
+    def __call__(
+        self, broker: Any, version: int = 4, receive_buffer: int | None = None
+    ) -> RawClient:
+        client = RawClient(broker.host, broker.port, version, receive_buffer)
         self.opened.append(client)
         return client
 

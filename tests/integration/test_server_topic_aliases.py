@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from paho_helpers import TIMEOUT, V5, wait_until
+from paho_helpers import TIMEOUT, V5, disconnect, wait_until
 
 LONG_TOPIC = "building/north/floor-12/room-1207/sensors/temperature"
 
@@ -26,11 +26,13 @@ class AliasResolvingClient:
         # alias, topic as sent
         self.aliases: dict[int, str] = {}
         self.connected = threading.Event()
+        self.subacks = 0
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=V5
         )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.max_inflight_messages_set(65535)
         props = Properties(PacketTypes.CONNECT)
         props.TopicAliasMaximum = alias_maximum
@@ -42,6 +44,16 @@ class AliasResolvingClient:
         self.client.connect(self.broker.host, self.broker.port, properties=self.props)
         self.client.loop_start()
         assert self.connected.wait(TIMEOUT)
+
+    def subscribe(self, topic_filter: str, qos: int) -> None:
+        """Subscribe and wait for the SUBACK: the broker sends it once the subscription is in
+        place, so what is published from then on reaches this client."""
+        before = self.subacks
+        self.client.subscribe(topic_filter, qos=qos)
+        wait_until(lambda: self.subacks > before, what=f"SUBACK for {topic_filter}")
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, rcs: Any, props: Any) -> None:
+        self.subacks += 1
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         with self.lock:
@@ -60,8 +72,7 @@ class AliasResolvingClient:
             self.received.append((topic, message.payload, alias, message.topic))
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        disconnect(self.client)  # DISCONNECT is sent before the network loop stops
 
 
 def publish_each(broker: Any, clients: Any, topics: list[str], payload: bytes) -> None:
@@ -75,8 +86,7 @@ def test_repeated_topics_are_sent_as_aliases_and_resolved(make_broker, clients) 
     subscriber = AliasResolvingClient(broker, "alias-sub", alias_maximum=2)
     subscriber.connect()
     try:
-        subscriber.client.subscribe("building/#", qos=1)
-        wait_until(lambda: bool(broker.broker.core.router.subscription_count()), what="SUBACK")
+        subscriber.subscribe("building/#", qos=1)
         topics = [LONG_TOPIC, LONG_TOPIC, "building/b", LONG_TOPIC, "building/c", LONG_TOPIC]
         publish_each(broker, clients, topics, b"x")
         wait_until(lambda: len(subscriber.received) == len(topics), what="all messages")
@@ -89,8 +99,7 @@ def test_repeated_topics_are_sent_as_aliases_and_resolved(make_broker, clients) 
         # A reconnect starts a new alias table: the topic is sent again with its alias.
         subscriber.stop()
         subscriber.connect()
-        subscriber.client.subscribe("building/#", qos=1)
-        wait_until(lambda: bool(broker.broker.core.connections), what="reconnect")
+        subscriber.subscribe("building/#", qos=1)
         before = len(subscriber.received)
         publish_each(broker, clients, [LONG_TOPIC, LONG_TOPIC], b"y")
         wait_until(lambda: len(subscriber.received) == before + 2, what="messages after reconnect")
@@ -106,8 +115,7 @@ def test_no_aliases_for_a_client_that_accepts_none(make_broker, clients) -> None
     subscriber = AliasResolvingClient(broker, "no-alias-sub", alias_maximum=0)
     subscriber.connect()
     try:
-        subscriber.client.subscribe("building/#", qos=0)
-        wait_until(lambda: bool(broker.broker.core.router.subscription_count()), what="SUBACK")
+        subscriber.subscribe("building/#", qos=0)
         publish_each(broker, clients, [LONG_TOPIC] * 3, b"z")
         wait_until(lambda: len(subscriber.received) == 3, what="all messages")
         assert all(entry[2] is None and entry[3] == LONG_TOPIC for entry in subscriber.received)
