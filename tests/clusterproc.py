@@ -13,7 +13,9 @@ from brokerproc import BrokerProcess
 from paho_helpers import TIMEOUT, Clients, Conn, wait_until
 from roost.cluster.localserver import LocalServer
 
-NODE_TIMEOUT_MS = 1000  # short, so that tests see deaths and cut-offs quickly
+# Short, so that tests see deaths and cut-offs quickly; long enough that a node starved of
+# CPU by a parallel test run is not taken for dead (it would close its clients).
+NODE_TIMEOUT_MS = 2000
 
 
 class Cluster:
