@@ -172,3 +172,22 @@ def test_a_frozen_node_that_was_adopted_stops_serving_when_it_wakes(
         clients, nodes[2], "sleeper", clean=False, session_expiry=EXPIRY
     )
     every_acknowledged_arrives(publisher, sleeper, resumed)
+
+
+def test_the_sessions_of_a_node_that_stops_are_adopted_at_once(
+    cluster: Cluster, clients: Clients
+) -> None:
+    nodes = cluster.start(2)
+    away = clients.connect(nodes[0], "away", clean=False, session_expiry=EXPIRY)
+    away.sub("away/#", qos=1)
+    wait_routed(clients, nodes[1], away, "away/probe")
+    away.stop()
+    assert nodes[0].terminate() == 0  # SIGTERM: a clean stop
+    wait_for_log(nodes[1], "took over node n0", timeout=10 * NODE_TIMEOUT)
+    publisher = clients.connect(nodes[1], "sender")
+    for number in range(20):
+        publisher.pub("away/news", f"a{number}".encode(), qos=1)
+    back = clients.connect(nodes[1], "away", clean=False, session_expiry=EXPIRY)
+    assert back.session_present[-1] is True
+    wanted = [f"a{number}".encode() for number in range(20)]
+    wait_until(lambda: [p for p in back.payloads() if p in wanted] == wanted, what="the news")
