@@ -74,6 +74,9 @@ class Settings:
     assign_policy: str = "least-connections"  # or round-robin, client-hash
     redirect: str = "never"  # MQTT 5 clients: never, overloaded, always (an entry node)
     soft_max_connections: int = 0  # above it, redirect = "overloaded" sends clients on
+    # Operations, see docs/operations.md
+    admin_token: str = ""  # bearer token of the admin API and dashboard ("" = both off)
+    sys_interval: int = 10  # seconds between $SYS/broker/... updates (0 = none)
 
 
 ENV_PREFIX = "ROOST_"
@@ -109,7 +112,10 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "node_timeout_ms": (200, 600_000),
     "http_port": (-1, 65535),
     "soft_max_connections": (0, None),
+    "sys_interval": (0, 86_400),
 }
+
+SECRET_SETTINGS = frozenset({"admin_token"})  # never shown (the admin API's node info)
 
 CHOICES: dict[str, AbstractSet[str]] = {
     "log_level": LOG_LEVELS,

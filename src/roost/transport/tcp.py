@@ -70,6 +70,7 @@ class TcpConnection(asyncio.Protocol):
         self._client = ServerConnection(self._core, self, self._attach)
 
     def data_received(self, data: bytes) -> None:
+        self._core.traffic.bytes_in += len(data)
         if self._client is not None:
             self._client.data_received(data)
         # else: closed and lingering; the input is discarded
@@ -156,3 +157,4 @@ class TcpConnection(asyncio.Protocol):
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         transport.write(data)
+        self._core.traffic.bytes_out += len(data)
