@@ -3,20 +3,10 @@ changes (kick, delete, decide) reaches the clients as MQTT."""
 
 from __future__ import annotations
 
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from adminhttp import AdminApi
 from brokerthread import RunningBroker
-from paho_helpers import Clients, code_of, wait_until
-
-ADMINISTRATIVE_ACTION = 0x98
-
-
-def half_message(transaction_id: str) -> Properties:
-    props = Properties(PacketTypes.PUBLISH)
-    props.UserProperty = [("roost-tx-id", transaction_id), ("roost-tx-group", "orders")]
-    return props
+from paho_helpers import Clients, code_of, publish_half_message, wait_until
+from roost.errors import ReasonCode
 
 
 def test_clients_list_filter_and_paging(
@@ -46,7 +36,7 @@ def test_client_details_and_kick(node: RunningBroker, api: AdminApi, clients: Cl
     status, answer = api.post("/api/v1/clients/lamp%2F1/kick", {"reason": "maintenance"})
     assert status == 200 and answer["kicked"] is True
     wait_until(lambda: bool(conn.disconnects), what="DISCONNECT at the client")
-    assert code_of(conn.disconnects[0]) == ADMINISTRATIVE_ACTION
+    assert code_of(conn.disconnects[0]) == ReasonCode.ADMINISTRATIVE_ACTION
     node.wait_offline("lamp/1")
     assert api.get("/api/v1/clients/lamp%2F1")[0] == 404
     assert api.post("/api/v1/clients/lamp%2F1/kick")[0] == 404
@@ -119,10 +109,7 @@ def test_pending_transactions_decided_through_the_api(
     consumer.sub("orders", 1)
     producer = clients.connect(node, "producer")
     for transaction_id in ("t-commit", "t-rollback"):
-        info = producer.client.publish(
-            "orders", transaction_id.encode(), 1, properties=half_message(transaction_id)
-        )
-        info.wait_for_publish(10)
+        publish_half_message(producer, "orders", transaction_id.encode(), transaction_id, "orders")
     status, page = api.get("/api/v1/transactions")
     assert status == 200
     assert [(t["transaction_id"], t["group"], t["topic"]) for t in page["items"]] == [

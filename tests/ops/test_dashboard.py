@@ -9,13 +9,12 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from adminhttp import TOKEN, http_base
 from brokerthread import RunningBroker
-from paho_helpers import Clients, code_of, wait_until
+from paho_helpers import Clients, code_of, publish_half_message, wait_until
+from roost.errors import ReasonCode
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -27,7 +26,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ADMINISTRATIVE_ACTION = 0x98
 
 
 def ensure_chromium() -> None:
@@ -78,7 +76,7 @@ def test_see_a_client_and_kick_it(page: Page, node: RunningBroker, clients: Clie
     page.fill("#kick-reason", "moved to another rack")
     page.click("#kick")
     wait_until(lambda: bool(device.disconnects), what="DISCONNECT at the client")
-    assert code_of(device.disconnects[0]) == ADMINISTRATIVE_ACTION
+    assert code_of(device.disconnects[0]) == ReasonCode.ADMINISTRATIVE_ACTION
     expect(page.locator("#client-rows tr", has_text="device-42")).to_have_count(0)
     # the token stays for this tab: a reload does not ask again
     page.reload()
@@ -89,9 +87,7 @@ def test_decide_a_pending_transaction(page: Page, node: RunningBroker, clients: 
     consumer = clients.connect(node, "consumer")
     consumer.sub("orders", 1)
     producer = clients.connect(node, "producer")
-    props = Properties(PacketTypes.PUBLISH)
-    props.UserProperty = [("roost-tx-id", "order-7"), ("roost-tx-group", "shop")]
-    producer.client.publish("orders", b"order 7", 1, properties=props).wait_for_publish(10)
+    publish_half_message(producer, "orders", b"order 7", "order-7", "shop")
     log_in(page, TOKEN)
     page.click("#tabs button[data-tab=transactions]")
     row = page.locator("#transaction-rows tr", has_text="order-7")

@@ -168,7 +168,4 @@ def install(app: web.Application, node: NodeView) -> None:
 async def metrics(request: web.Request) -> web.Response:
     """The Prometheus text exposition of this node's figures."""
     body = generate_latest(request.app[REGISTRY])
-    response = web.Response(body=body)
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    response.charset = "utf-8"
-    return response
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
