@@ -67,6 +67,7 @@ def test_a_wrong_token_is_refused(page: Page) -> None:
 def test_see_a_client_and_kick_it(page: Page, node: RunningBroker, clients: Clients) -> None:
     device = clients.connect(node, "device-42")
     log_in(page, TOKEN)
+    expect(page.locator("#login")).to_be_hidden()
     expect(page.locator(".card[data-label='Clients connected'] .value")).to_have_text("1")
     page.click("#tabs button[data-tab=clients]")
     row = page.locator("#client-rows tr", has_text="device-42")

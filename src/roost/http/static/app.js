@@ -63,7 +63,7 @@ function drawChart(canvas, points) {
   ctx.lineWidth = 2;
   ctx.beginPath();
   points.forEach((value, index) => {
-    const x = (index / (CHART_POINTS - 1)) * width;
+    const x = width - ((points.length - 1 - index) / (CHART_POINTS - 1)) * width;  // newest at the right
     const y = height - (value / top) * (height - 16);
     if (index === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
   });
