@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from roost.http.admin.paging import bad_request, not_found, paged
+from roost.http.admin.errors import bad_request, not_found
+from roost.http.admin.paging import paged
 from roost.http.admin.render import client_json, subscription_json
 from roost.http.node import NODE, NodeView
 from roost.protocol import ServerConnection
@@ -62,7 +63,10 @@ async def kick_client(request: web.Request) -> web.Response:
     connection, session = _find(request)
     reason = DEFAULT_KICK_REASON
     if request.can_read_body:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise bad_request("the body must be JSON") from exc
         given = body.get("reason") if isinstance(body, dict) else None
         if given is not None and not isinstance(given, str):
             raise bad_request("reason must be a string")

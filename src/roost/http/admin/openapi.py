@@ -11,10 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from roost import __version__
+from roost.http.admin.render import Json
 
 routes = web.RouteTableDef()
 
-Json = dict[str, Any]
 
 PAGE_PARAMETERS = [
     {

@@ -6,29 +6,18 @@ key, so that pages are stable while nothing changes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
+
+from roost.http.admin.errors import bad_request
+from roost.http.admin.render import Json
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 T = TypeVar("T")
-Json = dict[str, Any]
-
-
-def bad_request(text: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": text}), content_type="application/json")
-
-
-def not_found(text: str) -> web.HTTPNotFound:
-    return web.HTTPNotFound(text=json.dumps({"error": text}), content_type="application/json")
-
-
-def conflict(text: str) -> web.HTTPConflict:
-    return web.HTTPConflict(text=json.dumps({"error": text}), content_type="application/json")
 
 
 def _number(request: web.Request, name: str, default: int, high: int) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from roost.errors import ProtocolError
-from roost.http.admin.paging import bad_request, not_found, paged
+from roost.http.admin.errors import bad_request, not_found
+from roost.http.admin.paging import paged
 from roost.http.admin.render import message_json
 from roost.http.node import NODE
 from roost.message import Message

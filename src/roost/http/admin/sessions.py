@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from roost.http.admin.paging import conflict, not_found, paged
+from roost.http.admin.errors import conflict, not_found
+from roost.http.admin.paging import paged
 from roost.http.admin.render import session_json
 from roost.http.node import NODE
 

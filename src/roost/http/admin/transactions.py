@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from roost.errors import TransactionRefused
-from roost.http.admin.paging import conflict, not_found, paged
+from roost.http.admin.errors import conflict, not_found
+from roost.http.admin.paging import paged
 from roost.http.admin.render import transaction_json
 from roost.http.node import NODE
 from roost.transactions import DECISION_TOPICS, Decision
