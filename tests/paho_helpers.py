@@ -341,3 +341,15 @@ class Clients:
         for conn in self.all:
             with contextlib.suppress(Exception):
                 conn.stop()
+
+
+def publish_half_message(
+    conn: Conn, topic: str, payload: bytes, transaction_id: str, group: str
+) -> None:
+    """Publish a transaction's half message (QoS 1, see docs/transactions.md) and wait
+    for its PUBACK: once this returns, the transaction is pending on the broker."""
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("roost-tx-id", transaction_id), ("roost-tx-group", group)]
+    info = conn.client.publish(topic, payload, 1, properties=props)
+    info.wait_for_publish(TIMEOUT)
+    assert info.is_published(), f"half message {transaction_id} not acknowledged"

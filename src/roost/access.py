@@ -37,8 +37,10 @@ async def open_access(
         return None
     # aiohttp is imported only by nodes that serve HTTP
     from roost.http.app import make_app
+    from roost.http.node import NodeView
     from roost.http.server import HttpServer
 
-    http = HttpServer(make_app(placement), settings.http_host, settings.http_port)
+    node = NodeView(settings, core, cluster, listener)
+    http = HttpServer(make_app(placement, node), settings.http_host, settings.http_port)
     await http.start()
     return http

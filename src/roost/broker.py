@@ -21,6 +21,7 @@ from roost.store.base import Store
 from roost.store.memory import MemoryStore
 from roost.store.redis import RedisStore
 from roost.store.sqlite import SqliteStore
+from roost.systopics import SysTopics
 from roost.transport.tcp import TcpConnection
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class Broker:
             self._store = open_store(self.settings, loop, self._store_failed)
         core = self.core = BrokerCore(self.settings, self._clock or loop.time, self._store)
         core.load()
+        if self.settings.sys_interval:
+            core.tick_hooks.append(SysTopics(core, self.settings.sys_interval).tick)
         self._server = await loop.create_server(
             lambda: TcpConnection(core, self.attacher),
             self.settings.host,

@@ -77,6 +77,9 @@ class Settings:
     # Behind a load balancer: every connection starts with a PROXY protocol (v2 or v1)
     # header naming the real client (docs/deployment.md)
     proxy_protocol: bool = False
+    # Operations, see docs/operations.md
+    admin_token: str = ""  # bearer token of the admin API and dashboard ("" = both off)
+    sys_interval: int = 10  # seconds between $SYS/broker/... updates (0 = none)
 
 
 ENV_PREFIX = "ROOST_"
@@ -112,7 +115,10 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "node_timeout_ms": (200, 600_000),
     "http_port": (-1, 65535),
     "soft_max_connections": (0, None),
+    "sys_interval": (0, 86_400),
 }
+
+SECRET_SETTINGS = frozenset({"admin_token"})  # never shown (the admin API's node info)
 
 CHOICES: dict[str, AbstractSet[str]] = {
     "log_level": LOG_LEVELS,

@@ -22,6 +22,7 @@ from roost.message import Message
 from roost.presence import CONNECTED, DISCONNECTED, presence_event
 from roost.router import Router
 from roost.session import NEVER_EXPIRES, Delivery, Session, SubscriptionOptions
+from roost.stats import TrafficCounters
 from roost.store.base import Store
 from roost.timers import Deadlines, TimingWheel
 from roost.topics import TopicNameCheck, is_wildcard, parse_shared, validate_topic_filter
@@ -124,6 +125,9 @@ class BrokerCore:
         self.deadlines: Deadlines[tuple[str, str]] = Deadlines()
         self.blocked_writers: dict[Connection, float] = {}  # -> since when it reads nothing
         self.dropped_messages = 0  # messages dropped because a session's queue was full
+        self.traffic = TrafficCounters(clock())  # read by metrics, $SYS and the admin API
+        # Run by every tick with its time, after the core's own timers ($SYS topics)
+        self.tick_hooks: list[Callable[[float], None]] = []
         self._drops_to_report: dict[str, int] = {}  # client id -> drops not yet logged
         self._next_drop_report = 0.0
         self._next_report = clock() + REPORT_INTERVAL
@@ -234,6 +238,7 @@ class BrokerCore:
             session.expires_at = None
             session.set_expiry_interval(expiry, self.store)
         self.connections[client_id] = connection
+        self.traffic.connected(len(self.connections))
         self._announce_presence(client_id, CONNECTED)
         return session, present
 
@@ -406,9 +411,10 @@ class BrokerCore:
         nodes, serve_shared = self.bus.forward(message)
         return nodes + self._deliver(message, serve_shared)
 
-    def publish_relayed(self, message: Message, serve_shared: Container[str]) -> None:
+    def publish_relayed(self, message: Message, serve_shared: Container[str] | None) -> None:
         """A message published on another node, for the subscribers here (its node
-        stored it if retained)."""
+        stored it if retained); None serves every shared group here (a message of this
+        node's own that stays on it, as ``$SYS/broker/...``)."""
         if message.retain:
             self.router.retain(message)
         self._deliver(message, serve_shared)
@@ -696,6 +702,8 @@ class BrokerCore:
             self._report_transactions()
             for topic in self.router.drop_expired_retained(now):
                 self.store.delete_retained(topic)
+        for hook in self.tick_hooks:
+            _guarded(hook, now)
 
     def _check_keepalive(self, connection: Connection, now: float) -> None:
         if now < connection.keepalive_due:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from roost.codec import MQTT_5, Properties, PubRel, encode, encode_properties, encode_publish
 from roost.codec.primitives import encode_u16
 from roost.session import Delivery, OutboundState, Session
+from roost.stats import TrafficCounters
 
 TOPIC_ALIAS_PROPERTY = b"\x23"  # property identifier of Topic Alias [MQTT 3.3.2.3.4]
 MIN_ALIASED_TOPIC = 3  # shorter topics are cheaper sent whole than aliased (2 bytes + id)
@@ -74,6 +75,7 @@ class Outbox:
         "_clock",
         "_holds",
         "_on_drop",
+        "_traffic",
         "_writes_paused",
         "congested",
         "level",
@@ -90,6 +92,7 @@ class Outbox:
         write: Callable[[bytes], None],
         clock: Callable[[], float],
         on_drop: Callable[[str], None],
+        traffic: TrafficCounters,
         *,
         level: int,
         send_window: int,
@@ -101,6 +104,7 @@ class Outbox:
         self.write = write
         self._clock = clock
         self._on_drop = on_drop  # called with the client id when the queue drops a message
+        self._traffic = traffic  # counts what is sent and what is dropped here
         self.level = level
         self.send_window = send_window
         self.max_packet = max_packet
@@ -158,25 +162,32 @@ class Outbox:
     def _send(self, delivery: Delivery) -> None:
         session = self.session
         message = delivery.message
+        traffic = self._traffic
         now = 0.0  # only read for messages that expire
         if message.expires_at is not None:
             now = self._clock()
             if now >= message.expires_at:
+                traffic.dropped_expired += 1
                 session.discard(delivery)
                 return  # [MQTT-3.3.2-5]
-        if delivery.qos == 0 and not delivery.subscription_ids and self._aliases is None:
+        qos = delivery.qos
+        if qos == 0 and not delivery.subscription_ids and self._aliases is None:
             data = message.encode_qos0(self.level, delivery.retain, now)
-            if len(data) <= self.max_packet:
-                self.write(data)
-            return
-        packet_id = session.allocate_packet_id() if delivery.qos else 0
-        data = self._encode(delivery, packet_id, False, now)
-        if len(data) > self.max_packet:
-            session.discard(delivery)
-            return  # too big for this client: dropped as if delivered [MQTT-3.1.2-25]
-        if delivery.qos:
-            session.send(delivery, packet_id)
+            if len(data) > self.max_packet:
+                traffic.dropped_too_large += 1
+                return
+        else:
+            packet_id = session.allocate_packet_id() if qos else 0
+            data = self._encode(delivery, packet_id, False, now)
+            if len(data) > self.max_packet:
+                traffic.dropped_too_large += 1
+                session.discard(delivery)
+                return  # too big for this client: dropped as if delivered [MQTT-3.1.2-25]
+            if qos:
+                session.send(delivery, packet_id)
         self.write(data)
+        traffic.messages_out[qos] += 1
+        traffic.payload_bytes_out[qos] += len(message.payload)
 
     def _encode(self, delivery: Delivery, packet_id: int, dup: bool, now: float) -> bytes:
         message = delivery.message
@@ -230,6 +241,7 @@ class Outbox:
                 continue
             self.write(data)
             sent += 1
+        self._traffic.dropped_too_large += len(too_big)
         for packet_id, state in too_big:
             session.complete(packet_id, state)
         if held_back:

@@ -264,6 +264,7 @@ class ServerConnection:
             self.transport.write,
             core.clock,
             core.note_dropped,
+            core.traffic,
             level=self.level,
             send_window=terms.send_window,
             max_packet=terms.max_outgoing_packet,
@@ -335,6 +336,13 @@ class ServerConnection:
         goes out (or, with a delay, is kept with the session) [MQTT-3.1.2-8]."""
         self._close_with(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down", True)
 
+    def kick(self, text: str) -> None:
+        """An operator ends this connection (admin API): MQTT 5 clients get DISCONNECT
+        0x98 with ``text`` as reason string; the will goes out, as for any close the
+        client did not ask for."""
+        log.info("closing %s: %s", self._name(), text)
+        self._close_with(ReasonCode.ADMINISTRATIVE_ACTION, text, publish_will=True)
+
     def writes_stuck(self, seconds: float) -> None:
         """The client has read nothing of what was sent for ``seconds``."""
         log.info("closing %s: it has not read for %.0f s", self._name(), seconds)
@@ -376,6 +384,7 @@ class ServerConnection:
             self._close_with(code, str(exc), publish_will=True)
 
     def _refuse(self, code: ReasonCode, level: int, properties: Properties = NO_PROPERTIES) -> None:
+        self.core.traffic.refused_with(code)
         if level >= MQTT_5:  # an unknown newer level gets the MQTT 5 form
             data = encode(ConnAck(False, code, properties), MQTT_5)
             if len(data) > self.max_outgoing_packet:  # [MQTT-3.1.2-24]
@@ -476,6 +485,9 @@ class ServerConnection:
                     "more unacknowledged QoS 1/2 messages than Receive Maximum",
                     ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
                 )  # [MQTT-3.3.4-9]
+        traffic = self.core.traffic
+        traffic.messages_in[qos] += 1
+        traffic.payload_bytes_in[qos] += len(packet.payload)
         message = Message(
             topic,
             packet.payload,

@@ -17,6 +17,10 @@ class HttpServer:
         self.port = port
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
+    @property
+    def app(self) -> web.Application:
+        return self._runner.app
+
     async def start(self) -> None:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, backlog=1024)

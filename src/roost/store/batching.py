@@ -10,11 +10,13 @@ back on the loop: :meth:`BatchingStore._batch_done` once the batch is durable, o
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 from roost.errors import StoreError
 from roost.session import Delivery
+from roost.stats import LatencyHistogram
 
 # An operation queued for the writer, emptied when cancelled before it was written (a list,
 # so the one who queued it can cancel or amend it in place).
@@ -47,6 +49,8 @@ class BatchingStore:
         self._busy = False  # a batch is being written
         self._writing = 0  # operations in that batch
         self._failure: StoreError | None = None
+        self._batch_started = 0.0  # time.perf_counter() when the batch being written began
+        self.commit_latency = LatencyHistogram()  # from a batch's start to its durability
 
     def _record(self, op: Op) -> Op:
         """Queue one operation for the next batch (dropped once a write has failed)."""
@@ -107,6 +111,11 @@ class BatchingStore:
     def _pending(self) -> int:
         return len(self._ops) + self._writing
 
+    @property
+    def pending_writes(self) -> int:
+        """Operations waiting to be written or being written (for metrics)."""
+        return self._pending()
+
     # -- writing ------------------------------------------------------------------------------
 
     def _flush(self) -> None:
@@ -124,6 +133,7 @@ class BatchingStore:
             return
         self._busy = True
         self._writing = len(ops)
+        self._batch_started = time.perf_counter()
         self._write_batch(ops, callbacks)
 
     def _write_batch(self, ops: list[Op], callbacks: list[Callable[[], None]]) -> None:
@@ -132,6 +142,7 @@ class BatchingStore:
         raise NotImplementedError
 
     def _batch_done(self, callbacks: list[Callable[[], None]]) -> None:
+        self.commit_latency.observe(time.perf_counter() - self._batch_started)
         self._busy = False
         self._writing = 0
         for callback in callbacks:

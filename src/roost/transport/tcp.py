@@ -88,6 +88,7 @@ class TcpConnection(asyncio.Protocol):
             self._client = ServerConnection(self._core, self, self._attach)
 
     def data_received(self, data: bytes) -> None:
+        self._core.traffic.bytes_in += len(data)
         if self._header is not None:
             self._read_proxy_header(data)
         elif self._client is not None:
@@ -206,3 +207,4 @@ class TcpConnection(asyncio.Protocol):
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         transport.write(data)
+        self._core.traffic.bytes_out += len(data)
