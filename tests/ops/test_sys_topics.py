@@ -16,6 +16,8 @@ def latest(conn: Conn, topic: str) -> str | None:
 
 
 def wait_for(conn: Conn, topic: str, payload: str) -> None:
+    """Wait until ``topic``'s latest value is ``payload`` (the topics of one tick arrive
+    one after the other)."""
     wait_until(lambda: latest(conn, topic) == payload, what=f"{topic} = {payload}")
 
 
@@ -38,22 +40,22 @@ def test_sys_topics_follow_the_broker_clock(
     running.advance(9)  # not yet due: nothing new
     running.advance(1)
     wait_for(watcher, "uptime", "10 seconds")
-    assert latest(watcher, "clients/connected") == "2"
-    assert latest(watcher, "clients/maximum") == "2"
-    assert latest(watcher, "messages/received") == "6"
-    assert latest(watcher, "subscriptions/count") == "1"
+    wait_for(watcher, "clients/connected", "2")
+    wait_for(watcher, "clients/maximum", "2")
+    wait_for(watcher, "messages/received", "6")
+    wait_for(watcher, "subscriptions/count", "1")
     # Mosquitto's damped per-minute rate: 6 messages in 10 s are 36 a minute
     expected = 36 * (1 - math.exp(-10 / 60))
-    assert latest(watcher, "load/messages/received/1min") == f"{expected:.2f}"
+    wait_for(watcher, "load/messages/received/1min", f"{expected:.2f}")
 
     publisher.client.disconnect()
     running.wait_offline("publisher")
     running.advance(10)
     wait_for(watcher, "uptime", "20 seconds")
-    assert latest(watcher, "clients/connected") == "1"
-    assert latest(watcher, "clients/disconnected") == "1"
-    assert latest(watcher, "clients/total") == "2"
-    assert latest(watcher, "clients/maximum") == "2"
+    wait_for(watcher, "clients/connected", "1")
+    wait_for(watcher, "clients/disconnected", "1")
+    wait_for(watcher, "clients/total", "2")
+    wait_for(watcher, "clients/maximum", "2")
     # an unchanged value is not published again
     assert [m.topic for m in watcher.messages].count("$SYS/broker/version") == 1
 
