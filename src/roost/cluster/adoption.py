@@ -8,7 +8,8 @@ node itself when it starts again and nobody has done it.
    expiry starts). A session that was not stored only has its will, kept with the claim:
    it is published.
 2. The dead node's inbox still holds what was sent to it and not yet durable there; the
-   messages in it are delivered to the adopted sessions only.
+   messages in it are delivered to the adopted sessions only, and decisions in it are
+   applied to the transactions taken over from it.
 3. Its routes are withdrawn, announced on its own channel: until then, the other nodes
    kept sending to its inbox (durable) rather than dropping what its sessions should get.
    After a grace period the inbox is read once more (senders that had not heard yet) and
@@ -22,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from roost.cluster import keys, scripts
-from roost.cluster.wire import Relayed, decode_batch
+from roost.cluster.wire import Decide, Relayed, decode_batch
 from roost.core import BrokerCore
 from roost.errors import ProtocolError
 from roost.session import Session
@@ -130,9 +131,12 @@ class Adoption:
             return 0
         delivered = 0
         for record in records:
-            if isinstance(record, Relayed):  # a take-over sent to the dead node is moot
+            if isinstance(record, Relayed):
                 self.core.deliver_adopted(record.message, record.shared, self.adopted)
                 delivered += 1
+            elif isinstance(record, Decide):  # for a transaction taken over from it
+                self.core.apply_decision(record.transaction_id, record.decision)
+            # a take-over sent to the dead node is moot, and so is news of transactions
         return delivered
 
     async def withdraw_routes(self) -> None:
