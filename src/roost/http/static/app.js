@@ -53,6 +53,7 @@ async function act(action) {
 function sum(values) { return values.reduce((a, b) => a + b, 0); }
 
 function drawChart(canvas, points) {
+  canvas.dataset.series = points.map((value) => value.toFixed(2)).join(" ");  // read-only, for tests
   const ctx = canvas.getContext("2d");
   const { width, height } = canvas;
   ctx.clearRect(0, 0, width, height);
@@ -138,7 +139,11 @@ async function showClient() {
 
 function kick() {
   const id = state.client;
-  act(() => api("POST", `/api/v1/clients/${encodeURIComponent(id)}/kick`, { reason: $("kick-reason").value }));
+  act(async () => {
+    await api("POST", `/api/v1/clients/${encodeURIComponent(id)}/kick`, { reason: $("kick-reason").value });
+    state.client = null;  // gone: do not ask for its details again
+    $("client-details").hidden = true;
+  });
 }
 
 // -- subscriptions, retained, transactions, nodes --------------------------------------
