@@ -61,7 +61,8 @@ def test_a_node_cut_off_from_redis_stops_serving_until_redis_is_back(
         assert refused.connack_rc == 0x88
     finally:
         os.kill(redis_process.pid, signal.SIGCONT)
-    wait_for_log(nodes[0], "reaches the cluster again", timeout=5 * NODE_TIMEOUT)
+    for node in nodes:  # every node lost Redis
+        wait_for_log(node, "reaches the cluster again", timeout=5 * NODE_TIMEOUT)
     subscriber = clients.connect(nodes[1], "sub-after", version=version)
     subscriber.sub("back/#", qos=1)
     wait_routed(clients, nodes[0], subscriber, "back/probe")

@@ -124,6 +124,9 @@ class ClusterNode:
         self.routes = ClusterRoutes(node_id)
         self.cut_off = False
         self._resync = False  # a beat failed: announcements may have been missed
+        # No adoption before then: after Redis was out of reach, every node's record has
+        # expired; the others get a node timeout to come back before they are adopted.
+        self._adopt_from = 0.0
         self.started = time.time()
         self._token = secrets.token_hex(8)
         self._beat_count = 0
@@ -418,8 +421,13 @@ class ClusterNode:
 
     async def _transfer(self, previous: str, client_id: str, epoch: int) -> None:
         """Tell ``previous`` to let the session go, wait for its answer, then load the
-        session in place of the one held for it. Gives up waiting once ``previous`` is
-        dead (the node that adopts it finds the client id owned here, and leaves it)."""
+        session in place of the one held for it.
+
+        If ``previous`` dies first, the node adopting it finds the client id owned here
+        and leaves it: so this node delivers to the session what waited for it in the
+        dead node's inbox, now and once more after the adopter's grace period (senders
+        that had not heard of the death yet).
+        """
         assert self.sessions is not None
         answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._releases[client_id] = (epoch, answered)
@@ -428,13 +436,18 @@ class ClusterNode:
             while not answered.done() and previous in self.peers.alive:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(answered), self.timeout)
-            if not answered.done():
-                log.warning("node %s died before handing over client %s", previous, client_id)
             session = await self.sessions.fetch_session(client_id, self.clock())
             self.core.take_held_session(client_id, session)
         finally:
             self._releases.pop(client_id, None)
             self._transfers.pop(client_id, None)
+        if not answered.done():
+            log.warning("node %s died before handing over client %s", previous, client_id)
+            adoption = self._adoption(previous)
+            adoption.adopted.add(client_id)
+            await adoption.drain_inbox()
+            await asyncio.sleep(ADOPTION_GRACE_TIMEOUTS * self.timeout)
+            await adoption.drain_inbox()
 
     async def _claim_owner(self, client_id: str, terms: ConnectTerms) -> tuple[str, int]:
         """Claim the client id (compare-and-set on its owner); returns the previous owner
@@ -544,8 +557,9 @@ class ClusterNode:
         joined, dead = self.peers.update(infos, self.clock())
         for node in dead:
             log.warning("node %s is dead (no heartbeat for %.1f s)", node, self.timeout)
+        adopting = self.clock() >= self._adopt_from
         for member, record in zip(members, records, strict=True):
-            if not record and member not in self._adoptions:  # dead, and not adopted yet
+            if adopting and not record and member not in self._adoptions:  # not adopted yet
                 task = asyncio.get_running_loop().create_task(self._adopt(member))
                 self._adoptions[member] = task
         for info in joined:
@@ -625,7 +639,6 @@ class ClusterNode:
     async def _rejoin(self) -> None:
         """After Redis was out of reach (or restarted, maybe without its data): announce
         this node and its routes again and read the others' routes again."""
-        log.info("node %s reaches the cluster again; joining", self.node_id)
         if self.cut_off:
             await self._adopt_former_run()
         await self.transactions.sort_pending()
@@ -635,6 +648,8 @@ class ClusterNode:
         for node in list(self.peers.alive):
             await self.route_sync.load(node)
         self.cut_off = self._resync = False
+        self._adopt_from = self.clock() + self.timeout
+        log.info("node %s reaches the cluster again and serves", self.node_id)
 
 
 def _node_info(node_id: str, record: dict[bytes, bytes]) -> NodeInfo:
