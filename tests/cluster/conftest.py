@@ -1,27 +1,5 @@
 """Fixtures of the cluster tests: a real Valkey/Redis server and real node processes."""
 
-from __future__ import annotations
+from clusterfixtures import clients, cluster
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from clusterproc import Cluster
-from paho_helpers import Clients
-from roost.cluster.localserver import LocalServer
-
-
-@pytest.fixture
-def cluster(redis_server: LocalServer, tmp_path: Path) -> Iterator[Cluster]:
-    nodes = Cluster(redis_server, tmp_path / "nodes")
-    yield nodes
-    nodes.stop_all()
-
-
-@pytest.fixture
-def clients(cluster: Cluster) -> Iterator[Clients]:
-    """paho clients, stopped before the nodes are."""
-    tracked = Clients()
-    yield tracked
-    tracked.close_all()
+__all__ = ["clients", "cluster"]

@@ -5,31 +5,15 @@ retained message published on node 1 is listed by node 0 (every node keeps them 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from adminhttp import TOKEN, request
+from clusterfixtures import clients, cluster
 from clusterproc import Cluster
 from paho_helpers import Clients, wait_until
-from roost.cluster.localserver import LocalServer, free_port
+from roost.cluster.localserver import free_port
 
-
-@pytest.fixture
-def cluster(redis_server: LocalServer, tmp_path: Path) -> Iterator[Cluster]:
-    nodes = Cluster(redis_server, tmp_path / "nodes")
-    yield nodes
-    nodes.stop_all()
-
-
-@pytest.fixture
-def clients(cluster: Cluster) -> Iterator[Clients]:
-    """paho clients, stopped before the nodes are."""
-    tracked = Clients()
-    yield tracked
-    tracked.close_all()
+__all__ = ["clients", "cluster"]  # fixtures
 
 
 def get(port: int, path: str) -> Any:
