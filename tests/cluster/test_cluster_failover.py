@@ -29,6 +29,7 @@ class Publisher:
         self.topic = topic
         self.acknowledged: set[bytes] = set()
         self._payload_of: dict[int, bytes] = {}
+        self._early: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run)
@@ -37,16 +38,24 @@ class Publisher:
     def _on_publish(self, client: Any, userdata: Any, mid: int, *rest: Any) -> None:
         with self._lock:
             payload = self._payload_of.pop(mid, None)
-            if payload is not None:
+            if payload is None:
+                self._early.add(mid)  # acknowledged before publish() returned its mid
+            else:
                 self.acknowledged.add(payload)
 
     def _run(self) -> None:
         number = 0
         while not self._stop.is_set():
             payload = f"m{number}".encode()
+            # Not under self._lock: paho calls _on_publish holding its own lock, and
+            # publish() takes that lock too.
+            info = self.conn.client.publish(self.topic, payload, qos=1)
             with self._lock:
-                info = self.conn.client.publish(self.topic, payload, qos=1)
-                self._payload_of[info.mid] = payload
+                if info.mid in self._early:
+                    self._early.discard(info.mid)
+                    self.acknowledged.add(payload)
+                else:
+                    self._payload_of[info.mid] = payload
             number += 1
             time.sleep(0.002)  # a steady stream rather than one burst
 
