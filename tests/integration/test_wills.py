@@ -173,13 +173,27 @@ def drop(client: RawClient, broker: Any, client_id: str = "dev") -> None:
     broker.wait_offline(client_id)
 
 
-def test_will_delay_interval(
-    make_broker: Any, clock: ManualClock, clients: Clients, raw: RawFactory
+@pytest.mark.parametrize(
+    ("will_delay", "session_expiry", "due"),
+    [(2, 10, 2), (10, 1, 1)],
+    ids=["after-the-delay", "at-the-end-of-the-session"],
+)
+def test_a_delayed_will_goes_out_at_its_delay_or_the_session_end(
+    make_broker: Any,
+    clock: ManualClock,
+    clients: Clients,
+    raw: RawFactory,
+    will_delay: int,
+    session_expiry: int,
+    due: int,
 ) -> None:
+    """The will is sent when its delay has passed or the session ends, whichever comes
+    first [MQTT-3.1.3-9]."""
     broker = make_broker(clock=clock)
     watcher = watch(clients, broker)
-    drop(delayed_will_client(raw, broker, will_delay=2, session_expiry=10), broker)
-    broker.advance(2 - MOMENT)
+    client = delayed_will_client(raw, broker, will_delay=will_delay, session_expiry=session_expiry)
+    drop(client, broker)
+    broker.advance(due - MOMENT)
     assert_nothing_before_marker(watcher, clients, broker)
     broker.advance(MOMENT)
     assert watcher.wait_for_payload(b"delayed").topic == "will/dev"
@@ -213,18 +227,6 @@ def test_takeover_within_will_delay_suppresses_will(
     broker.advance(5)
     assert_nothing_before_marker(watcher, clients, broker)
     new.disconnect()
-
-
-def test_session_end_before_will_delay_publishes_will(
-    make_broker: Any, clock: ManualClock, clients: Clients, raw: RawFactory
-) -> None:
-    broker = make_broker(clock=clock)
-    watcher = watch(clients, broker)
-    drop(delayed_will_client(raw, broker, will_delay=10, session_expiry=1), broker)
-    broker.advance(1 - MOMENT)
-    assert_nothing_before_marker(watcher, clients, broker)
-    broker.advance(MOMENT)
-    assert watcher.wait_for_payload(b"delayed").topic == "will/dev"
 
 
 def test_delayed_will_survives_graceful_shutdown(
