@@ -24,9 +24,17 @@ def routes_version(node_id: str) -> str:
     return f"{node(node_id)}:routes-version"
 
 
+ROUTES_CHANNEL_SUFFIX = ":routes-changed"
+
+
 def routes_channel(node_id: str) -> str:
     """Sharded pub/sub channel announcing changes of the node's route set."""
-    return f"{node(node_id)}:routes-changed"
+    return node(node_id) + ROUTES_CHANNEL_SUFFIX
+
+
+def node_of_routes_channel(channel: str) -> str:
+    """The node id in a name made by :func:`routes_channel`."""
+    return channel.removeprefix(node("")[:-1]).removesuffix("}" + ROUTES_CHANNEL_SUFFIX)
 
 
 def inbox(node_id: str) -> str:

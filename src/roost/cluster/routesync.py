@@ -127,8 +127,7 @@ class RouteSync:
                 continue
             if message is None or message["type"] != "smessage":
                 continue
-            channel = message["channel"].decode()
-            node = channel.removeprefix(keys.PREFIX + ":{node:").removesuffix("}:routes-changed")
+            node = keys.node_of_routes_channel(message["channel"].decode())
             await self._apply(node, message["data"])
 
     async def _apply(self, node: str, data: bytes) -> None:
