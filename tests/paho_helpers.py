@@ -1,7 +1,7 @@
 """Helpers around paho-mqtt clients for integration tests: connect and wait, collect what a
 client observes, wait for events with timeouts (never bare sleeps).
 
-``Clients`` (the ``clients`` fixture of tests/integration/conftest.py) connects ``Conn``
+``Clients`` (the ``clients`` fixture of tests/clientfixtures.py) connects ``Conn``
 objects: a paho client with its ``Collector``, stopped at teardown. The functions below it
 (``connect``, ``subscribe``, ...) work on a bare paho client and its collector."""
 

@@ -3,7 +3,7 @@ decoder: it imports nothing from ``roost.codec``, so what it reads is an indepen
 the broker's encoder. Also helpers that build packet bytes by hand, for input no
 well-behaved encoder would produce.
 
-``raw`` (tests/integration/conftest.py) opens these clients and closes them at teardown.
+``raw`` (tests/clientfixtures.py) opens these clients and closes them at teardown.
 """
 
 from __future__ import annotations

@@ -1,0 +1,5 @@
+"""Fixtures: tracked paho clients and raw MQTT clients (tests/clientfixtures.py)."""
+
+from clientfixtures import clients, raw
+
+__all__ = ["clients", "raw"]
