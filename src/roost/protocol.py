@@ -151,6 +151,7 @@ class ServerConnection:
         "state",
         "terms",
         "transport",
+        "username",
         "will",
     )
 
@@ -166,6 +167,9 @@ class ServerConnection:
         self.handlers = _HANDLERS[State.AWAITING_CONNECT]  # the packets legal in this state
         self.level = 4
         self.client_id = ""
+        # Who the client is for authorization and per-user limits: the CONNECT user name,
+        # unless the attach establishes another identity (e.g. a TLS certificate's CN).
+        self.username: str | None = None
         self.terms: ConnectTerms | None = None
         self.session: Session | None = None
         self.outbox: Outbox | None = None
@@ -451,6 +455,7 @@ class ServerConnection:
         terms = negotiate(packet, self.settings)
         self.terms = terms
         self.client_id = terms.client_id
+        self.username = terms.username
         self.keep_alive = terms.keep_alive
         self.session_expiry = terms.session_expiry
         self.will = terms.will
