@@ -43,4 +43,17 @@ async def open_access(
     node = NodeView(settings, core, cluster, listener)
     http = HttpServer(make_app(placement, node), settings.http_host, settings.http_port)
     await http.start()
+    if cluster is not None:
+        cluster.http_address = reachable_address(settings.http_host, http.port, cluster.address)
     return http
+
+
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
+
+def reachable_address(host: str, port: int, node_address: str) -> str:
+    """HOST:PORT at which the other nodes reach this node's HTTP listener: its host,
+    or the host of the node's advertised MQTT address when it listens on every address."""
+    if host in WILDCARD_HOSTS:
+        host = node_address.rpartition(":")[0]
+    return f"{host}:{port}"

@@ -27,6 +27,7 @@ class NodeInfo:
     routes: int  # version of its route list
     redirect: str = "never"  # its MQTT 5 redirect mode: "always" marks an entry node
     at: float = 0.0  # wall-clock time of the heartbeat
+    http: str = ""  # HOST:PORT of its HTTP listener ("" = none): the admin API's peers
 
 
 class Peers:

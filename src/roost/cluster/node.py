@@ -115,6 +115,7 @@ class ClusterNode:
         self.reader: Any = reader
         self.node_id = node_id
         self.address = address
+        self.http_address = ""  # HOST:PORT of the node's HTTP listener, once it serves
         self.sessions = sessions
         self._on_fatal = on_fatal
         self.timeout = settings.node_timeout_ms / 1000
@@ -490,6 +491,7 @@ class ClusterNode:
                 self.route_sync.version,
                 self.core.settings.redirect,
                 at,
+                self.http_address,
             ],
         )
         self.announced = (at, connections)
@@ -672,6 +674,7 @@ def _node_info(node_id: str, record: dict[bytes, bytes]) -> NodeInfo:
         int(number("routes")),
         text("redirect") or "never",
         number("at"),
+        text("http"),
     )
 
 

@@ -9,7 +9,7 @@ local current = redis.call('HGET', KEYS[1], 'token')
 if current and current ~= ARGV[1] then return current end
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'address', ARGV[3], 'connections', ARGV[4],
   'version', ARGV[5], 'started', ARGV[6], 'beat', ARGV[7], 'routes', ARGV[8],
-  'redirect', ARGV[9], 'at', ARGV[10])
+  'redirect', ARGV[9], 'at', ARGV[10], 'http', ARGV[11])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if current then return false end
 return ''

@@ -16,6 +16,7 @@ from roost.http.admin import (
     transactions,
 )
 from roost.http.admin.auth import require_token
+from roost.http.admin.peers import peer_client
 
 RESOURCES = (node, clients, sessions, subscriptions, retained, transactions, openapi)
 
@@ -23,5 +24,6 @@ RESOURCES = (node, clients, sessions, subscriptions, retained, transactions, ope
 def install(app: web.Application, token: str) -> None:
     """Add the admin routes to ``app``, behind the bearer token."""
     app.middlewares.append(require_token(token))
+    app.cleanup_ctx.append(peer_client)
     for resource in RESOURCES:
         app.add_routes(resource.routes)

@@ -1,13 +1,14 @@
-"""Connected clients of this node: list, details, kick (MQTT 5: DISCONNECT 0x98)."""
+"""Connected clients: list, details, kick (MQTT 5: DISCONNECT 0x98); in a cluster, those
+of every node (:mod:`roost.http.admin.peers`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 from aiohttp import web
 
-from roost.http.admin.errors import bad_request, not_found
-from roost.http.admin.paging import paged
+from roost.http.admin.errors import bad_request
+from roost.http.admin.peers import cluster_paged, from_peers
 from roost.http.admin.render import client_json, subscription_json
 from roost.http.node import NODE, NodeView
 from roost.protocol import ServerConnection
@@ -29,25 +30,38 @@ def _connected(node: NodeView) -> Iterator[tuple[str, Connected]]:
             yield client_id, (connection, session)
 
 
-def _find(request: web.Request) -> Connected:
+def _find(request: web.Request) -> Connected | None:
     client_id = request.match_info["client_id"]
     for found_id, found in _connected(request.app[NODE]):
         if found_id == client_id:
             return found
-    raise not_found(f"client {client_id!r} is not connected to this node")
+    return None
+
+
+def _elsewhere(request: web.Request) -> Awaitable[web.Response]:
+    """The answer of the node the client is connected to."""
+    return from_peers(request, f"client {request.match_info['client_id']!r} is not connected")
 
 
 @routes.get("/api/v1/clients")
 async def list_clients(request: web.Request) -> web.Response:
-    """Clients connected to this node, ``q`` matching their client id."""
+    """Connected clients, ``q`` matching their client id."""
     now = request.app[NODE].core.clock()
-    return paged(request, _connected(request.app[NODE]), lambda found: client_json(*found, now))
+    return await cluster_paged(
+        request,
+        _connected(request.app[NODE]),
+        lambda found: client_json(*found, now),
+        key=lambda item: str(item["client_id"]),
+    )
 
 
 @routes.get("/api/v1/clients/{client_id}")
 async def get_client(request: web.Request) -> web.Response:
     """One connected client, with its subscriptions."""
-    connection, session = _find(request)
+    found = _find(request)
+    if found is None:
+        return await _elsewhere(request)
+    connection, session = found
     now = request.app[NODE].core.clock()
     subscribed = [
         subscription_json(session.client_id, topic_filter, options)
@@ -60,7 +74,10 @@ async def get_client(request: web.Request) -> web.Response:
 async def kick_client(request: web.Request) -> web.Response:
     """Close a client's connection; an MQTT 5 client gets DISCONNECT 0x98 (Administrative
     action) with the reason given as ``{"reason": "..."}``. Its session stays."""
-    connection, session = _find(request)
+    found = _find(request)
+    if found is None:
+        return await _elsewhere(request)
+    connection, session = found
     reason = DEFAULT_KICK_REASON
     if request.can_read_body:
         try:

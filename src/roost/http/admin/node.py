@@ -105,6 +105,7 @@ def _own_record(node: NodeView) -> dict[str, Any]:
         "version": __version__,
         "started": time.time() - (core.clock() - core.traffic.started),
         "last_beat_age": 0.0,
+        "http": cluster.http_address if cluster else "",
         "self": True,
     }
 
@@ -125,6 +126,7 @@ async def nodes(request: web.Request) -> web.Response:
                     "version": info.version,
                     "started": info.started,
                     "last_beat_age": round(max(0.0, now - info.at), 3),
+                    "http": info.http,
                     "self": False,
                 }
             )

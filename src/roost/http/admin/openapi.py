@@ -26,6 +26,13 @@ PAGE_PARAMETERS = [
     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}},
 ]
+SCOPE = {
+    "name": "scope",
+    "in": "query",
+    "schema": {"type": "string", "enum": ["cluster", "node"], "default": "cluster"},
+    "description": "node: this node only; else, in a cluster, every live node",
+}
+CLUSTER_PAGE_PARAMETERS = [*PAGE_PARAMETERS, SCOPE]
 
 
 def _ref(name: str) -> Json:
@@ -67,14 +74,16 @@ def _operation(summary: str, answer: Json, *extra: Json, status: str = "200", **
 
 ERRORS = {
     "400": "a bad parameter",
-    "404": "not found on this node",
+    "404": "not found (in a cluster: on any node)",
     "409": "not in a state that allows it",
     "503": "not ready",
 }
 
 SCHEMAS: Json = {
     "Error": _object(error="string"),
-    "Page": _object(total="integer", offset="integer", limit="integer", items="array"),
+    "Page": _object(
+        total="integer", offset="integer", limit="integer", items="array", unreachable="array"
+    ),
     "Session": _object(
         client_id="string",
         connected="boolean",
@@ -84,6 +93,7 @@ SCHEMAS: Json = {
         queued="integer",
         inflight="integer",
         will_pending="boolean",
+        node="string",
     ),
     "Client": {
         "allOf": [
@@ -99,6 +109,7 @@ SCHEMAS: Json = {
         retain_as_published="boolean",
         retain_handling="integer",
         identifier="integer",
+        node="string",
     ),
     "Payload": _object(payload="string", encoding="string", payload_size="integer"),
     "RetainedMessage": {
@@ -117,6 +128,7 @@ SCHEMAS: Json = {
                 qos="integer",
                 checks="integer",
                 next_check_in="number",
+                node="string",
             ),
         ]
     },
@@ -127,6 +139,7 @@ SCHEMAS: Json = {
         version="string",
         started="number",
         last_beat_age="number",
+        http="string",
         self="boolean",
     ),
 }
@@ -173,7 +186,10 @@ PATHS: Json = {
     },
     "/api/v1/clients": {
         "get": _operation(
-            "Clients connected to this node.", _page_of("Client"), *PAGE_PARAMETERS, errors=["400"]
+            "Connected clients (in a cluster: of every node).",
+            _page_of("Client"),
+            *CLUSTER_PAGE_PARAMETERS,
+            errors=["400"],
         )
     },
     "/api/v1/clients/{client_id}": {
@@ -181,6 +197,7 @@ PATHS: Json = {
             "One connected client with its subscriptions.",
             _ref("Client"),
             CLIENT_ID,
+            SCOPE,
             errors=["404"],
         )
     },
@@ -189,6 +206,7 @@ PATHS: Json = {
             "Disconnect a client (MQTT 5: DISCONNECT 0x98 with the reason).",
             _object(client_id="string", kicked="boolean", reason="string"),
             CLIENT_ID,
+            SCOPE,
             requestBody={
                 "required": False,
                 "content": {"application/json": {"schema": _object(reason="string")}},
@@ -198,9 +216,9 @@ PATHS: Json = {
     },
     "/api/v1/sessions": {
         "get": _operation(
-            "Sessions on this node, connected or not.",
+            "Sessions, connected or not (in a cluster: of every node).",
             _page_of("Session"),
-            *PAGE_PARAMETERS,
+            *CLUSTER_PAGE_PARAMETERS,
             {
                 "name": "connected",
                 "in": "query",
@@ -214,14 +232,15 @@ PATHS: Json = {
             "End an offline session.",
             _object(client_id="string", deleted="boolean"),
             CLIENT_ID,
+            SCOPE,
             errors=["404", "409"],
         )
     },
     "/api/v1/subscriptions": {
         "get": _operation(
-            "Subscriptions on this node, all or one client's.",
+            "Subscriptions, all or one client's (in a cluster: of every node).",
             _page_of("Subscription"),
-            *PAGE_PARAMETERS,
+            *CLUSTER_PAGE_PARAMETERS,
             {"name": "client_id", "in": "query", "schema": {"type": "string"}},
             errors=["400"],
         )
@@ -243,9 +262,9 @@ PATHS: Json = {
     },
     "/api/v1/transactions": {
         "get": _operation(
-            "Pending transactions held by this node.",
+            "Pending transactions (in a cluster: of every node).",
             _page_of("Transaction"),
-            *PAGE_PARAMETERS,
+            *CLUSTER_PAGE_PARAMETERS,
             errors=["400"],
         )
     },

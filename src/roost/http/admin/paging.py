@@ -1,7 +1,8 @@
 """Filtering and paging shared by the admin lists: ``?q=TEXT&offset=N&limit=N``.
 
 Every list answers ``{"total", "offset", "limit", "items"}`` with items sorted by their
-key, so that pages are stable while nothing changes.
+key, so that pages are stable while nothing changes (a cluster-wide list adds
+``unreachable``, see :mod:`roost.http.admin.peers`).
 """
 
 from __future__ import annotations
@@ -35,15 +36,33 @@ def paged(
     render: Callable[[T], Json],
 ) -> web.Response:
     """One page of ``items`` (key, item) whose key contains ``q``, rendered."""
-    offset = _number(request, "offset", 0, 2**31)
-    limit = _number(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+    offset, limit = _window(request)
     text = request.query.get("q", "")
     matching = sorted((item for item in items if text in item[0]), key=lambda item: item[0])
+    return _answer(
+        len(matching),
+        offset,
+        limit,
+        [render(item) for _, item in matching[offset : offset + limit]],
+    )
+
+
+def page(
+    request: web.Request, items: list[tuple[str, Json]], unreachable: list[str]
+) -> web.Response:
+    """One page of ``items`` (key, JSON), filtered already, gathered from several nodes;
+    ``unreachable`` names the nodes that could not be asked."""
+    offset, limit = _window(request)
+    items.sort(key=lambda item: item[0])
+    chosen = [item for _, item in items[offset : offset + limit]]
+    return _answer(len(items), offset, limit, chosen, unreachable=unreachable)
+
+
+def _window(request: web.Request) -> tuple[int, int]:
+    return _number(request, "offset", 0, 2**31), _number(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+
+
+def _answer(total: int, offset: int, limit: int, items: list[Json], **more: object) -> web.Response:
     return web.json_response(
-        {
-            "total": len(matching),
-            "offset": offset,
-            "limit": limit,
-            "items": [render(item) for _, item in matching[offset : offset + limit]],
-        }
+        {"total": total, "offset": offset, "limit": limit, "items": items, **more}
     )

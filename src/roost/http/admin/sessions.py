@@ -1,11 +1,12 @@
-"""Sessions held by this node, connected or not; an offline one can be deleted."""
+"""Sessions, connected or not, of this node or (in a cluster) of every node; an offline
+one can be deleted."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from roost.http.admin.errors import conflict, not_found
-from roost.http.admin.paging import paged
+from roost.http.admin.errors import conflict
+from roost.http.admin.peers import cluster_paged, from_peers
 from roost.http.admin.render import session_json
 from roost.http.node import NODE
 
@@ -23,10 +24,11 @@ async def list_sessions(request: web.Request) -> web.Response:
         for client_id, session in core.sessions.items()
         if wanted is None or (wanted == "true") == core.is_online(client_id)
     )
-    return paged(
+    return await cluster_paged(
         request,
         sessions,
         lambda session: session_json(session, core.is_online(session.client_id), now),
+        key=lambda item: str(item["client_id"]),
     )
 
 
@@ -37,7 +39,7 @@ async def delete_session(request: web.Request) -> web.Response:
     core = request.app[NODE].core
     client_id = request.match_info["client_id"]
     if client_id not in core.sessions:
-        raise not_found(f"no session {client_id!r} on this node")
+        return await from_peers(request, f"no session {client_id!r}")
     if core.is_online(client_id):
         raise conflict(f"client {client_id!r} is connected: kick it first")
     core.end_session(client_id)

@@ -1,4 +1,5 @@
-"""Subscriptions of the sessions on this node, all or one client's."""
+"""Subscriptions of the sessions of this node or (in a cluster) of every node, all or one
+client's."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from roost.http.admin.paging import paged
+from roost.http.admin.peers import cluster_paged
 from roost.http.admin.render import Json, subscription_json
 from roost.http.node import NODE
 
@@ -27,4 +28,9 @@ async def list_subscriptions(request: web.Request) -> web.Response:
                 entry = subscription_json(session.client_id, topic_filter, options)
                 yield f"{topic_filter}\0{session.client_id}", entry
 
-    return paged(request, entries(), lambda entry: entry)
+    return await cluster_paged(
+        request,
+        entries(),
+        lambda entry: entry,
+        key=lambda item: f"{item['topic_filter']}\0{item['client_id']}",
+    )

@@ -1,5 +1,6 @@
-"""Pending transactions held by this node, and an operator's decision on one, taken
-through the same path as a producer's ``$tx/commit`` / ``$tx/rollback``."""
+"""Pending transactions held by this node or (in a cluster) by every node, and an
+operator's decision on one, taken through the same path as a producer's ``$tx/commit`` /
+``$tx/rollback``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from aiohttp import web
 
 from roost.errors import TransactionRefused
 from roost.http.admin.errors import conflict, not_found
-from roost.http.admin.paging import paged
+from roost.http.admin.peers import cluster_paged
 from roost.http.admin.render import transaction_json
 from roost.http.node import NODE
 from roost.transactions import DECISION_TOPICS, Decision
@@ -19,11 +20,14 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/v1/transactions")
 async def list_transactions(request: web.Request) -> web.Response:
-    """Half messages awaiting a decision on this node, ``q`` matching the id."""
+    """Half messages awaiting a decision, ``q`` matching the id."""
     core = request.app[NODE].core
     now = core.clock()
-    return paged(
-        request, core.transactions.pending.items(), lambda half: transaction_json(half, now)
+    return await cluster_paged(
+        request,
+        core.transactions.pending.items(),
+        lambda half: transaction_json(half, now),
+        key=lambda item: str(item["transaction_id"]),
     )
 
 
