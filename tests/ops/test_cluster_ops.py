@@ -113,3 +113,20 @@ def test_lists_cover_every_node_and_requests_reach_the_node_that_has_it(
     page = api_a.get("/api/v1/clients")[1]
     assert page["unreachable"] == ["b"]
     assert [item["client_id"] for item in page["items"]] == ["lamp/1"]
+
+
+def test_a_node_cut_off_from_redis_is_not_ready_until_it_is_back(
+    make_broker: BrokerFactory, redis_server: LocalServer
+) -> None:
+    node = start_node(make_broker, redis_server, "a")
+    api = AdminApi(node)
+    assert api.get("/api/v1/ready") == (200, {"ready": True, "reasons": []})
+    redis_server.stop()
+    wait_until(lambda: api.get("/api/v1/ready")[0] == 503, what="503 once cut off")
+    assert api.get("/api/v1/ready")[1] == {
+        "ready": False,
+        "reasons": ["cut off from the cluster's Redis"],
+    }
+    assert api.get("/api/v1/health") == (200, {"status": "ok"})  # alive all the same
+    redis_server.start()
+    wait_until(lambda: api.get("/api/v1/ready")[0] == 200, what="ready again", timeout=15)
