@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from dataclasses import fields
@@ -13,8 +12,8 @@ from typing import Any
 
 from roost.config import FIELD_TYPES, Settings, load_settings
 from roost.errors import ConfigError
+from roost.logs import configure_logging
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONFIG_ERROR_STATUS = 2  # the status argparse uses for usage errors
 
 # argparse options for a setting's flag, by the setting's type.
@@ -46,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"roost: error: {exc}", file=sys.stderr)
         return CONFIG_ERROR_STATUS
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    configure_logging(settings.log_level, settings.log_format, settings.log_levels)
     from roost.broker import run
 
     return run(settings)

@@ -15,6 +15,7 @@ from typing import get_type_hints
 
 from roost.cluster.assign import POLICIES
 from roost.errors import ConfigError
+from roost.logs import parse_module_levels
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 1883
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line, for log shippers
+    log_levels: str = ""  # per module, e.g. "roost.cluster=debug,roost.transport=warning"
     # Limits
     max_connections: int = 100_000
     max_packet_size: int = 1_048_576
@@ -84,6 +87,7 @@ class Settings:
 
 ENV_PREFIX = "ROOST_"
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
+LOG_FORMATS = frozenset({"text", "json"})
 STORE_KINDS = {"memory", "sqlite"}
 DURABILITY_MODES = {"full", "batch", "none"}
 FINAL_ACTIONS = {"rollback", "commit", "keep"}
@@ -122,6 +126,7 @@ SECRET_SETTINGS = frozenset({"admin_token"})  # never shown (the admin API's nod
 
 CHOICES: dict[str, AbstractSet[str]] = {
     "log_level": LOG_LEVELS,
+    "log_format": LOG_FORMATS,
     "store": STORE_KINDS,
     "durability": DURABILITY_MODES,
     "transaction_final_action": FINAL_ACTIONS,
@@ -220,6 +225,7 @@ def validate(settings: Settings) -> None:
         if value not in choices:
             allowed = ", ".join(sorted(choices))
             raise ConfigError(f"setting {name!r} = {value!r} is not allowed; allowed: {allowed}")
+    _check_module_levels(settings.log_levels)
     if settings.cluster and not settings.cluster.startswith(CLUSTER_SCHEMES):
         raise ConfigError(
             f"setting 'cluster' = {settings.cluster!r} is not a redis:// or rediss:// URL"
@@ -228,6 +234,20 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"setting 'advertise' = {settings.advertise!r} is not HOST:PORT")
     if settings.redirect == "overloaded" and not settings.soft_max_connections:
         raise ConfigError("setting 'redirect' = 'overloaded' needs soft_max_connections > 0")
+
+
+def _check_module_levels(text: str) -> None:
+    try:
+        levels = parse_module_levels(text)
+    except ValueError as exc:
+        raise ConfigError(f"setting 'log_levels' = {text!r}: {exc}") from None
+    for name, level in levels.items():
+        if level not in LOG_LEVELS:
+            allowed = ", ".join(sorted(LOG_LEVELS))
+            raise ConfigError(
+                f"setting 'log_levels': level {level!r} of {name!r} is not allowed; "
+                f"allowed: {allowed}"
+            )
 
 
 def _is_host_port(text: str) -> bool:

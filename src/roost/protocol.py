@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from roost.codec import (
     MQTT_5,
     NO_PROPERTIES,
+    PROTOCOL_VERSIONS,
     Auth,
     ConnAck,
     Connect,
@@ -244,7 +245,7 @@ class ServerConnection:
 
     def connection_lost(self) -> None:
         """The network connection ended; unless the client sent DISCONNECT, its will goes out."""
-        self._finish(publish_will=True)
+        self._finish(publish_will=True, why="connection lost")
 
     # -- the attach -----------------------------------------------------------------------
 
@@ -294,9 +295,8 @@ class ServerConnection:
         server ...); ``properties`` go with an MQTT 5 CONNACK (e.g. a Server Reference)."""
         if self.state is not State.CONNECTING:
             return
-        log.info("refusing %s: %s (reason 0x%02X)", self._name(), text, reason)
         self._refuse(reason, self.level, properties)
-        self._finish(publish_will=False)
+        self._finish(publish_will=False, why=f"refused: {text} (reason 0x{reason:02X})")
         self.transport.close()
 
     def _start(self, connack: ConnAck) -> None:
@@ -307,6 +307,13 @@ class ServerConnection:
         self.state = State.CONNECTED
         self.handlers = _HANDLERS[State.CONNECTED]
         self._send(connack)
+        log.info(
+            "client %s connected from %s (MQTT %s)",
+            self.client_id,
+            self.transport.peer,
+            self._protocol(),
+            extra=self._log_fields(),
+        )
         outbox.resend_inflight()
         outbox.release()
         self.transport.resume_reading(WAITING_FOR_ATTACH)
@@ -325,14 +332,13 @@ class ServerConnection:
 
     def keepalive_expired(self) -> None:
         if self.state is State.CONNECTED:
-            log.info("closing %s: keep alive %d s exceeded", self._name(), self.keep_alive)
+            why = f"keep alive {self.keep_alive} s exceeded"
         else:
-            log.info("closing %s: not attached within %g s", self._name(), CONNECT_TIMEOUT)
-        self._close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout", publish_will=True)
+            why = f"not attached within {CONNECT_TIMEOUT:g} s"
+        self._close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout", True, why)
 
     def take_over(self) -> None:
         """Another connection took this client id [MQTT-3.1.4-3]."""
-        log.info("closing %s: session taken over", self._name())
         self._close_with(ReasonCode.SESSION_TAKEN_OVER, "session taken over", publish_will=True)
 
     def server_shutdown(self) -> None:
@@ -344,24 +350,40 @@ class ServerConnection:
         """An operator ends this connection (admin API): MQTT 5 clients get DISCONNECT
         0x98 with ``text`` as reason string; the will goes out, as for any close the
         client did not ask for."""
-        log.info("closing %s: %s", self._name(), text)
-        self._close_with(ReasonCode.ADMINISTRATIVE_ACTION, text, publish_will=True)
+        why = f"kicked by an operator: {text}"
+        self._close_with(ReasonCode.ADMINISTRATIVE_ACTION, text, publish_will=True, why=why)
 
     def writes_stuck(self, seconds: float) -> None:
         """The client has read nothing of what was sent for ``seconds``."""
-        log.info("closing %s: it has not read for %.0f s", self._name(), seconds)
-        self._close_with(ReasonCode.QUOTA_EXCEEDED, "not reading", publish_will=True)
+        why = f"it has not read for {seconds:.0f} s"
+        self._close_with(ReasonCode.QUOTA_EXCEEDED, "not reading", publish_will=True, why=why)
 
-    def _close_with(self, reason: ReasonCode, text: str, publish_will: bool) -> None:
+    def _close_with(
+        self, reason: ReasonCode, text: str, publish_will: bool, why: str | None = None
+    ) -> None:
+        """Close with ``reason`` (MQTT 5: a DISCONNECT with ``text`` as reason string);
+        ``why`` is for the log, when it says more than ``text``."""
         if self.state is State.CONNECTED and self.level == MQTT_5:
             self._send_reason(Disconnect(reason, Properties(reason_string=_fit(text))))
-        self._finish(publish_will)
+        self._finish(publish_will, why or text)
         self.transport.close()
 
-    def _finish(self, publish_will: bool) -> None:
-        """Detach from the session and release what the connection holds; idempotent."""
+    def _finish(self, publish_will: bool, why: str) -> None:
+        """Detach from the session and release what the connection holds (logged with
+        ``why``, the reason of the close); idempotent."""
         if self.state is State.CLOSED:
             return
+        if self.state is State.CONNECTED:
+            log.info(
+                "client %s disconnected from %s (MQTT %s): %s",
+                self.client_id,
+                self.transport.peer,
+                self._protocol(),
+                why,
+                extra=self._log_fields(why),
+            )
+        else:
+            log.info("closing %s: %s", self._name(), why)
         self.state = State.CLOSED
         self.handlers = _HANDLERS[State.CLOSED]
         self.framer.clear()
@@ -375,17 +397,17 @@ class ServerConnection:
     def _violation(self, exc: ProtocolError) -> None:
         """The one place a protocol error becomes a CONNACK or DISCONNECT and a close."""
         code = exc.reason_code
-        log.info("closing %s: %s (reason 0x%02X)", self._name(), exc, code)
+        why = f"{exc} (reason 0x{code:02X})"
         if self.state is State.AWAITING_CONNECT:
             # CONNACK carries the refusal for MQTT 5, and for 3.1.1 where it has a code.
             if isinstance(exc, UnsupportedProtocolVersion):
                 self._refuse(code, exc.protocol_level)
             elif self.level == MQTT_5 or isinstance(exc, ConnectRefused):
                 self._refuse(code, self.level)
-            self._finish(publish_will=False)
+            self._finish(publish_will=False, why=why)
             self.transport.close()
         else:
-            self._close_with(code, str(exc), publish_will=True)
+            self._close_with(code, str(exc), publish_will=True, why=why)
 
     def _refuse(self, code: ReasonCode, level: int, properties: Properties = NO_PROPERTIES) -> None:
         self.core.traffic.refused_with(code)
@@ -627,7 +649,8 @@ class ServerConnection:
             session.set_expiry_interval(self.session_expiry, self.core.store)
         publish_will = packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL
         persistent = session.store is not None
-        self._finish(publish_will)  # a normal DISCONNECT discards the will [MQTT-3.14.4-3]
+        why = "DISCONNECT with will" if publish_will else "DISCONNECT"
+        self._finish(publish_will, why)  # a normal DISCONNECT discards the will [MQTT-3.14.4-3]
         if persistent:
             # The client may take the close as the end of its session: let it be durable.
             self.core.store.after_commit(self.transport.close)
@@ -641,6 +664,18 @@ class ServerConnection:
 
     def _name(self) -> str:
         return f"client {self.client_id or '?'} ({self.transport.peer})"
+
+    def _protocol(self) -> str:
+        return PROTOCOL_VERSIONS.get(self.level, str(self.level))
+
+    def _log_fields(self, reason: str | None = None) -> dict[str, object]:
+        """The client's details as fields of a log record (see roost.logs)."""
+        return {
+            "client_id": self.client_id,
+            "peer": self.transport.peer,
+            "protocol": self._protocol(),
+            "reason": reason,
+        }
 
 
 def _fit(text: str, limit: int = MAX_REASON_BYTES) -> str:

@@ -19,6 +19,7 @@ from roost.codec.properties import NO_PROPERTIES, Properties
 MQTT_3_1 = 3
 MQTT_3_1_1 = 4
 MQTT_5 = 5
+PROTOCOL_VERSIONS = {MQTT_3_1: "3.1", MQTT_3_1_1: "3.1.1", MQTT_5: "5.0"}  # level -> name
 
 
 class PacketType(IntEnum):

@@ -6,14 +6,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from roost.codec import MQTT_5
+from roost.codec import PROTOCOL_VERSIONS
 from roost.message import Message
 from roost.protocol import ServerConnection
 from roost.session import Session, SubscriptionOptions
 from roost.transactions import HalfMessage
 
 PAYLOAD_PREVIEW = 1024  # bytes of a payload shown; the size says if there is more
-PROTOCOLS = {3: "3.1", 4: "3.1.1", MQTT_5: "5.0"}
 
 Json = dict[str, Any]
 
@@ -72,7 +71,7 @@ def client_json(connection: ServerConnection, session: Session, now: float) -> J
     return {
         **session_json(session, True, now),
         "peer": connection.transport.peer,
-        "protocol": PROTOCOLS.get(connection.level, str(connection.level)),
+        "protocol": PROTOCOL_VERSIONS.get(connection.level, str(connection.level)),
         "keep_alive": connection.keep_alive,
         "connected_for": round(now - connection.opened_at, 3),
     }
