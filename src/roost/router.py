@@ -175,19 +175,22 @@ class Router:
         eligible: Callable[[str], bool] | None = None,
     ) -> tuple[str, SubscriptionOptions] | None:
         members = list(entries.items())
-        if eligible is not None:
-            members = [member for member in members if eligible(member[0])]
-        if not members:
-            return None
         start = self._next_member.get(topic_filter, 0)
         count = len(members)
+        offline: tuple[int, tuple[str, SubscriptionOptions]] | None = None
         for step in range(count):
             member = members[(start + step) % count]
+            if eligible is not None and not eligible(member[0]):
+                continue
             if online(member[0]):
                 self._next_member[topic_filter] = (start + step + 1) % count
                 return member
-        self._next_member[topic_filter] = (start + 1) % count
-        return members[start % count]
+            if offline is None:
+                offline = step, member
+        if offline is None:
+            return None  # no members, or none eligible
+        self._next_member[topic_filter] = (start + offline[0] + 1) % count
+        return offline[1]
 
     def pick_subscriber(
         self, topic_filter: str, online: Callable[[str], bool]
