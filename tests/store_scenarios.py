@@ -48,6 +48,7 @@ def save_rich_session(store: Store) -> Session:
     session.will = Will("w", b"gone", 1, True, will_properties)
     session.will_due = 30.0
     session.expires_at = 3600.0
+    session.set_owner("alice")  # whose it is, for authorization
     session.save()
     return session
 
@@ -75,4 +76,5 @@ def described(session: Session, since: float = 0.0) -> dict[str, Any]:
         "queue": [item(entry) for entry in session.queue],
         "inbound_qos2": set(session.inbound_qos2),
         "next": (session.next_seq, session.next_packet_id),
+        "owner": (session.identified, session.username),
     }

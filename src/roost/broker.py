@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from roost.access import open_access
 from roost.attach import Attacher, Authenticator
@@ -16,7 +16,8 @@ from roost.cluster.clients import RedisClients
 from roost.cluster.node import ClusterError, ClusterNode
 from roost.config import Settings
 from roost.core import BrokerCore
-from roost.errors import RoostError, StoreError
+from roost.errors import ConfigError, RoostError, StoreError
+from roost.security.acl import Acl
 from roost.store.base import Store
 from roost.store.memory import MemoryStore
 from roost.store.redis import RedisStore
@@ -30,6 +31,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("roost.broker")
 
 SWEEP_INTERVAL = 0.25  # seconds between sweeps of keep-alive, will-delay and expiry timers
+
+
+class Reloadable(Protocol):
+    """A rule set read from a file, read again on SIGHUP (:meth:`Broker.reload`)."""
+
+    def reload(self) -> bool:
+        """Read the file again; if it is broken, keep the rules in force (and log why)."""
+        ...
 
 
 class Broker:
@@ -57,9 +66,14 @@ class Broker:
         self.http: HttpServer | None = None  # serves /api/v1/assign (roost.access)
         self.failure: RoostError | None = None  # why the broker stopped on its own
         self.stopping = asyncio.Event()  # set by a signal, or by a store failure
+        self.acl: Acl | None = None
+        self.reloadables: list[Reloadable] = []  # every file-backed rule set (SIGHUP)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.settings.acl_file:
+            self.acl = Acl(self.settings.acl_file)  # ConfigError naming the file
+            self.reloadables.append(self.acl)
         if self.settings.cluster:
             self._redis = RedisClients.for_settings(self.settings)
             store = self._redis_store = RedisStore(
@@ -73,6 +87,7 @@ class Broker:
         else:
             self._store = open_store(self.settings, loop, self._store_failed)
         core = self.core = BrokerCore(self.settings, self._clock or loop.time, self._store)
+        core.acl = self.acl
         core.load()
         if self.settings.sys_interval:
             core.tick_hooks.append(SysTopics(core, self.settings.sys_interval).tick)
@@ -120,6 +135,16 @@ class Broker:
                 core.tick()
             except Exception:
                 log.exception("error in the periodic sweep")
+
+    def reload(self) -> None:
+        """Read every file-backed rule set again (SIGHUP); connections stay open, and a
+        broken file leaves its rules as they were."""
+        log.info("reloading %d rule files", len(self.reloadables))
+        for reloadable in self.reloadables:
+            try:
+                reloadable.reload()
+            except Exception:
+                log.exception("error reloading %r", reloadable)
 
     def sweep(self) -> None:
         """Run now what the periodic sweep runs: everything that is due by the clock."""
@@ -203,6 +228,7 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, broker.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, broker.reload)
     await broker.stopping.wait()
     log.info("shutting down")
     await broker.stop()
@@ -219,6 +245,6 @@ def run(settings: Settings) -> int:
         runner = uvloop.run
     try:
         return runner(serve(settings))
-    except (StoreError, ClusterError) as exc:
+    except (StoreError, ClusterError, ConfigError) as exc:
         log.error("cannot start: %s", exc)
         return 1

@@ -83,6 +83,8 @@ class Settings:
     # Operations, see docs/operations.md
     admin_token: str = ""  # bearer token of the admin API and dashboard ("" = both off)
     sys_interval: int = 10  # seconds between $SYS/broker/... updates (0 = none)
+    # Security: authorization, see docs/acl.md
+    acl_file: str = ""  # ACL file of topic rights ("" = every client may do everything)
 
 
 ENV_PREFIX = "ROOST_"

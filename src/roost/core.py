@@ -29,12 +29,14 @@ from roost.topics import TopicNameCheck, is_wildcard, parse_shared, validate_top
 from roost.transactions import (
     DECISION_TOPICS,
     OUTCOMES,
+    PREPARE,
     Decision,
     FinalAction,
     HalfMessage,
     Settled,
     TransactionPolicy,
     Transactions,
+    rights_topic,
 )
 
 log = logging.getLogger("roost.core")
@@ -63,6 +65,23 @@ class Connection(Hashable, Protocol):
     def writes_stuck(self, seconds: float) -> None: ...
 
     def server_shutdown(self) -> None: ...
+
+
+class Authorizer(Protocol):
+    """What the core asks of an access control list (with none, everything is allowed).
+    A client is its user name (None: anonymous) and client id."""
+
+    def may_read(self, username: str | None, client_id: str, topic: str) -> bool: ...
+
+    def may_write(self, username: str | None, client_id: str, topic: str) -> bool: ...
+
+    def may_subscribe(self, username: str | None, client_id: str, topic_filter: str) -> bool:
+        """Whether the client may place a subscription to ``topic_filter``."""
+        ...
+
+    def may_write_all(self, username: str | None, client_id: str, topic_filter: str) -> bool:
+        """Whether the client may write every topic ``topic_filter`` matches."""
+        ...
 
 
 class ClusterBus(Protocol):
@@ -116,6 +135,7 @@ class BrokerCore:
         # in Redis (PUBACK / PUBREC wait for it).
         self.after_durable: Callable[[Callable[[], None]], None] = store.after_commit
         self.bus: ClusterBus | None = None
+        self.acl: Authorizer | None = None  # None: every client may do everything
         self.node_name = settings.node_id or "local"  # in presence events
         self.router = Router()
         self.sessions: dict[str, Session] = {}
@@ -210,29 +230,42 @@ class BrokerCore:
         clean_start: bool,
         expiry: int,
         will: Will | None,
+        username: str | None = None,
     ) -> tuple[Session, bool]:
         """Attach ``connection`` to the session of ``client_id``; returns (session, present).
 
         An existing connection with that client id is taken over [MQTT-3.1.4-3]; with clean
         start the old session ends [MQTT-3.1.2-4], otherwise it resumes [MQTT-3.1.2-5]. The
         connection's will is kept with the session (and stored), so that a broker crash
-        does not lose it.
+        does not lose it. ``username`` is the client's identity (None: anonymous); with an
+        ACL, a session that belongs to another identity (or to an unknown one) is not
+        resumed but ends, as with clean start: what was queued for it is not for this one.
         """
         previous = self.connections.get(client_id)
         if previous is not None:
             previous.take_over()
         session = self.sessions.get(client_id)
+        if (
+            session is not None
+            and not clean_start
+            and self.acl is not None
+            and not session.owned_by(username)
+        ):
+            log.info("session of %s belongs to another user: it ends", client_id)
+            clean_start = True
         if session is not None and clean_start:
             self.end_session(client_id)
             session = None
         present = session is not None
         if session is None:
             session = self.sessions[client_id] = Session(client_id, expiry)
+            session.set_owner(username)
             session.will = will
             session.attach_store(self.store)
         else:
             # Reconnected in time: a delayed will is not sent [MQTT-3.1.3-9].
             self._cancel_deadlines(client_id)
+            session.set_owner(username)
             session.will = will
             session.will_due = None
             session.expires_at = None
@@ -260,7 +293,7 @@ class BrokerCore:
         session.will = None  # the connection's will: sent below if it must be
         if session.expiry_interval == 0:
             if will is not None:
-                self.publish_will(client_id, will)
+                self.publish_will(client_id, will, session)
             self.end_session(client_id)
             return
         self._session_left(session, will, self.clock())
@@ -275,7 +308,7 @@ class BrokerCore:
             self.deadlines.schedule((SESSION_EXPIRES, client_id), session.expires_at)
         delay = 0 if will is None else will.properties.will_delay_interval or 0
         if will is not None and delay == 0:
-            self.publish_will(client_id, will)
+            self.publish_will(client_id, will, session)
         elif will is not None:
             due = now + delay
             if session.expires_at is not None:
@@ -293,7 +326,7 @@ class BrokerCore:
         self._cancel_deadlines(client_id)
         session.forget()
         if session.will is not None:
-            self.publish_will(client_id, session.will)
+            self.publish_will(client_id, session.will, session)
             session.will = None
         self._drop_subscriptions(session)
         if self.bus is not None:
@@ -380,7 +413,12 @@ class BrokerCore:
         if self.settings.presence_events:
             self.publish(presence_event(client_id, self.node_name, event, self.clock()))
 
-    def publish_will(self, client_id: str, will: Will) -> None:
+    def publish_will(self, client_id: str, will: Will, owner: Session | None = None) -> None:
+        """Publish the will of ``client_id``; with an ACL, only if ``owner`` (its session;
+        None: unknown) may write the will's topic."""
+        if self.acl is not None and not self.may_write(owner, will.topic):
+            log.info("will of %s on %r not published: not authorized", client_id, will.topic)
+            return
         properties = will.properties
         if properties.will_delay_interval is not None:
             properties = replace(properties, will_delay_interval=None)
@@ -432,7 +470,15 @@ class BrokerCore:
         serve_shared: Container[str] | None,
         only: Container[str] | None = None,
     ) -> int:
-        targets = self.router.route(message, self.is_online, serve_shared)
+        if self.acl is None:
+            targets = self.router.route(message, self.is_online, serve_shared)
+        else:
+            topic = message.topic
+            may_read = self.may_read
+            targets = self.router.route(
+                message, self.is_online, serve_shared, lambda client_id: may_read(client_id, topic)
+            )
+            targets = [target for target in targets if may_read(target[0], topic)]
         if only is not None:
             targets = [target for target in targets if target[0] in only]
         sessions = self.sessions
@@ -450,6 +496,40 @@ class BrokerCore:
             elif qos and not sessions[client_id].enqueue(delivery, limit, message_time):
                 self.note_dropped(client_id)
         return len(targets)
+
+    # -- authorization ----------------------------------------------------------------------
+
+    def may_read(self, client_id: str, topic: str) -> bool:
+        """Whether the session of ``client_id`` may receive messages of ``topic``."""
+        acl = self.acl
+        if acl is None:
+            return True
+        session = self.sessions.get(client_id)
+        return (
+            session is not None
+            and session.identified
+            and acl.may_read(session.username, client_id, topic)
+        )
+
+    def may_write(self, session: Session | None, topic: str) -> bool:
+        """Whether the owner of ``session`` (None: unknown) may publish to ``topic``."""
+        acl = self.acl
+        if acl is None:
+            return True
+        return (
+            session is not None
+            and session.identified
+            and acl.may_write(session.username, session.client_id, topic)
+        )
+
+    def _may_subscribe(self, session: Session, topic_filter: str) -> bool:
+        acl = self.acl
+        assert acl is not None
+        inner = parse_shared(topic_filter)[1]
+        if session.identified and acl.may_subscribe(session.username, session.client_id, inner):
+            return True
+        log.info("client %s may not subscribe to %r", session.client_id, topic_filter)
+        return False
 
     def note_dropped(self, client_id: str) -> None:
         """A message for ``client_id`` was dropped because its session's queue is full;
@@ -493,6 +573,13 @@ class BrokerCore:
                 ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
             )
         failures = [self._check_filter(sub) for sub in packet.subscriptions]
+        if self.acl is not None:
+            failures = [
+                ReasonCode.NOT_AUTHORIZED
+                if failure is None and not self._may_subscribe(session, sub.topic_filter)
+                else failure
+                for sub, failure in zip(packet.subscriptions, failures, strict=True)
+            ]
         codes: list[int] = []
         retained: list[Delivery] = []
         now = self.clock()
@@ -513,6 +600,8 @@ class BrokerCore:
             shared = topic_filter.startswith("$share/")  # no retained for shared [MQTT-3.8.4]
             if not shared and (handling == 0 or (handling == 1 and is_new)):
                 for message in self.router.retained_for(topic_filter, now):
+                    if not self.may_read(session.client_id, message.topic):
+                        continue
                     granted = min(message.qos, qos)
                     retained.append(Delivery(message, granted, True, sub_ids))
         return SubAck(packet.packet_id, tuple(codes)), retained
@@ -557,9 +646,22 @@ class BrokerCore:
     # -- transactions -----------------------------------------------------------------------
 
     def prepare_transaction(
-        self, transaction_id: str, group: str, check_delay: int | None, message: Message
+        self,
+        transaction_id: str,
+        group: str,
+        check_delay: int | None,
+        message: Message,
+        producer: Session | None,
     ) -> None:
-        """Keep a half message, undelivered (raises TransactionRefused)."""
+        """Keep a half message, undelivered (raises TransactionRefused). With an ACL, the
+        ``producer`` (its session; None: unknown) must be allowed to write the message's
+        topic and ``$tx/prepare/<group>``."""
+        if self.acl is not None:
+            for topic in (message.topic, rights_topic(PREPARE, group)):
+                if not self.may_write(producer, topic):
+                    raise TransactionRefused(
+                        f"not authorized to write {topic!r}", ReasonCode.NOT_AUTHORIZED
+                    )
         half = self.transactions.prepare(transaction_id, group, message, check_delay, self.clock())
         if half is not None:
             self.store.save_transaction(half)
@@ -567,9 +669,10 @@ class BrokerCore:
                 self.bus.transaction_prepared(transaction_id)
             log.debug("transaction %s of group %s prepared", transaction_id, group)
 
-    def decide_transaction(self, topic: str, payload: bytes) -> None:
+    def decide_transaction(self, topic: str, payload: bytes, decider: Session | None) -> None:
         """Apply a decision published on a ``$tx/...`` topic (raises TransactionRefused);
-        in a cluster, one for a transaction held by another node goes there."""
+        in a cluster, one for a transaction held by another node goes there. ``decider``
+        is the session of the client that sent it, None for the operator (admin API)."""
         decision = DECISION_TOPICS.get(topic)
         if decision is None:
             raise TransactionRefused(
@@ -577,6 +680,8 @@ class BrokerCore:
             )
         transaction_id = payload.decode("utf-8", "replace")
         transactions = self.transactions
+        if self.acl is not None and decider is not None:
+            self._authorize_decision(decider, decision, transaction_id)
         if (
             self.bus is not None
             and transaction_id not in transactions.pending
@@ -587,6 +692,27 @@ class BrokerCore:
         half = transactions.decide(transaction_id, decision)
         if half is not None:
             self._settle(half, OUTCOMES[decision])
+
+    def _authorize_decision(
+        self, decider: Session, decision: Decision, transaction_id: str
+    ) -> None:
+        """Raise TransactionRefused (0x87) unless ``decider`` may write
+        ``$tx/<decision>/<group>`` for the transaction's group. A settled transaction is
+        answered as such; one not held here needs the right for every group."""
+        acl = self.acl
+        assert acl is not None
+        half = self.transactions.pending.get(transaction_id)
+        if half is not None:
+            right = rights_topic(decision.value, half.group)
+            if self.may_write(decider, right):
+                return
+        elif transaction_id in self.transactions.settled:
+            return
+        else:
+            right = rights_topic(decision.value, "+")
+            if decider.identified and acl.may_write_all(decider.username, decider.client_id, right):
+                return
+        raise TransactionRefused(f"not authorized to write {right!r}", ReasonCode.NOT_AUTHORIZED)
 
     def apply_decision(self, transaction_id: str, decision: Decision) -> None:
         """A decision another node received, for a transaction that may be held here."""
@@ -671,7 +797,14 @@ class BrokerCore:
 
     def deliver_check(self, request: Message) -> bool:
         """Give a check request to one connected member of its group here, if any."""
-        member = self.router.pick_subscriber(request.topic, self.is_online)
+        topic = request.topic
+
+        def may_receive(client_id: str) -> bool:
+            return self.is_online(client_id) and self.may_read(client_id, topic)
+
+        member = self.router.pick_subscriber(
+            topic, self.is_online if self.acl is None else may_receive
+        )
         if member is None:
             return False
         client_id, options = member
@@ -725,7 +858,7 @@ class BrokerCore:
             if will is not None and session.will_due is not None and session.will_due <= now:
                 session.will = session.will_due = None
                 session.save()
-                self.publish_will(client_id, will)
+                self.publish_will(client_id, will, session)
         elif session.expires_at is not None and session.expires_at <= now:
             log.debug("session %s expired", client_id)
             self.end_session(client_id)

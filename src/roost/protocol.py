@@ -261,7 +261,12 @@ class ServerConnection:
         assert terms is not None
         core = self.core
         session, present = core.open_session(
-            self, terms.client_id, terms.clean_start, terms.session_expiry, terms.will
+            self,
+            terms.client_id,
+            terms.clean_start,
+            terms.session_expiry,
+            terms.will,
+            self.username,
         )
         self.session = session
         self.outbox = Outbox(
@@ -560,19 +565,23 @@ class ServerConnection:
 
     def _accept(self, message: Message) -> tuple[ReasonCode, Properties]:
         """Publish a message, or take it as a transaction's half message or decision;
-        returns the reason code (and properties) for PUBACK / PUBREC."""
+        returns the reason code (and properties) for PUBACK / PUBREC. A publish the ACL
+        refuses is dropped (0x87; a 3.1.1 client sees a normal acknowledgement)."""
         core = self.core
         try:
             if message.topic.startswith(TRANSACTION_TOPICS):
-                core.decide_transaction(message.topic, message.payload)
+                core.decide_transaction(message.topic, message.payload, self.session)
                 return ReasonCode.SUCCESS, NO_PROPERTIES
             half = transaction_fields(message.properties)
             if half is not None:
-                core.prepare_transaction(*half, message)
+                core.prepare_transaction(*half, message, self.session)
                 return ReasonCode.SUCCESS, NO_PROPERTIES
         except TransactionRefused as exc:
             log.info("%s: %s", self._name(), _fit(str(exc), 200))
             return exc.reason_code, Properties(reason_string=_fit(str(exc)))
+        if core.acl is not None and not core.may_write(self.session, message.topic):
+            log.info("%s may not publish to %r", self._name(), _fit(message.topic, 200))
+            return ReasonCode.NOT_AUTHORIZED, NO_PROPERTIES
         if core.publish(message):
             return ReasonCode.SUCCESS, NO_PROPERTIES
         return ReasonCode.NO_MATCHING_SUBSCRIBERS, NO_PROPERTIES

@@ -121,6 +121,7 @@ class Router:
         message: Message,
         online: Callable[[str], bool],
         serve_shared: Container[str] | None = None,
+        eligible: Callable[[str], bool] | None = None,
     ) -> Route:
         """The sessions that receive ``message``: (client id, what it gets).
 
@@ -128,7 +129,9 @@ class Router:
         gives the message to one member of its group, round robin, preferring connected
         members, as a copy of its own [MQTT 4.8.2]; in a cluster only the groups in
         ``serve_shared`` are served here (the others by another node). No-local
-        subscriptions skip the publisher's own session [MQTT-3.8.3-3].
+        subscriptions skip the publisher's own session [MQTT-3.8.3-3]. With ``eligible``
+        (an ACL), a shared group's message goes only to a member it accepts (the caller
+        checks the other sessions: their route depends on the topic only).
         """
         topic = message.topic
         cached = self._routes.get(topic)
@@ -143,7 +146,7 @@ class Router:
                 static = False
                 if serve_shared is not None and topic_filter not in serve_shared:
                     continue
-                chosen = self._pick_member(topic_filter, entries, online)
+                chosen = self._pick_member(topic_filter, entries, online, eligible)
                 if chosen is not None:
                     shared.append((chosen[0], Target(chosen[1])))
                 continue
@@ -169,19 +172,25 @@ class Router:
         topic_filter: str,
         entries: dict[str, SubscriptionOptions],
         online: Callable[[str], bool],
+        eligible: Callable[[str], bool] | None = None,
     ) -> tuple[str, SubscriptionOptions] | None:
         members = list(entries.items())
-        if not members:
-            return None
         start = self._next_member.get(topic_filter, 0)
         count = len(members)
+        offline: tuple[int, tuple[str, SubscriptionOptions]] | None = None
         for step in range(count):
             member = members[(start + step) % count]
+            if eligible is not None and not eligible(member[0]):
+                continue
             if online(member[0]):
                 self._next_member[topic_filter] = (start + step + 1) % count
                 return member
-        self._next_member[topic_filter] = (start + 1) % count
-        return members[start % count]
+            if offline is None:
+                offline = step, member
+        if offline is None:
+            return None  # no members, or none eligible
+        self._next_member[topic_filter] = (start + offline[0] + 1) % count
+        return offline[1]
 
     def pick_subscriber(
         self, topic_filter: str, online: Callable[[str], bool]

@@ -213,6 +213,7 @@ class Session:
         "client_id",
         "expires_at",
         "expiry_interval",
+        "identified",
         "inbound_qos2",
         "inflight",
         "next_packet_id",
@@ -220,6 +221,7 @@ class Session:
         "queue",
         "store",
         "subscriptions",
+        "username",
         "will",
         "will_due",
     )
@@ -242,6 +244,20 @@ class Session:
         self.will: Will | None = None
         self.will_due: float | None = None
         self.store: Store | None = None
+        # Whose session it is, for authorization: the user name of the connection that
+        # opened it (None: anonymous). Not identified: made or loaded without an owner (a
+        # session held for a client on its way from another node, or stored by a version
+        # that did not record owners); an ACL then lets it read nothing.
+        self.username: str | None = None
+        self.identified = False
+
+    def set_owner(self, username: str | None) -> None:
+        """The session belongs to the client with ``username`` (None: anonymous)."""
+        self.username = username
+        self.identified = True
+
+    def owned_by(self, username: str | None) -> bool:
+        return self.identified and self.username == username
 
     # -- persistence ------------------------------------------------------------------------
 

@@ -42,6 +42,16 @@ class Decision(Enum):
 
 DECISION_TOPICS = {TOPIC_PREFIX + decision.value: decision for decision in Decision}
 
+PREPARE = "prepare"  # the action of sending half messages, in rights_topic
+
+
+def rights_topic(action: str, group: str) -> str:
+    """The topic whose ACL rights allow ``action`` for producer group ``group``:
+    ``$tx/prepare/G`` (WRITE: send half messages), ``$tx/commit/G``, ``$tx/rollback/G``,
+    ``$tx/unknown/G`` (WRITE: decide) and ``$tx/check/G`` (READ: receive check requests,
+    the check topic itself). See docs/acl.md."""
+    return f"{TOPIC_PREFIX}{action}/{group}"
+
 
 class FinalAction(Enum):
     """What happens to a half message whose checks are exhausted."""

@@ -77,7 +77,7 @@ def test_a_failing_transaction_check_does_not_stop_the_next() -> None:
     core.connections["member"] = member
     core.router.subscribe("member", "$tx/check/g", SubscriptionOptions(qos=1))
     for n in range(2):
-        core.prepare_transaction(f"tx{n}", "g", None, Message("t", b"half %d" % n, 1, False))
+        core.prepare_transaction(f"tx{n}", "g", None, Message("t", b"half %d" % n, 1, False), None)
     clock.now = 110.0
     core.tick()
     assert member.checks == ["failed", "half 1"]

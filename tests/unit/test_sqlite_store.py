@@ -206,3 +206,24 @@ def test_sessions_loaded_one_by_one_keep_the_message_they_share(
     commit(store, loop)
     assert count(tmp_path, "messages") == 0
     store.close()
+
+
+def test_owners_are_read_back_anonymous_named_or_unknown(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = open_store(tmp_path, loop)
+    for client_id, owner in (("anonymous", None), ("empty", ""), ("named", "alice")):
+        session = persistent(client_id, store)
+        session.set_owner(owner)
+        session.save()
+    persistent("unknown", store)  # never given an owner
+    store.close()
+    store = open_store(tmp_path, loop)
+    loaded = {s.client_id: (s.identified, s.username) for s in store.load(0.0).sessions}
+    store.close()
+    assert loaded == {
+        "anonymous": (True, None),
+        "empty": (True, ""),
+        "named": (True, "alice"),
+        "unknown": (False, None),
+    }

@@ -79,6 +79,24 @@ def restore_delivery(
         session.restore_queued(delivery)
 
 
+ANONYMOUS_OWNER = "!"
+USER_OWNER = "="  # followed by the user name
+
+
+def owner_text(session: Session) -> str | None:
+    """Who owns ``session``, as stored: None if unknown, else anonymous or a user name."""
+    if not session.identified:
+        return None
+    username = session.username
+    return ANONYMOUS_OWNER if username is None else USER_OWNER + username
+
+
+def restore_owner(session: Session, text: str | None) -> None:
+    """Set the owner of a session read back from :func:`owner_text` (None: unknown)."""
+    if text is not None:
+        session.set_owner(text[1:] if text.startswith(USER_OWNER) else None)
+
+
 # -- binary records (Redis) ------------------------------------------------------------------
 
 # Flags of a message record.

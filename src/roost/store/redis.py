@@ -11,7 +11,7 @@ pipeline the client retries after a lost connection leaves the same state.
 
 Keys, under a configurable prefix ``<p>`` (``roost``)::
 
-    <p>:{c:<client id>}:session  hash: expiry, expires_at, will, will_due
+    <p>:{c:<client id>}:session  hash: expiry, expires_at, will, will_due, owner
     <p>:{c:<client id>}:subs     hash: topic filter -> subscription options
     <p>:{c:<client id>}:out      hash: seq -> delivery (message, state, packet id)
     <p>:{c:<client id>}:qos2     set: inbound QoS 2 packet ids awaiting PUBREL
@@ -62,7 +62,9 @@ from roost.store.records import (
     encode_message,
     encode_options,
     encode_will,
+    owner_text,
     restore_delivery,
+    restore_owner,
 )
 from roost.transactions import SETTLED_MEMORY, HalfMessage, Settled
 
@@ -204,6 +206,8 @@ class RedisStore(BatchingStore):
     def _session_from(self, client_id: str, record: dict[bytes, bytes]) -> Session:
         session = Session(client_id, int(record[b"expiry"]))
         session.expires_at = self._clock.to_clock(_time_from(record[b"expires_at"]))
+        owner = record.get(b"owner")  # missing or empty: unknown
+        restore_owner(session, owner.decode() if owner else None)
         if record[b"will"]:
             session.will = decode_will(record[b"will"])
             session.will_due = self._clock.to_clock(_time_from(record[b"will_due"]))
@@ -240,6 +244,8 @@ class RedisStore(BatchingStore):
                 b"" if will is None else encode_will(will),
                 "will_due",
                 _time(self._clock.to_wall(session.will_due) if will is not None else None),
+                "owner",
+                owner_text(session) or "",
             ]
         )
 

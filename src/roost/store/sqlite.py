@@ -39,9 +39,11 @@ from roost.store.base import LoadedState
 from roost.store.batching import BatchingStore, Op
 from roost.store.records import (
     WallClock,
+    owner_text,
     properties_blob,
     properties_from,
     restore_delivery,
+    restore_owner,
     stored_message,
 )
 from roost.transactions import SETTLED_MEMORY, HalfMessage, Settled
@@ -129,6 +131,8 @@ MIGRATIONS: tuple[str, ...] = (
         settled_at REAL NOT NULL
     );
     """,
+    # Who owns each session (records.owner_text), for authorization; NULL: unknown.
+    "ALTER TABLE sessions ADD COLUMN owner TEXT",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -136,8 +140,8 @@ _SYNCHRONOUS = {"full": "FULL", "batch": "NORMAL", "none": "OFF"}
 
 _SAVE_SESSION = (
     "INSERT OR REPLACE INTO sessions (client_id, expiry_interval, expires_at, will_topic,"
-    " will_payload, will_qos, will_retain, will_properties, will_due)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " will_payload, will_qos, will_retain, will_properties, will_due, owner)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SAVE_MESSAGE = (
     "INSERT OR IGNORE INTO messages (id, topic, payload, qos, retain, properties, origin,"
@@ -297,9 +301,10 @@ class SqliteStore(BatchingStore):
             state.settled.append((transaction_id, Settled(outcome)))
 
     def _session_from(self, row: tuple[Any, ...]) -> Session:
-        client_id, interval, expires_at, topic, payload, qos, retain, props, will_due = row
+        client_id, interval, expires_at, topic, payload, qos, retain, props, will_due, owner = row
         session = Session(client_id, interval)
         session.expires_at = self._clock.to_clock(expires_at)
+        restore_owner(session, owner)
         if topic is not None:
             properties = properties_from(props, WILL_PROPERTIES)
             session.will = Will(topic, payload, qos, bool(retain), properties)
@@ -363,6 +368,7 @@ class SqliteStore(BatchingStore):
                 session.expiry_interval,
                 self._clock.to_wall(session.expires_at),
                 *will_fields,
+                owner_text(session),
             ),
         )
 

@@ -42,7 +42,7 @@ def _decide(decision: Decision) -> Callable[[web.Request], Awaitable[web.Respons
         if not held and core.bus is None and transaction_id not in transactions.settled:
             raise not_found(f"no transaction {transaction_id!r}")
         try:
-            core.decide_transaction(topic, transaction_id.encode())
+            core.decide_transaction(topic, transaction_id.encode(), None)
         except TransactionRefused as exc:
             raise conflict(str(exc)) from exc
         if held:

@@ -1,0 +1,329 @@
+"""Authorization by an ACL file, in the manner of Mosquitto's ``acl_file`` (docs/acl.md).
+
+The file grants three rights on topics: READ (receive a message), WRITE (publish one) and
+SUBSCRIBE (place a subscription). Rules come in sections: the ones before any ``user`` or
+``client`` line are for anonymous clients, ``user NAME`` and ``client ID`` start the rules
+of one user name / one client id, and ``pattern`` lines apply to every client with ``%u``
+(user name) and ``%c`` (client id) put in. A deny rule that applies wins over every grant;
+what no rule grants is denied.
+
+:func:`parse_acl` and :class:`AclRules` are pure (text in, decisions out); :class:`Acl` is
+the thin file-backed part that reads the file and reloads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from enum import IntFlag
+
+from roost.errors import ConfigError
+
+log = logging.getLogger("roost.acl")
+
+DECISION_CACHE_SIZE = 65_536  # (identity, topic, right) answers remembered per rule set
+IDENTITY_CACHE_SIZE = 4096  # identities whose applicable rules are kept ready
+
+
+class Right(IntFlag):
+    READ = 1  # receive messages of a topic
+    WRITE = 2  # publish to a topic
+    SUBSCRIBE = 4  # place a subscription to a filter
+
+
+NONE = Right(0)  # a deny rule grants nothing
+
+# The access word of a rule -> what it grants. ``read`` lets a client subscribe to what it
+# may read, as in Mosquitto; ``subscribe`` alone lets it place a subscription whose
+# messages are still delivered only where it has READ.
+ACCESS_WORDS: dict[str, Right] = {
+    "read": Right.READ | Right.SUBSCRIBE,
+    "write": Right.WRITE,
+    "readwrite": Right.READ | Right.WRITE | Right.SUBSCRIBE,
+    "subscribe": Right.SUBSCRIBE,
+    "deny": NONE,
+}
+DEFAULT_ACCESS = "readwrite"  # a rule without an access word, as in Mosquitto
+
+USERNAME = "%u"
+CLIENT_ID = "%c"
+UNSAFE_IN_PATTERN = ("+", "#", "/")  # a user name or client id with these gets no grant
+# from a pattern that puts it in (it could reach other clients' topics)
+
+
+class AclSyntaxError(ConfigError):
+    """A line of an ACL file cannot be understood; the message names the file and line."""
+
+
+Levels = tuple[str, ...]
+Compiled = tuple[tuple[Levels, ...], tuple[tuple[Levels, Right], ...]]  # denies, grants
+
+
+class Rule:
+    """One ``topic`` or ``pattern`` line: a topic filter (maybe with %u / %c) and what it
+    grants (nothing for deny)."""
+
+    __slots__ = ("access", "line", "pattern", "topic")
+
+    def __init__(self, topic: str, access: Right, line: int, pattern: bool = False) -> None:
+        self.topic = topic
+        self.access = access
+        self.line = line
+        self.pattern = pattern
+
+    def __repr__(self) -> str:
+        kind = "pattern" if self.pattern else "topic"
+        return f"Rule({kind} {self.access!r} {self.topic!r}, line {self.line})"
+
+    def for_client(self, username: str | None, client_id: str) -> str | None:
+        """The rule's filter for one client, or None if it does not apply to it.
+
+        A pattern needing a user name does not apply to an anonymous client. A grant
+        does not apply where the value put in is empty or holds ``+``, ``#`` or ``/``;
+        a deny always applies, with the value put in as it is (that can only widen it).
+        """
+        topic = self.topic
+        if not self.pattern:
+            return topic
+        for marker, value in ((USERNAME, username), (CLIENT_ID, client_id)):
+            if marker not in topic:
+                continue
+            if value is None:
+                return None
+            if self.access and (not value or any(c in value for c in UNSAFE_IN_PATTERN)):
+                return None
+            topic = topic.replace(marker, value)
+        return topic
+
+
+class AclRules:
+    """The rules of one ACL file and the decisions made with them (remembered, bounded:
+    a rule set is never changed, a reload makes a new one)."""
+
+    def __init__(
+        self,
+        anonymous: Iterable[Rule] = (),
+        users: dict[str, list[Rule]] | None = None,
+        clients: dict[str, list[Rule]] | None = None,
+        patterns: Iterable[Rule] = (),
+    ) -> None:
+        self.anonymous = tuple(anonymous)
+        self.users = {name: tuple(rules) for name, rules in (users or {}).items()}
+        self.clients = {name: tuple(rules) for name, rules in (clients or {}).items()}
+        self.patterns = tuple(patterns)
+        self._compiled: dict[tuple[str | None, str], Compiled] = {}
+        self._decisions: dict[tuple[str | None, str, str, Right], bool] = {}
+
+    def __len__(self) -> int:
+        sections = (*self.users.values(), *self.clients.values())
+        return len(self.anonymous) + len(self.patterns) + sum(map(len, sections))
+
+    def allows(self, username: str | None, client_id: str, topic: str, right: Right) -> bool:
+        """Whether the client may READ or WRITE the topic name ``topic``: no applicable
+        deny rule matches it, and a rule granting ``right`` does."""
+        key = (username, client_id, topic, right)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decide(username, client_id, topic, right)
+            if len(self._decisions) >= DECISION_CACHE_SIZE:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
+
+    def _decide(self, username: str | None, client_id: str, topic: str, right: Right) -> bool:
+        denies, grants = self._rules_for(username, client_id)
+        levels = topic.split("/")
+        if any(_matches(deny, levels) for deny in denies):
+            return False
+        return any(access & right and _matches(rule, levels) for rule, access in grants)
+
+    def allows_filter(
+        self,
+        username: str | None,
+        client_id: str,
+        topic_filter: str,
+        right: Right,
+        strict: bool = False,
+    ) -> bool:
+        """Whether one rule granting ``right`` covers every topic of ``topic_filter``
+        (rule ``a/#`` covers ``a/+``; ``a/+`` does not cover ``a/#``), and no deny rule
+        covers it all (``strict``: touches any of its topics)."""
+        denies, grants = self._rules_for(username, client_id)
+        levels = tuple(topic_filter.split("/"))
+        refuses = _overlaps if strict else _covers
+        if any(refuses(deny, levels) for deny in denies):
+            return False
+        return any(access & right and _covers(rule, levels) for rule, access in grants)
+
+    def _rules_for(self, username: str | None, client_id: str) -> Compiled:
+        """The denies and grants that apply to one client, as split topic filters."""
+        key = (username, client_id)
+        compiled = self._compiled.get(key)
+        if compiled is not None:
+            return compiled
+        section = self.anonymous if username is None else self.users.get(username, ())
+        denies: list[Levels] = []
+        grants: list[tuple[Levels, Right]] = []
+        for rule in (*section, *self.clients.get(client_id, ()), *self.patterns):
+            topic = rule.for_client(username, client_id)
+            if topic is None:
+                continue
+            levels = tuple(topic.split("/"))
+            if rule.access:
+                grants.append((levels, rule.access))
+            else:
+                denies.append(levels)
+        compiled = (tuple(denies), tuple(grants))
+        if len(self._compiled) >= IDENTITY_CACHE_SIZE:
+            self._compiled.clear()
+        self._compiled[key] = compiled
+        return compiled
+
+
+def _matches(rule: Levels, topic: list[str]) -> bool:
+    """Whether the topic name (as levels) matches the rule's filter [MQTT 4.7]: ``#`` also
+    matches its parent level; a wildcard first level does not match a ``$`` topic."""
+    if topic[0][:1] == "$" and rule[0] in ("+", "#"):
+        return False
+    count = len(topic)
+    for index, level in enumerate(rule):
+        if level == "#":
+            return True
+        if index >= count or (level != "+" and level != topic[index]):
+            return False
+    return len(rule) == count
+
+
+def _covers(outer: Levels, inner: Levels) -> bool:
+    """Whether every topic the filter ``inner`` matches is matched by ``outer``."""
+    if inner[0][:1] == "$" and outer[0] in ("+", "#"):
+        return False
+    for index, level in enumerate(outer):
+        if level == "#":
+            return True
+        if index >= len(inner):
+            return False
+        part = inner[index]
+        if part == "#" or (level != "+" and (part == "+" or part != level)):
+            return False
+    return len(outer) == len(inner)
+
+
+def _overlaps(first: Levels, second: Levels) -> bool:
+    """Whether some topic is matched by both filters."""
+    for one, other in ((first, second), (second, first)):
+        if one[0] in ("+", "#") and other[0][:1] == "$":
+            return False
+    for index in range(min(len(first), len(second))):
+        a, b = first[index], second[index]
+        if a == "#" or b == "#":
+            return True
+        if a != "+" and b != "+" and a != b:
+            return False
+    if len(first) == len(second):
+        return True
+    shorter, longer = (first, second) if len(first) < len(second) else (second, first)
+    return longer[len(shorter)] == "#"  # "a/#" matches "a"
+
+
+def parse_acl(text: str, source: str) -> AclRules:
+    """The rules of an ACL file's text; ``source`` names the file in errors.
+
+    Lines: ``# comment``, ``user NAME``, ``client ID``, ``topic [ACCESS] TOPIC`` and
+    ``pattern [ACCESS] TOPIC``, where ACCESS is one of ACCESS_WORDS (default readwrite).
+    """
+    anonymous: list[Rule] = []
+    users: dict[str, list[Rule]] = {}
+    clients: dict[str, list[Rule]] = {}
+    patterns: list[Rule] = []
+    section = anonymous
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        rest = rest.strip()
+
+        def fail(why: str, number: int = number, line: str = line) -> AclSyntaxError:
+            return AclSyntaxError(f"{source}, line {number}: {why}: {line!r}")
+
+        if keyword in ("user", "client"):
+            if not rest:
+                raise fail(f"'{keyword}' needs a name")
+            sections = users if keyword == "user" else clients
+            section = sections.setdefault(rest, [])
+        elif keyword in ("topic", "pattern"):
+            word, _, topic = rest.partition(" ")
+            if word in ACCESS_WORDS and topic.strip():
+                access, topic = ACCESS_WORDS[word], topic.strip()
+            else:
+                access, topic = ACCESS_WORDS[DEFAULT_ACCESS], rest
+            if not topic:
+                raise fail(f"'{keyword}' needs a topic")
+            problem = _filter_problem(topic)
+            if problem:
+                raise fail(problem)
+            if keyword == "pattern":
+                patterns.append(Rule(topic, access, number, pattern=True))
+            else:
+                section.append(Rule(topic, access, number))
+        else:
+            raise fail(f"unknown keyword {keyword!r} (topic, pattern, user or client)")
+    return AclRules(anonymous, users, clients, patterns)
+
+
+def _filter_problem(topic: str) -> str | None:
+    """Why ``topic`` is not a valid topic filter (None if it is)."""
+    levels = topic.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            return "'#' must be a whole level, and the last"
+        if "+" in level and level != "+":
+            return "'+' must be a whole level"
+    return None
+
+
+def read_acl(path: str) -> AclRules:
+    """Read and parse the ACL file at ``path`` (ConfigError naming it if it cannot be)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read acl_file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"acl_file {path} is not UTF-8: {exc}") from exc
+    return parse_acl(text, path)
+
+
+class Acl:
+    """The rules of an ACL file, reloadable: the broker asks it what a client may do."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.rules = read_acl(path)
+        log.info("acl_file %s: %d rules", path, len(self.rules))
+
+    def reload(self) -> bool:
+        """Read the file again; if it cannot be read or parsed, keep the rules in force
+        and log why (the bad line). Returns whether the new rules are in force."""
+        try:
+            rules = read_acl(self.path)
+        except ConfigError as exc:
+            log.error("acl_file not reloaded, the previous rules stay in force: %s", exc)
+            return False
+        self.rules = rules
+        log.info("acl_file %s reloaded: %d rules", self.path, len(rules))
+        return True
+
+    def may_read(self, username: str | None, client_id: str, topic: str) -> bool:
+        return self.rules.allows(username, client_id, topic, Right.READ)
+
+    def may_write(self, username: str | None, client_id: str, topic: str) -> bool:
+        return self.rules.allows(username, client_id, topic, Right.WRITE)
+
+    def may_subscribe(self, username: str | None, client_id: str, topic_filter: str) -> bool:
+        return self.rules.allows_filter(username, client_id, topic_filter, Right.SUBSCRIBE)
+
+    def may_write_all(self, username: str | None, client_id: str, topic_filter: str) -> bool:
+        """Whether the client may WRITE every topic of ``topic_filter``."""
+        return self.rules.allows_filter(username, client_id, topic_filter, Right.WRITE, True)
