@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,10 @@ from roost.cluster.clients import RedisClients
 from roost.cluster.node import ClusterError, ClusterNode
 from roost.config import Settings
 from roost.core import BrokerCore
-from roost.errors import RoostError, StoreError
+from roost.errors import ConfigError, RoostError, StoreError
+from roost.security.authenticator import PasswordAuthenticator
+from roost.security.backoff import LoginBackoff
+from roost.security.passwords import PasswordFile
 from roost.store.base import Store
 from roost.store.memory import MemoryStore
 from roost.store.redis import RedisStore
@@ -42,9 +46,27 @@ class Broker:
         clock: Callable[[], float] | None = None,
     ) -> None:
         """``clock`` gives the broker's time in seconds (default: the event loop's monotonic
-        clock); tests inject one that they move on by hand."""
+        clock); tests inject one that they move on by hand. Without ``authenticator``, the
+        ``password_file`` setting (if any) decides who may connect; an unreadable or broken
+        file raises ConfigError."""
         self.settings = settings
-        self.attacher = Attacher(authenticator)
+        self.passwords: PasswordFile | None = None  # reload() it to take changes
+        self._password_auth: PasswordAuthenticator | None = None
+        if authenticator is None and settings.password_file:
+            self.passwords = PasswordFile.load(settings.password_file)
+            backoff = LoginBackoff(
+                clock or time.monotonic, settings.auth_backoff_after, settings.auth_backoff_max
+            )
+            authenticator = self._password_auth = PasswordAuthenticator(
+                self.passwords, backoff, settings.allow_anonymous
+            )
+            log.info(
+                "password file %s: %d users; anonymous clients %s",
+                settings.password_file,
+                len(self.passwords),
+                "allowed" if settings.allow_anonymous else "refused",
+            )
+        self.attacher = Attacher(authenticator, enhanced_auth=self._password_auth)
         self._clock = clock
         self.core: BrokerCore | None = None
         self.port = settings.port
@@ -152,6 +174,8 @@ class Broker:
         if self.core is not None:
             self.core.shutdown()
         await self.attacher.drain()
+        if self._password_auth is not None:
+            self._password_auth.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,6 +243,6 @@ def run(settings: Settings) -> int:
         runner = uvloop.run
     try:
         return runner(serve(settings))
-    except (StoreError, ClusterError) as exc:
+    except (StoreError, ClusterError, ConfigError) as exc:
         log.error("cannot start: %s", exc)
         return 1

@@ -25,6 +25,9 @@ PURE_MODULES = [
     "roost.cluster.membership",
     "roost.cluster.assign",
     "roost.transport.proxy",
+    "roost.security.scram",
+    "roost.security.backoff",
+    "roost.security.passwords",
 ]
 
 # threading is allowed: the standard logging module imports it.
