@@ -305,7 +305,7 @@ def decode(first_byte: int, body: bytes, version: int) -> Pkt:
         if v5:
             pkt.props = r.props()
         pkt.reason_codes = list(r.rest())
-    elif pkt.name == "DISCONNECT" and r.left():
+    elif pkt.name in ("DISCONNECT", "AUTH") and r.left():
         pkt.reason_code = r.u8()
         if r.left():
             pkt.props = r.props()
@@ -366,6 +366,8 @@ class RawClient:
         props: RawProps | None = None,
         session_expiry: int | None = None,
         will: Will | None = None,
+        username: str | None = None,
+        password: bytes | None = None,
     ) -> None:
         props = list(props or [])
         if session_expiry is not None:
@@ -377,6 +379,12 @@ class RawClient:
             if self.version == 5:
                 payload += encode_props(will.props)
             payload += utf8(will.topic) + utf8(will.payload)
+        if username is not None:
+            flags |= 0x80
+            payload += utf8(username)
+        if password is not None:
+            flags |= 0x40
+            payload += utf8(password)
         name = "MQIsdp" if self.version == 3 else "MQTT"
         body = utf8(name) + bytes([self.version, flags]) + struct.pack("!H", keep_alive)
         if self.version == 5:
@@ -391,9 +399,13 @@ class RawClient:
         props: RawProps | None = None,
         session_expiry: int | None = None,
         will: Will | None = None,
+        username: str | None = None,
+        password: bytes | None = None,
     ) -> Pkt | None:
         """Send CONNECT and return the broker's first packet (None if it just closed)."""
-        self.send_connect(client_id, clean, keep_alive, props, session_expiry, will)
+        self.send_connect(
+            client_id, clean, keep_alive, props, session_expiry, will, username, password
+        )
         return self.recv_or_close()
 
     def publish(
@@ -447,6 +459,10 @@ class RawClient:
         """PINGREQ answered by PINGRESP with nothing before it."""
         before = self.until_pingresp()
         assert before == [], f"unexpected packets before the PINGRESP: {before}"
+
+    def auth(self, reason_code: int, props: RawProps) -> None:
+        """AUTH (MQTT 5 enhanced authentication) with ``reason_code`` and ``props``."""
+        self.send(frame(0xF0, bytes([reason_code]) + encode_props(props)))
 
     def disconnect(self, reason_code: int = 0, props: RawProps | None = None) -> None:
         """DISCONNECT (MQTT 5: with ``reason_code`` and ``props``); the caller then drops

@@ -4,7 +4,8 @@ connection take its session.
 It runs on the event loop, possibly across several loop turns (a password hash computed in
 a thread, a remote identity service, later a session claimed from another cluster node);
 the connection handles nothing else meanwhile, so the packets behind CONNECT keep their
-order.
+order. A CONNECT with an Authentication Method (MQTT 5 enhanced authentication) is
+authenticated by an exchange of AUTH packets instead (see :class:`EnhancedAuth`).
 When nothing has to wait (no authenticator, no cluster), the attach completes at once,
 without a task.
 """
@@ -19,7 +20,7 @@ from typing import Protocol
 from roost.codec import Properties
 from roost.errors import ReasonCode, RoostError
 from roost.negotiation import ConnectTerms
-from roost.protocol import ServerConnection
+from roost.protocol import AuthExchange, AuthStep, EnhancedAuth, ServerConnection
 
 log = logging.getLogger("roost.attach")
 
@@ -84,17 +85,20 @@ class Redirector(Protocol):
 class Attacher:
     """Runs the attach of each connection (the ``attach`` callable of ServerConnection):
     the redirect, authentication, then the claim of the session. Without authenticator
-    and claimer, it completes at once."""
+    and claimer, it completes at once. ``enhanced_auth`` serves clients that name an
+    Authentication Method; without it they are refused (0x8C)."""
 
     def __init__(
         self,
         authenticator: Authenticator | None = None,
         claimer: SessionClaimer | None = None,
         redirector: Redirector | None = None,
+        enhanced_auth: EnhancedAuth | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.claimer = claimer
         self.redirector = redirector
+        self.enhanced_auth = enhanced_auth
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, connection: ServerConnection) -> None:
@@ -102,7 +106,14 @@ class Attacher:
         # the credentials are checked there.
         if self.redirector is not None and self._redirected(connection):
             return
-        if self.authenticator is None and self.claimer is None:
+        assert connection.terms is not None
+        method = connection.terms.auth_method
+        if method is not None and self.enhanced_auth is None:
+            connection.refuse_connect(
+                ReasonCode.BAD_AUTHENTICATION_METHOD, f"authentication method {method!r}"
+            )
+            return
+        if self.authenticator is None and self.claimer is None and method is None:
             connection.complete_connect()
             return
         task = asyncio.get_running_loop().create_task(self._attach(connection))
@@ -124,7 +135,11 @@ class Attacher:
     async def _attach(self, connection: ServerConnection) -> None:
         terms = connection.terms
         assert terms is not None
-        verdict = await self._authenticate(connection)
+        auth_data = None
+        if terms.auth_method is None:
+            verdict = await self._authenticate(connection)
+        else:
+            verdict, auth_data = await self._exchange(connection, terms.auth_method)
         if verdict.allowed and self.claimer is not None and not connection.closed:
             try:
                 await self.claimer.claim(terms)
@@ -134,7 +149,7 @@ class Attacher:
                 log.exception("claiming the session of client %s failed", terms.client_id)
                 verdict = Verdict.deny(ReasonCode.SERVER_UNAVAILABLE, "session claim failed")
         if verdict.allowed:
-            connection.complete_connect()
+            connection.complete_connect(auth_data)
         else:
             connection.refuse_connect(verdict.reason, verdict.text)
 
@@ -156,6 +171,45 @@ class Attacher:
             log.exception("the authenticator failed for client %s", terms.client_id)
             return Verdict.deny(ReasonCode.SERVER_UNAVAILABLE, "authentication failed")
 
+    async def _exchange(
+        self, connection: ServerConnection, method: str
+    ) -> tuple[Verdict, bytes | None]:
+        """Run the enhanced authentication of ``method``: (verdict, the Authentication Data
+        for CONNACK)."""
+        assert self.enhanced_auth is not None and connection.terms is not None
+        exchange = self.enhanced_auth.start_exchange(method, connection.transport.peer)
+        if exchange is None:
+            reason = ReasonCode.BAD_AUTHENTICATION_METHOD
+            return Verdict.deny(reason, f"authentication method {method!r}"), None
+        try:
+            step = await self._steps(connection, exchange, connection.terms.auth_data or b"")
+        except Exception:
+            log.exception("the %s exchange failed for client %s", method, connection.client_id)
+            return Verdict.deny(ReasonCode.SERVER_UNAVAILABLE, "authentication failed"), None
+        if step is None:
+            return Verdict.deny(ReasonCode.NOT_AUTHORIZED, "closed during authentication"), None
+        if step.reason != ReasonCode.SUCCESS:
+            return Verdict.deny(step.reason, f"{method} authentication failed"), None
+        if step.identity is not None:
+            connection.username = step.identity
+        connection.enhanced_auth = self.enhanced_auth  # for re-authentication
+        return Verdict.allow(), step.data
+
+    @staticmethod
+    async def _steps(
+        connection: ServerConnection, exchange: AuthExchange, data: bytes
+    ) -> AuthStep | None:
+        """Feed the client's data to ``exchange`` and send its challenges until it is done
+        (its last step), or the connection closed (None)."""
+        while True:
+            step = exchange.step(data)
+            if step.reason != ReasonCode.CONTINUE_AUTHENTICATION:
+                return step
+            answer = await _challenge(connection, step.data)
+            if answer is None:
+                return None
+            data = answer
+
     @property
     def attaching(self) -> int:
         """How many attaches are waiting for the authenticator."""
@@ -165,3 +219,15 @@ class Attacher:
         """Wait for the attaches in progress (at shutdown)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _challenge(connection: ServerConnection, data: bytes | None) -> bytes | None:
+    """Send the client an AUTH challenge; its answer, or None if the connection closed."""
+    response: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+
+    def answered(answer: bytes | None) -> None:
+        if not response.done():
+            response.set_result(answer)
+
+    connection.challenge(data, answered)
+    return await response

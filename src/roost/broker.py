@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -18,6 +19,8 @@ from roost.config import Settings
 from roost.core import BrokerCore
 from roost.errors import ConfigError, RoostError, StoreError
 from roost.security.acl import Acl
+from roost.security.authenticator import PasswordAuthenticator
+from roost.security.passwords import PasswordFile
 from roost.store.base import Store
 from roost.store.memory import MemoryStore
 from roost.store.redis import RedisStore
@@ -51,9 +54,20 @@ class Broker:
         clock: Callable[[], float] | None = None,
     ) -> None:
         """``clock`` gives the broker's time in seconds (default: the event loop's monotonic
-        clock); tests inject one that they move on by hand."""
+        clock); tests inject one that they move on by hand. Without ``authenticator``, the
+        ``password_file`` setting (if any) decides who may connect; an unreadable or broken
+        file raises ConfigError."""
         self.settings = settings
-        self.attacher = Attacher(authenticator)
+        self.reloadables: list[Reloadable] = []  # every file-backed rule set (SIGHUP)
+        self.passwords: PasswordFile | None = None
+        self._password_auth: PasswordAuthenticator | None = None
+        if authenticator is None and settings.password_file:
+            self.passwords = PasswordFile.load(settings.password_file)
+            self.reloadables.append(self.passwords)
+            authenticator = self._password_auth = PasswordAuthenticator.for_settings(
+                self.passwords, settings, clock or time.monotonic
+            )
+        self.attacher = Attacher(authenticator, enhanced_auth=self._password_auth)
         self._clock = clock
         self.core: BrokerCore | None = None
         self.port = settings.port
@@ -67,7 +81,6 @@ class Broker:
         self.failure: RoostError | None = None  # why the broker stopped on its own
         self.stopping = asyncio.Event()  # set by a signal, or by a store failure
         self.acl: Acl | None = None
-        self.reloadables: list[Reloadable] = []  # every file-backed rule set (SIGHUP)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -177,6 +190,8 @@ class Broker:
         if self.core is not None:
             self.core.shutdown()
         await self.attacher.drain()
+        if self._password_auth is not None:
+            self._password_auth.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

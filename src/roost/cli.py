@@ -1,5 +1,6 @@
 """The ``roost`` command: ``roost serve`` runs the broker; ``roost pub``/``roost sub`` come
-from :mod:`roost.cli_clients`, ``roost cluster up``/``status`` from :mod:`roost.cli_cluster`."""
+from :mod:`roost.cli_clients`, ``roost cluster up``/``status`` from :mod:`roost.cli_cluster`,
+``roost passwd`` from :mod:`roost.cli_passwd`."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     return run(settings)
 
 
-COMMAND_MODULES = ("roost.cli_clients", "roost.cli_cluster")
+COMMAND_MODULES = ("roost.cli_clients", "roost.cli_cluster", "roost.cli_passwd")
 
 
 def _register_commands(subparsers: Any) -> None:

@@ -85,6 +85,11 @@ class Settings:
     sys_interval: int = 10  # seconds between $SYS/broker/... updates (0 = none)
     # Security: authorization, see docs/acl.md
     acl_file: str = ""  # ACL file of topic rights ("" = every client may do everything)
+    # Security: authentication, see docs/authentication.md
+    password_file: str = ""  # users and their hashes (`roost passwd`); "" = no logins checked
+    allow_anonymous: bool = False  # with a password_file: also let clients without user name in
+    auth_backoff_after: int = 5  # failed logins from one address before it must wait
+    auth_backoff_max: int = 60  # seconds: the longest wait (doubling from 1 s); 0 = no back-off
 
 
 ENV_PREFIX = "ROOST_"
@@ -122,6 +127,8 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "http_port": (-1, 65535),
     "soft_max_connections": (0, None),
     "sys_interval": (0, 86_400),
+    "auth_backoff_after": (1, 1_000_000),
+    "auth_backoff_max": (0, 86_400),
 }
 
 SECRET_SETTINGS = frozenset({"admin_token"})  # never shown (the admin API's node info)

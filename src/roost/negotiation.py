@@ -37,6 +37,8 @@ class ConnectTerms:
     topic_alias_maximum: int  # aliases the client accepts from the server
     problem_information: bool  # MQTT 5 Request Problem Information
     connack_properties: Properties  # sent with a successful CONNACK (MQTT 5)
+    auth_method: str | None = None  # MQTT 5 enhanced authentication (the attach runs it)
+    auth_data: bytes | None = None  # the client's first Authentication Data
 
 
 def negotiate(packet: Connect, settings: Settings) -> ConnectTerms:
@@ -44,10 +46,10 @@ def negotiate(packet: Connect, settings: Settings) -> ConnectTerms:
     level = packet.protocol_level
     v5 = level == MQTT_5
     props = packet.properties
-    if v5 and props.authentication_method is not None:
+    if props.authentication_data is not None and props.authentication_method is None:
         raise ConnectRefused(
-            "enhanced authentication is not supported", ReasonCode.BAD_AUTHENTICATION_METHOD
-        )
+            "Authentication Data without Authentication Method", ReasonCode.PROTOCOL_ERROR
+        )  # [MQTT 3.1.2.11.10]
     client_id, assigned = _client_id(packet, settings)
     keep_alive, server_keep_alive = _keep_alive(packet.keep_alive, v5, settings)
     _check_will(packet.will, settings)
@@ -89,6 +91,8 @@ def negotiate(packet: Connect, settings: Settings) -> ConnectTerms:
         topic_alias_maximum=(props.topic_alias_maximum or 0) if v5 else 0,
         problem_information=props.request_problem_information != 0,
         connack_properties=connack_properties,
+        auth_method=props.authentication_method,
+        auth_data=props.authentication_data,
     )
 
 

@@ -12,7 +12,8 @@ After a valid CONNECT the connection is CONNECTING: it hands itself to an *attac
 :meth:`ServerConnection.complete_connect` or :meth:`ServerConnection.refuse_connect`,
 possibly on a later loop turn. Packets the client sent right behind its CONNECT stay in
 the framer (reading pauses once ATTACH_INPUT_LIMIT bytes wait) and are handled after
-CONNACK, in order.
+CONNACK, in order. An MQTT 5 enhanced authentication (section 4.12) exchanges AUTH packets
+meanwhile: the attach sends a challenge and the connection reads the client's AUTH alone.
 
 Every ProtocolError ends up in one place, :meth:`ServerConnection._violation`, which
 answers with the right CONNACK or DISCONNECT reason code, logs one line and closes this
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from functools import partial
 from typing import Any, Protocol
@@ -111,6 +112,33 @@ class Transport(Protocol):
 
 
 Attach = Callable[["ServerConnection"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStep:
+    """An enhanced authentication's answer to the client's Authentication Data: go on
+    (CONTINUE_AUTHENTICATION, ``data`` for the client), done (SUCCESS, ``data`` for the
+    client, ``identity`` the user it proved to be) or failed (a refusal code)."""
+
+    reason: ReasonCode
+    data: bytes | None = None
+    identity: str | None = None
+
+
+class AuthExchange(Protocol):
+    """One enhanced authentication in progress (MQTT 5 section 4.12), sans I/O."""
+
+    def step(self, data: bytes) -> AuthStep: ...
+
+
+class EnhancedAuth(Protocol):
+    """The enhanced authentication methods a server offers."""
+
+    def start_exchange(self, method: str, peer: str) -> AuthExchange | None:
+        """A new exchange of ``method`` for a client at ``peer``; None if not offered."""
+        ...
+
+
 _WithReason = PubAck | PubRec | PubRel | PubComp | SubAck | UnsubAck | Disconnect
 
 
@@ -131,9 +159,12 @@ class ServerConnection:
 
     __slots__ = (
         "_attach",
+        "_auth_waiter",
         "_in_input",
+        "_reauthentication",
         "client_id",
         "core",
+        "enhanced_auth",
         "framer",
         "handlers",
         "inbound_aliases",
@@ -171,6 +202,11 @@ class ServerConnection:
         # Who the client is for authorization and per-user limits: the CONNECT user name,
         # unless the attach establishes another identity (e.g. a TLS certificate's CN).
         self.username: str | None = None
+        # Set by the attach when the client authenticated with an Authentication Method:
+        # it serves the client's re-authentications [MQTT-4.12.1].
+        self.enhanced_auth: EnhancedAuth | None = None
+        self._reauthentication: AuthExchange | None = None
+        self._auth_waiter: Callable[[bytes | None], None] | None = None  # see challenge()
         self.terms: ConnectTerms | None = None
         self.session: Session | None = None
         self.outbox: Outbox | None = None
@@ -199,7 +235,9 @@ class ServerConnection:
         if self.state is State.CONNECTING:
             # Kept for after CONNACK; reading goes on (so a client that leaves is noticed)
             # until the buffer holds ATTACH_INPUT_LIMIT bytes.
-            if framer.buffered >= ATTACH_INPUT_LIMIT:
+            if self._auth_waiter is not None:
+                self._read_auth()
+            elif framer.buffered >= ATTACH_INPUT_LIMIT:
                 self.transport.pause_reading(WAITING_FOR_ATTACH)
             return
         self.handle_input()
@@ -249,8 +287,50 @@ class ServerConnection:
 
     # -- the attach -----------------------------------------------------------------------
 
-    def complete_connect(self) -> None:
+    def challenge(self, data: bytes | None, on_response: Callable[[bytes | None], None]) -> None:
+        """The attach's enhanced authentication goes on: send AUTH 0x18 with ``data``, read
+        the client's AUTH and pass its Authentication Data to ``on_response`` (None if the
+        connection closes first). Until then only AUTH (or DISCONNECT) may come
+        [MQTT-3.1.2-30]; anything else is a Protocol Error."""
+        if self.state is not State.CONNECTING or self.terms is None:
+            on_response(None)
+            return
+        method = self.terms.auth_method
+        props = Properties(authentication_method=method, authentication_data=data)
+        self._send(Auth(ReasonCode.CONTINUE_AUTHENTICATION, props))
+        self._auth_waiter = on_response
+        self.transport.resume_reading(WAITING_FOR_ATTACH)
+        self._read_auth()
+
+    def _read_auth(self) -> None:
+        """Take the client's answer to :meth:`challenge` from the input, if it is there."""
+        waiter = self._auth_waiter
+        assert waiter is not None and self.terms is not None
+        try:
+            packet = self.framer.next_packet()
+            if packet is None:
+                return
+            if isinstance(packet, Disconnect):
+                self._finish(publish_will=False, why="DISCONNECT during authentication")
+                self.transport.close()
+                return
+            if not isinstance(packet, Auth):
+                raise ProtocolError(f"{type(packet).__name__} during enhanced authentication")
+            if packet.properties.authentication_method != self.terms.auth_method:
+                raise ProtocolError(
+                    "AUTH with another authentication method", ReasonCode.BAD_AUTHENTICATION_METHOD
+                )
+            if packet.reason_code != ReasonCode.CONTINUE_AUTHENTICATION:
+                raise ProtocolError(f"AUTH reason 0x{packet.reason_code:02X} before CONNACK")
+        except ProtocolError as exc:
+            self._violation(exc)
+            return
+        self._auth_waiter = None
+        waiter(packet.properties.authentication_data or b"")
+
+    def complete_connect(self, auth_data: bytes | None = None) -> None:
         """The attach succeeded: take the session (over), answer CONNACK, go on reading.
+        After an enhanced authentication, CONNACK carries its method and ``auth_data``.
 
         CONNACK for a persistent session is sent once the session is durable; deliveries
         wait in its queue meanwhile, so CONNACK stays the first packet the client gets.
@@ -285,7 +365,14 @@ class ServerConnection:
         if terms.keep_alive:
             core.watch_keepalive(self, self.last_received + 1.5 * terms.keep_alive)
         if self.level == MQTT_5:
-            connack = ConnAck(present, ReasonCode.SUCCESS, terms.connack_properties)
+            properties = terms.connack_properties
+            if terms.auth_method is not None:
+                properties = replace(
+                    properties,
+                    authentication_method=terms.auth_method,
+                    authentication_data=auth_data,
+                )
+            connack = ConnAck(present, ReasonCode.SUCCESS, properties)
         else:
             connack = ConnAck(present, ConnackV3.ACCEPTED)
         if session.store is None:
@@ -392,6 +479,11 @@ class ServerConnection:
         self.state = State.CLOSED
         self.handlers = _HANDLERS[State.CLOSED]
         self.framer.clear()
+        self._reauthentication = None
+        waiter = self._auth_waiter
+        if waiter is not None:
+            self._auth_waiter = None
+            waiter(None)
         self.core.connection_ended(self)
         session = self.session
         if session is not None:
@@ -403,7 +495,7 @@ class ServerConnection:
         """The one place a protocol error becomes a CONNACK or DISCONNECT and a close."""
         code = exc.reason_code
         why = f"{exc} (reason 0x{code:02X})"
-        if self.state is State.AWAITING_CONNECT:
+        if self.state is State.AWAITING_CONNECT or self.state is State.CONNECTING:
             # CONNACK carries the refusal for MQTT 5, and for 3.1.1 where it has a code.
             if isinstance(exc, UnsupportedProtocolVersion):
                 self._refuse(code, exc.protocol_level)
@@ -667,9 +759,40 @@ class ServerConnection:
             self.transport.close()
 
     def _on_auth(self, packet: Auth) -> None:
-        raise ProtocolError(
-            "enhanced authentication is not supported", ReasonCode.BAD_AUTHENTICATION_METHOD
-        )
+        """Re-authentication [MQTT-4.12.1]: AUTH 0x19 starts it, AUTH 0x18 goes on; other
+        packets flow meanwhile. It must prove the same user; if it fails, DISCONNECT 0x87."""
+        method = None if self.terms is None else self.terms.auth_method
+        enhanced_auth = self.enhanced_auth
+        if method is None or enhanced_auth is None:
+            raise ProtocolError("AUTH without an Authentication Method at CONNECT")
+        if packet.properties.authentication_method != method:
+            raise ProtocolError(  # [MQTT-4.12.1-1]
+                "AUTH with another authentication method than at CONNECT",
+                ReasonCode.BAD_AUTHENTICATION_METHOD,
+            )
+        exchange = self._reauthentication
+        if packet.reason_code == ReasonCode.REAUTHENTICATE and exchange is None:
+            exchange = enhanced_auth.start_exchange(method, self.transport.peer)
+            if exchange is None:
+                raise ProtocolError(
+                    f"authentication method {method!r} is no longer offered",
+                    ReasonCode.BAD_AUTHENTICATION_METHOD,
+                )
+            self._reauthentication = exchange
+        elif packet.reason_code != ReasonCode.CONTINUE_AUTHENTICATION or exchange is None:
+            raise ProtocolError(f"AUTH reason 0x{packet.reason_code:02X} not expected now")
+        step = exchange.step(packet.properties.authentication_data or b"")
+        props = Properties(authentication_method=method, authentication_data=step.data)
+        if step.reason == ReasonCode.CONTINUE_AUTHENTICATION:
+            self._send(Auth(ReasonCode.CONTINUE_AUTHENTICATION, props))
+            return
+        self._reauthentication = None
+        if step.reason == ReasonCode.SUCCESS and step.identity in (None, self.username):
+            log.info("%s re-authenticated", self._name())
+            self._send(Auth(ReasonCode.SUCCESS, props))
+            return
+        reason = ReasonCode.NOT_AUTHORIZED if step.reason == ReasonCode.SUCCESS else step.reason
+        self._close_with(reason, "re-authentication failed", publish_will=True)
 
     def _name(self) -> str:
         return f"client {self.client_id or '?'} ({self.transport.peer})"
@@ -699,7 +822,8 @@ _Handler = Callable[[ServerConnection, Any], None]
 
 # Which packet is legal in which state, and who handles it. Before CONNECT only CONNECT is
 # accepted [MQTT-3.1.0-1]; server-to-client packets are never accepted from a client.
-# While CONNECTING nothing is read.
+# While CONNECTING nothing is read, except the AUTH an enhanced authentication waits for
+# (see ServerConnection.challenge).
 _HANDLERS: dict[State, dict[type, _Handler]] = {State.CLOSED: {}, State.CONNECTING: {}}
 _HANDLERS[State.AWAITING_CONNECT] = {Connect: ServerConnection._on_connect}
 _HANDLERS[State.CONNECTED] = {

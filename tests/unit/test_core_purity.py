@@ -26,6 +26,9 @@ PURE_MODULES = [
     "roost.cluster.assign",
     "roost.transport.proxy",
     "roost.security.acl",
+    "roost.security.scram",
+    "roost.security.backoff",
+    "roost.security.passwords",
 ]
 
 # threading is allowed: the standard logging module imports it.

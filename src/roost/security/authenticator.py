@@ -1,0 +1,141 @@
+"""Logins against the password file: user name and password at CONNECT, and SCRAM-SHA-256
+for MQTT 5 enhanced authentication (at CONNECT and for re-authentication).
+
+Password hashes are checked in a small pool of worker threads, so the event loop serves
+other clients meanwhile; a user name that does not exist costs the same hash (see
+:meth:`PasswordFile.check`). Every attempt goes through the per-address back-off
+(:mod:`roost.security.backoff`). Refusals: a wrong password, an unknown user or a missing
+one where it is required get 0x86 Bad user name or password (MQTT 3.1.1: 4); an address
+that must wait, or a failed SCRAM exchange, get 0x87 Not authorized (3.1.1: 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from roost.attach import Credentials, Verdict
+from roost.config import Settings
+from roost.errors import ReasonCode
+from roost.protocol import AuthStep
+from roost.security.backoff import LoginBackoff
+from roost.security.passwords import PasswordFile
+from roost.security.scram import METHOD as SCRAM_METHOD
+from roost.security.scram import ScramError, ScramServer
+
+log = logging.getLogger("roost.security.authenticator")
+
+HASH_WORKERS = 2  # threads checking password hashes (each check is CPU-bound)
+
+
+def source_address(peer: str) -> str:
+    """The address of a ``HOST:PORT`` peer (the unit the back-off counts by)."""
+    return peer.rpartition(":")[0] or peer
+
+
+class PasswordAuthenticator:
+    """The Authenticator and EnhancedAuth of a broker with a password file."""
+
+    def __init__(
+        self, passwords: PasswordFile, backoff: LoginBackoff, allow_anonymous: bool = False
+    ) -> None:
+        self.passwords = passwords
+        self.backoff = backoff
+        self.allow_anonymous = allow_anonymous
+        self._secret = secrets.token_bytes(32)  # makes SCRAM salts for unknown users
+        self._executor = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="roost-auth")
+
+    @classmethod
+    def for_settings(
+        cls, passwords: PasswordFile, settings: Settings, clock: Callable[[], float]
+    ) -> PasswordAuthenticator:
+        """The authenticator a node's settings ask for (``clock`` times the back-off)."""
+        backoff = LoginBackoff(clock, settings.auth_backoff_after, settings.auth_backoff_max)
+        log.info(
+            "password file %s: %d users; anonymous clients %s",
+            settings.password_file,
+            len(passwords),
+            "allowed" if settings.allow_anonymous else "refused",
+        )
+        return cls(passwords, backoff, settings.allow_anonymous)
+
+    async def authenticate(self, credentials: Credentials) -> Verdict:
+        username = credentials.username
+        if username is None:
+            if self.allow_anonymous:
+                return Verdict.allow()
+            return Verdict.deny(ReasonCode.BAD_USER_NAME_OR_PASSWORD, "a user name is required")
+        address = source_address(credentials.peer)
+        refusal = self.refusal_for(address)
+        if refusal is not None:
+            return refusal
+        self.backoff.attempt(address)
+        loop = asyncio.get_running_loop()
+        password = credentials.password or b""
+        if await loop.run_in_executor(self._executor, self.passwords.check, username, password):
+            self.backoff.succeeded(address)
+            return Verdict.allow()
+        return Verdict.deny(
+            ReasonCode.BAD_USER_NAME_OR_PASSWORD, f"bad user name or password for {username!r}"
+        )
+
+    def start_exchange(self, method: str, peer: str) -> ScramExchange | None:
+        if method != SCRAM_METHOD:
+            return None
+        server = ScramServer(self.passwords.scram_verifier, self._secret)
+        return ScramExchange(server, source_address(peer), self)
+
+    def refusal_for(self, address: str) -> Verdict | None:
+        """The refusal for an address that must wait, else None."""
+        wait = self.backoff.wait_left(address)
+        if not wait:
+            return None
+        return Verdict.deny(
+            ReasonCode.NOT_AUTHORIZED,
+            f"too many failed logins from {address}; retry in {math.ceil(wait)} s",
+        )
+
+    def close(self) -> None:
+        """Stop the hash workers (at shutdown)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ScramExchange:
+    """One SCRAM-SHA-256 exchange (an AuthExchange): client-first is answered with
+    server-first (CONTINUE), client-final with server-final (SUCCESS) or a refusal. Only
+    HMACs are computed, so it runs on the event loop."""
+
+    def __init__(self, server: ScramServer, address: str, owner: PasswordAuthenticator) -> None:
+        self._server = server
+        self._address = address
+        self._owner = owner
+        self._started = False
+
+    def step(self, data: bytes) -> AuthStep:
+        backoff = self._owner.backoff
+        if not self._started:
+            self._started = True
+            refusal = self._owner.refusal_for(self._address)
+            if refusal is not None:
+                log.info("SCRAM from %s refused: %s", self._address, refusal.text)
+                return AuthStep(ReasonCode.NOT_AUTHORIZED)
+            backoff.attempt(self._address)
+            try:
+                return AuthStep(ReasonCode.CONTINUE_AUTHENTICATION, self._server.server_first(data))
+            except ScramError as exc:
+                return self._failed(exc)
+        try:
+            final = self._server.server_final(data)
+        except ScramError as exc:
+            return self._failed(exc)
+        backoff.succeeded(self._address)
+        return AuthStep(ReasonCode.SUCCESS, final, self._server.username)
+
+    def _failed(self, exc: ScramError) -> AuthStep:
+        user = self._server.username
+        log.info("SCRAM from %s failed (user %r): %s", self._address, user, exc)
+        return AuthStep(ReasonCode.NOT_AUTHORIZED)
