@@ -6,6 +6,7 @@ the event loop, reload, and start-up refused for a bad password file."""
 from __future__ import annotations
 
 import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from argon2 import PasswordHasher
 
 from brokerproc import BrokerProcess
 from brokerthread import ManualClock
-from paho_helpers import V5, V311, Clients, Conn, make_client, start
+from paho_helpers import V5, V311, Clients, Conn, make_client, start, wait_until
 from rawmqtt import LEVELS, RawFactory
 from roost.broker import Broker
 from roost.config import Settings
@@ -217,5 +218,37 @@ def test_roost_serve_allow_anonymous_from_toml_or_flag(
     try:
         assert raw_login(raw, process, 4, None, None) == 0
         assert raw_login(raw, process, 4, "alice", b"nope") == 4
+    finally:
+        assert process.terminate() == 0
+
+
+def test_sighup_reloads_the_password_file_of_a_running_node(
+    tmp_path: Path, raw: RawFactory
+) -> None:
+    path = password_file(tmp_path, ALICE)
+    process = BrokerProcess(tmp_path / "data", "--password-file", path).start()
+    try:
+        staying = raw(process, 5)
+        connack = staying.connect("staying", username="alice", password=b"wonderland")
+        assert connack is not None and connack.reason_code == 0
+        write_text(path, with_entry(Path(path).read_text(), "bob", make_entry("bob", "builder")))
+        assert raw_login(raw, process, 5, "bob", b"builder") == 0x86  # not before SIGHUP
+        seen = len(process.log)
+        assert process.process is not None
+        process.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: any("reloaded: 2 users" in line for line in process.log[seen:]),
+            what="the reload logged",
+        )
+        assert raw_login(raw, process, 5, "bob", b"builder") == 0
+        Path(path).write_text("alice:broken\n")  # a broken file keeps the users in force
+        seen = len(process.log)
+        process.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: any("line 1" in line for line in process.log[seen:]),
+            what="the broken line logged",
+        )
+        assert raw_login(raw, process, 4, "bob", b"builder") == 0
+        staying.ping()  # the connection from before is still served
     finally:
         assert process.terminate() == 0
