@@ -80,6 +80,16 @@ class Settings:
     # Operations, see docs/operations.md
     admin_token: str = ""  # bearer token of the admin API and dashboard ("" = both off)
     sys_interval: int = 10  # seconds between $SYS/broker/... updates (0 = none)
+    # Security: abuse limits, see docs/limits.md (0 = no limit). A client over its rate is
+    # not read from until its bucket refills; the bursts come on top of one second's worth.
+    client_message_rate: int = 0  # PUBLISHes a second one client may send
+    client_message_burst: int = 0
+    client_byte_rate: int = 0  # PUBLISH payload bytes a second one client may send
+    client_byte_burst: int = 0
+    rate_limit_grace: int = 10  # seconds over its rate before a client is disconnected (0: never)
+    address_connection_rate: int = 0  # CONNECTs a second from one source address
+    address_connection_burst: int = 0
+    max_connections_per_user: int = 0  # concurrent connections of one user name
 
 
 ENV_PREFIX = "ROOST_"
@@ -116,6 +126,21 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "http_port": (-1, 65535),
     "soft_max_connections": (0, None),
     "sys_interval": (0, 86_400),
+    "client_message_rate": (0, None),
+    "client_message_burst": (0, None),
+    "client_byte_rate": (0, None),
+    "client_byte_burst": (0, None),
+    "rate_limit_grace": (0, 86_400),
+    "address_connection_rate": (0, None),
+    "address_connection_burst": (0, None),
+    "max_connections_per_user": (0, None),
+}
+
+# A burst is extra on top of its rate: meaningless without one.
+BURST_OF_RATE = {
+    "client_message_burst": "client_message_rate",
+    "client_byte_burst": "client_byte_rate",
+    "address_connection_burst": "address_connection_rate",
 }
 
 SECRET_SETTINGS = frozenset({"admin_token"})  # never shown (the admin API's node info)
@@ -228,6 +253,9 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"setting 'advertise' = {settings.advertise!r} is not HOST:PORT")
     if settings.redirect == "overloaded" and not settings.soft_max_connections:
         raise ConfigError("setting 'redirect' = 'overloaded' needs soft_max_connections > 0")
+    for burst, rate in BURST_OF_RATE.items():
+        if getattr(settings, burst) and not getattr(settings, rate):
+            raise ConfigError(f"setting {burst!r} needs {rate} > 0")
 
 
 def _is_host_port(text: str) -> bool:

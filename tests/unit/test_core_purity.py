@@ -25,6 +25,7 @@ PURE_MODULES = [
     "roost.cluster.membership",
     "roost.cluster.assign",
     "roost.transport.proxy",
+    "roost.security.limits",
 ]
 
 # threading is allowed: the standard logging module imports it.
