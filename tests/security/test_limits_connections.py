@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from adminhttp import scrape, value
 from brokerthread import ManualClock, RunningBroker
 from paho_helpers import V5, V311, Clients, Conn, make_client, start
 from proxyheaders import v2
@@ -81,7 +82,9 @@ def paho_as(
 def test_connects_beyond_an_addresss_rate_are_refused_until_it_refills(
     make_broker, raw, clock: ManualClock, level: int
 ) -> None:
-    broker = make_broker(clock=clock, address_connection_rate=2, address_connection_burst=1)
+    broker = make_broker(
+        clock=clock, address_connection_rate=2, address_connection_burst=1, http_port=0
+    )
     for n in range(3):  # two a second, and one more at once
         assert_accepted(attempt(raw, broker, f"c{n}", level)[1])
     refused = refusal_code(level, CONNECTION_RATE_EXCEEDED)
@@ -93,6 +96,8 @@ def test_connects_beyond_an_addresss_rate_are_refused_until_it_refills(
     for n in range(6, 9):
         assert_accepted(attempt(raw, broker, f"c{n}", level)[1])
     assert broker.broker.core.traffic.refused == {CONNECTION_RATE_EXCEEDED: 2}
+    samples = scrape(broker)
+    assert value(samples, "roost_connections_refused_total", reason="connection_rate_exceeded") == 2
 
 
 def test_each_source_address_has_its_own_connection_rate(

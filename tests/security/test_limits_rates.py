@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+from adminhttp import scrape, value
 from brokerthread import ManualClock, RunningBroker
 from paho_helpers import V5, V311, Clients, Conn
 from rawmqtt import LEVELS, RawClient, RawFactory, publish_bytes
@@ -70,7 +71,7 @@ def test_a_client_over_its_rate_is_read_at_that_rate(
 def test_a_client_that_stays_over_its_message_rate_is_disconnected(
     make_broker, raw, clock: ManualClock, caplog, level: int
 ) -> None:
-    broker = make_broker(clock=clock, client_message_rate=10, rate_limit_grace=2)
+    broker = make_broker(clock=clock, client_message_rate=10, rate_limit_grace=2, http_port=0)
     sub = subscriber(raw, broker)
     with caplog.at_level(logging.WARNING, logger="roost.protocol"):
         pub = flood(raw, broker, 60, 1, level)
@@ -86,7 +87,9 @@ def test_a_client_that_stays_over_its_message_rate_is_disconnected(
         assert packets == []  # MQTT 3.1.1 has no DISCONNECT from the server
     assert sub.until_pingresp() == []  # nothing more of its backlog was handled
     assert any("over its message or byte rate" in r.getMessage() for r in caplog.records)
-    assert broker.broker.core.traffic.rate_disconnects == 1
+    samples = scrape(broker)
+    assert value(samples, "roost_rate_limited_total", action="paused") == 2
+    assert value(samples, "roost_rate_limited_total", action="disconnected") == 1
     broker.wait_offline("flood")
 
 
