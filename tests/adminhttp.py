@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from brokerthread import RunningBroker
 
@@ -55,3 +56,21 @@ class AdminApi:
 
     def delete(self, path: str) -> tuple[int, Any]:
         return self.call("DELETE", path)
+
+
+def scrape(running: RunningBroker) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample: (name, sorted labels) -> value."""
+    status, headers, body = request("GET", http_base(running) + "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]

@@ -90,6 +90,16 @@ class Settings:
     allow_anonymous: bool = False  # with a password_file: also let clients without user name in
     auth_backoff_after: int = 5  # failed logins from one address before it must wait
     auth_backoff_max: int = 60  # seconds: the longest wait (doubling from 1 s); 0 = no back-off
+    # Security: abuse limits, see docs/limits.md (0 = no limit). A client over its rate is
+    # not read from until its bucket refills; the bursts come on top of one second's worth.
+    client_message_rate: int = 0  # PUBLISHes a second one client may send
+    client_message_burst: int = 0
+    client_byte_rate: int = 0  # PUBLISH payload bytes a second one client may send
+    client_byte_burst: int = 0
+    rate_limit_grace: int = 10  # seconds over its rate before a client is disconnected (0: never)
+    address_connection_rate: int = 0  # CONNECTs a second from one source address
+    address_connection_burst: int = 0
+    max_connections_per_user: int = 0  # concurrent connections of one user name
 
 
 ENV_PREFIX = "ROOST_"
@@ -129,6 +139,21 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "sys_interval": (0, 86_400),
     "auth_backoff_after": (1, 1_000_000),
     "auth_backoff_max": (0, 86_400),
+    "client_message_rate": (0, None),
+    "client_message_burst": (0, None),
+    "client_byte_rate": (0, None),
+    "client_byte_burst": (0, None),
+    "rate_limit_grace": (0, 86_400),
+    "address_connection_rate": (0, None),
+    "address_connection_burst": (0, None),
+    "max_connections_per_user": (0, None),
+}
+
+# A burst is extra on top of its rate: meaningless without one.
+BURST_OF_RATE = {
+    "client_message_burst": "client_message_rate",
+    "client_byte_burst": "client_byte_rate",
+    "address_connection_burst": "address_connection_rate",
 }
 
 SECRET_SETTINGS = frozenset({"admin_token"})  # never shown (the admin API's node info)
@@ -243,6 +268,9 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"setting 'advertise' = {settings.advertise!r} is not HOST:PORT")
     if settings.redirect == "overloaded" and not settings.soft_max_connections:
         raise ConfigError("setting 'redirect' = 'overloaded' needs soft_max_connections > 0")
+    for burst, rate in BURST_OF_RATE.items():
+        if getattr(settings, burst) and not getattr(settings, rate):
+            raise ConfigError(f"setting {burst!r} needs {rate} > 0")
 
 
 def _check_module_levels(text: str) -> None:

@@ -21,6 +21,7 @@ from roost.errors import ProtocolError, ReasonCode, TransactionRefused
 from roost.message import Message
 from roost.presence import CONNECTED, DISCONNECTED, presence_event
 from roost.router import Router
+from roost.security.limits import Limits
 from roost.session import NEVER_EXPIRES, Delivery, Session, SubscriptionOptions
 from roost.stats import TrafficCounters
 from roost.store.base import Store
@@ -146,6 +147,7 @@ class BrokerCore:
         self.blocked_writers: dict[Connection, float] = {}  # -> since when it reads nothing
         self.dropped_messages = 0  # messages dropped because a session's queue was full
         self.traffic = TrafficCounters(clock())  # read by metrics, $SYS and the admin API
+        self.limits = Limits(settings)  # rates and quotas per client, address and user
         # Run by every tick with its time, after the core's own timers ($SYS topics)
         self.tick_hooks: list[Callable[[float], None]] = []
         self._drops_to_report: dict[str, int] = {}  # client id -> drops not yet logged
@@ -816,8 +818,8 @@ class BrokerCore:
 
     def tick(self) -> None:
         """Run everything that is due: keep-alive checks, clients that stopped reading,
-        delayed wills, session expiry, transaction checks, housekeeping. Every due item is
-        handled even when another one fails."""
+        clients over their rate, delayed wills, session expiry, transaction checks,
+        housekeeping. Every due item is handled even when another one fails."""
         now = self.clock()
         for connection in self.keepalive.due(now):
             _guarded(self._check_keepalive, connection, now)
@@ -827,6 +829,11 @@ class BrokerCore:
                 _guarded(connection.writes_stuck, now - since)
         for kind, client_id in self.deadlines.due(now):
             _guarded(self._deadline_due, kind, client_id, now)
+        resume, expel = self.limits.throttles.sweep(now)
+        for client in resume:
+            _guarded(client.rate_refilled)
+        for client in expel:
+            _guarded(client.rate_exceeded)
         for half in self.transactions.due(now):
             _guarded(self._check_transaction, half, now)
         self._report_drops(now)

@@ -43,6 +43,7 @@ class Figures:
     bytes_in: int
     bytes_out: int
     dropped: dict[str, int]  # reason -> deliveries dropped
+    rate_limited: dict[str, int]  # action -> times taken on a client over its rate
     queued: int  # deliveries waiting in session queues
     inflight: int  # deliveries sent, not yet acknowledged
     retained: int
@@ -87,6 +88,7 @@ def read_figures(core: BrokerCore, cluster: ClusterNode | None = None) -> Figure
             "expired": traffic.dropped_expired,
             "too_large": traffic.dropped_too_large,
         },
+        rate_limited={"paused": traffic.throttled, "disconnected": traffic.rate_disconnects},
         queued=sum(len(session.queue) for session in sessions),
         inflight=sum(len(session.inflight) for session in sessions),
         retained=len(core.router.retained),

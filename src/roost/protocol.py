@@ -82,6 +82,7 @@ WAITING_FOR_ATTACH = 1
 OVER_BUDGET = 2
 WRITES_BACKED_UP = 4
 STORE_BACKLOGGED = 8
+RATE_LIMITED = 16  # over its message or byte rate, until the sweep finds it refilled
 
 _V3_REFUSALS = {  # MQTT 5 CONNACK reason -> the MQTT 3.1.1 return code closest to it
     ReasonCode.CLIENT_IDENTIFIER_NOT_VALID: ConnackV3.IDENTIFIER_REJECTED,
@@ -177,11 +178,13 @@ class ServerConnection:
         "outbox",
         "problem_information",
         "qos1_awaiting_commit",
+        "rate",
         "session",
         "session_expiry",
         "settings",
         "state",
         "terms",
+        "throttled",
         "transport",
         "username",
         "will",
@@ -219,6 +222,8 @@ class ServerConnection:
         self.problem_information = True  # MQTT 5 Request Problem Information
         self.qos1_awaiting_commit = 0  # inbound QoS 1 PUBLISHes not yet acknowledged
         self._in_input = False
+        self.rate = core.limits.client_rate(self.opened_at)  # None: its rate is not limited
+        self.throttled = False  # over its rate: nothing is handled until it refills
         core.open_connections.add(self)
         self.keepalive_due = 0.0  # when its live keep-alive wheel entry comes due
         core.watch_keepalive(self, self.opened_at + CONNECT_TIMEOUT)
@@ -245,8 +250,8 @@ class ServerConnection:
     def handle_input(self) -> None:
         """Handle buffered packets, at most PACKET_BUDGET of them in this loop turn (then
         reading pauses and the shell calls again later, so one flooding client cannot
-        starve the others); stops while CONNECTING."""
-        if self.state is State.CONNECTING or self.state is State.CLOSED:
+        starve the others); stops while CONNECTING or over its rate."""
+        if self.state is State.CONNECTING or self.state is State.CLOSED or self.throttled:
             return
         self._in_input = True
         budget = PACKET_BUDGET
@@ -258,6 +263,8 @@ class ServerConnection:
                 handler(self, packet)
                 if self.state is not State.CONNECTED:
                     return  # closed, or waiting for the attach
+                if self.throttled:
+                    break  # the rest waits until the sweep finds its rate refilled
                 budget -= 1
                 if not budget:
                     self.transport.pause_reading(OVER_BUDGET)
@@ -340,6 +347,13 @@ class ServerConnection:
         terms = self.terms
         assert terms is not None
         core = self.core
+        users = core.limits.users
+        if not users.admits(self.username, terms.client_id):  # a take-over counts once
+            self.refuse_connect(
+                ReasonCode.QUOTA_EXCEEDED,
+                f"user {self.username!r} has {users.maximum} connections already",
+            )
+            return
         session, present = core.open_session(
             self,
             terms.client_id,
@@ -348,6 +362,7 @@ class ServerConnection:
             terms.will,
             self.username,
         )
+        users.add(self.username, terms.client_id)
         self.session = session
         self.outbox = Outbox(
             session,
@@ -450,6 +465,13 @@ class ServerConnection:
         why = f"it has not read for {seconds:.0f} s"
         self._close_with(ReasonCode.QUOTA_EXCEEDED, "not reading", publish_will=True, why=why)
 
+    def rate_exceeded(self) -> None:
+        """The client has stayed over its message or byte rate for ``rate_limit_grace``."""
+        why = f"over its message or byte rate for {self.settings.rate_limit_grace} s"
+        log.warning("closing %s: %s", self._name(), why)
+        self.core.traffic.rate_disconnects += 1
+        self._close_with(ReasonCode.MESSAGE_RATE_TOO_HIGH, "message rate too high", True, why)
+
     def _close_with(
         self, reason: ReasonCode, text: str, publish_will: bool, why: str | None = None
     ) -> None:
@@ -484,10 +506,14 @@ class ServerConnection:
         if waiter is not None:
             self._auth_waiter = None
             waiter(None)
-        self.core.connection_ended(self)
+        core = self.core
+        core.connection_ended(self)
+        if self.rate is not None:
+            core.limits.throttles.forget(self)
         session = self.session
         if session is not None:
-            self.core.connection_closed(self, session, self.will if publish_will else None)
+            core.limits.users.remove(self.username, self.client_id)
+            core.connection_closed(self, session, self.will if publish_will else None)
         self.session = None
         self.outbox = None
 
@@ -562,6 +588,22 @@ class ServerConnection:
         if self.outbox is not None:
             self.outbox.writes_paused(False)
 
+    def _throttle(self, wait: float, now: float) -> None:
+        """Over its rate: read and handle nothing for ``wait`` seconds (the sweep resumes
+        it, see :class:`~roost.security.limits.Throttles`)."""
+        self.throttled = True
+        self.core.traffic.throttled += 1
+        self.transport.pause_reading(RATE_LIMITED)
+        self.core.limits.throttles.hold(self, now + wait, now)
+
+    def rate_refilled(self) -> None:
+        """The sweep found the client's rate refilled: handle what waits, read on."""
+        if self.state is State.CLOSED:
+            return
+        self.throttled = False
+        self.transport.resume_reading(RATE_LIMITED)
+        self.handle_input()
+
     # -- packet handlers ------------------------------------------------------------------
 
     def _on_second_connect(self, packet: Connect) -> None:
@@ -571,6 +613,10 @@ class ServerConnection:
         self.level = packet.protocol_level
         if len(self.core.open_connections) > self.settings.max_connections:
             raise ConnectRefused("too many connections", ReasonCode.QUOTA_EXCEEDED)
+        if not self.core.limits.admits_connection(self.transport.peer, self.last_received):
+            raise ConnectRefused(
+                "its address is over its connection rate", ReasonCode.CONNECTION_RATE_EXCEEDED
+            )
         terms = negotiate(packet, self.settings)
         self.terms = terms
         self.client_id = terms.client_id
@@ -612,6 +658,12 @@ class ServerConnection:
         traffic = self.core.traffic
         traffic.messages_in[qos] += 1
         traffic.payload_bytes_in[qos] += len(packet.payload)
+        rate = self.rate
+        if rate is not None:
+            now = self.core.clock()  # not last_received: it may have waited for its rate
+            wait = rate.spend(len(packet.payload), now)
+            if wait:
+                self._throttle(wait, now)
         message = Message(
             topic,
             packet.payload,

@@ -33,8 +33,10 @@ class TrafficCounters:
         "messages_out",
         "payload_bytes_in",
         "payload_bytes_out",
+        "rate_disconnects",
         "refused",
         "started",
+        "throttled",
     )
 
     def __init__(self, started: float) -> None:
@@ -50,6 +52,8 @@ class TrafficCounters:
         self.bytes_out = 0
         self.dropped_expired = 0  # deliveries whose message expired before it was sent
         self.dropped_too_large = 0  # ... larger than the client's Maximum Packet Size
+        self.throttled = 0  # times a client's reading paused for its message or byte rate
+        self.rate_disconnects = 0  # clients disconnected for staying over their rate
 
     def connected(self, clients: int) -> None:
         """A CONNECT was accepted; ``clients`` are connected now."""

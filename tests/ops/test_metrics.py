@@ -4,29 +4,10 @@ from __future__ import annotations
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from prometheus_client.parser import text_string_to_metric_families
 
-from adminhttp import http_base, request
-from brokerthread import BrokerFactory, RunningBroker
+from adminhttp import scrape, value
+from brokerthread import BrokerFactory
 from paho_helpers import Clients, wait_until
-
-
-def scrape(running: RunningBroker) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample: (name, sorted labels) -> value."""
-    status, headers, body = request("GET", http_base(running) + "/metrics")
-    assert status == 200
-    assert headers["Content-Type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
 
 
 def test_metrics_count_connections_messages_and_drops(

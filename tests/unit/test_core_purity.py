@@ -29,6 +29,7 @@ PURE_MODULES = [
     "roost.security.scram",
     "roost.security.backoff",
     "roost.security.passwords",
+    "roost.security.limits",
 ]
 
 # threading is allowed: the standard logging module imports it.

@@ -114,6 +114,14 @@ def _messages(figures: Figures) -> Iterator[Metric]:
     for reason, count in figures.dropped.items():
         dropped.add_metric([reason], count)
     yield dropped
+    limited = CounterMetricFamily(
+        "roost_rate_limited",
+        "Clients over their message or byte rate: reading paused, or disconnected.",
+        labels=["action"],
+    )
+    for action, count in figures.rate_limited.items():
+        limited.add_metric([action], count)
+    yield limited
 
 
 def _backlog(figures: Figures) -> Iterator[Metric]:
