@@ -80,6 +80,11 @@ class Settings:
     # Operations, see docs/operations.md
     admin_token: str = ""  # bearer token of the admin API and dashboard ("" = both off)
     sys_interval: int = 10  # seconds between $SYS/broker/... updates (0 = none)
+    # Cluster flow control, see docs/cluster.md
+    # ms one subscriber may hold back its node's inbox while the node is behind (0 = off)
+    inbox_hold_ms: int = 5000
+    # inbox entries above which nodes sending to it hold back their publishers' acks
+    inbox_max_entries: int = 1000
 
 
 ENV_PREFIX = "ROOST_"
@@ -116,6 +121,8 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "http_port": (-1, 65535),
     "soft_max_connections": (0, None),
     "sys_interval": (0, 86_400),
+    "inbox_hold_ms": (0, 600_000),
+    "inbox_max_entries": (2, None),
 }
 
 SECRET_SETTINGS = frozenset({"admin_token"})  # never shown (the admin API's node info)
