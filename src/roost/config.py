@@ -81,8 +81,9 @@ class Settings:
     admin_token: str = ""  # bearer token of the admin API and dashboard ("" = both off)
     sys_interval: int = 10  # seconds between $SYS/broker/... updates (0 = none)
     # Cluster flow control, see docs/cluster.md
-    # ms one subscriber may hold back its node's inbox while the node is behind (0 = off)
-    inbox_hold_ms: int = 5000
+    # ms one subscriber may hold back its node's inbox while the node is behind (0 = off);
+    # keep it below node_timeout_ms: take-overs in the inbox wait behind it
+    inbox_hold_ms: int = 1000
     # inbox entries above which nodes sending to it hold back their publishers' acks
     inbox_max_entries: int = 1000
 
