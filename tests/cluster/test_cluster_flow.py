@@ -189,3 +189,35 @@ def test_a_stuck_subscriber_fills_its_own_queue_and_does_not_hold_back_another(
         timeout=15,  # the log reports drops every 10 s at most
         what="the drops in the log",
     )
+
+
+def test_a_node_holds_back_acknowledgements_while_the_inbox_it_sends_to_is_long(
+    cluster: Cluster, raw: RawFactory
+) -> None:
+    # Node n1's subscriber takes one message in flight and queues two, then stops reading;
+    # it may hold n1's inbox back for as long as the test runs.
+    limit = 10
+    a, b = cluster.start(
+        2,
+        "--max-inflight", "1",
+        "--max-queued-messages", "4",
+        "--inbox-hold-ms", "600000",
+        "--inbox-max-entries", str(limit),
+    )  # fmt: skip
+    stuck = subscribed(raw, b, "stuck", "flow/#")
+    wait_routed(raw, a, [stuck])
+    publisher, _ = raw.connected(a, "publisher")
+    held_at = None
+    for n in range(1, 4 * limit):  # one at a time: each is an inbox entry of its own
+        publisher.publish("flow/one", str(n).encode(), qos=1, packet_id=n)
+        try:
+            publisher.expect("PUBACK", timeout=1.5)
+        except AssertionError:
+            held_at = n
+            break
+    # Messages 4... wait in n1's inbox; once it is over the limit, PUBACK waits.
+    assert held_at is not None and held_at > limit, held_at
+    wait_for_log(a, "the inbox of node n1 holds")
+    stuck.abort()  # its session ends: n1 reads its inbox again, and n0 hears it is short
+    assert publisher.expect("PUBACK", timeout=10).packet_id == held_at
+    wait_for_log(a, "the inbox of node n1 is down to")

@@ -52,8 +52,10 @@ class InboxPacing:
         self._budget = RELAY_BUDGET
 
     def has_room(self, message: Message) -> bool:
-        """True if ``message`` may be delivered now (the fast path: no waiting)."""
-        if not self.hold_limit:
+        """True if ``message`` may be delivered now (the fast path: no waiting). A QoS 0
+        message never waits: it may be dropped anyway (the oldest queued QoS 0 message
+        gives way first), and the ones that wait hold back only what comes after them."""
+        if not message.qos or not self.hold_limit:
             return True
         return self.core.fullest_queue(message, self.slow)[0] < self.high
 
