@@ -1,6 +1,6 @@
 """Fixtures for tests of real cluster nodes: ``cluster`` (node processes sharing the test's
-real Valkey, see clusterproc.py) and ``clients`` (paho clients, stopped before the nodes
-are). A test directory's conftest, or a test module, imports them."""
+real Valkey, see clusterproc.py), ``clients`` (paho clients) and ``raw`` (raw MQTT clients),
+both stopped before the nodes are. A test directory's conftest, or a test module, imports them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from clusterproc import Cluster
 from paho_helpers import Clients
+from rawmqtt import RawFactory
 from roost.cluster.localserver import LocalServer
 
 
@@ -27,3 +28,12 @@ def clients(cluster: Cluster) -> Iterator[Clients]:
     tracked = Clients()
     yield tracked
     tracked.close_all()
+
+
+@pytest.fixture
+def raw(cluster: Cluster) -> Iterator[RawFactory]:
+    """Raw MQTT clients (rawmqtt.py) of the nodes: ``raw(node)``, ``raw.connected(node, id)``;
+    closed before the nodes are stopped."""
+    factory = RawFactory()
+    yield factory
+    factory.close_all()

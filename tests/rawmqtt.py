@@ -503,6 +503,10 @@ class RawClient:
         self.buf += chunk
         return True
 
+    def parse_buffered(self) -> Pkt | None:
+        """The next packet if it has arrived already (None if not: nothing waits for it)."""
+        return self._try_parse()
+
     def _try_parse(self) -> Pkt | None:
         length, shift, i = 0, 0, 1
         while True:

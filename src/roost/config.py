@@ -100,6 +100,12 @@ class Settings:
     address_connection_rate: int = 0  # CONNECTs a second from one source address
     address_connection_burst: int = 0
     max_connections_per_user: int = 0  # concurrent connections of one user name
+    # Cluster flow control, see docs/cluster.md
+    # ms one subscriber may hold back its node's inbox while the node is behind (0 = off);
+    # keep it below node_timeout_ms: take-overs in the inbox wait behind it
+    inbox_hold_ms: int = 1000
+    # inbox entries above which nodes sending to it hold back their publishers' acks
+    inbox_max_entries: int = 1000
 
 
 ENV_PREFIX = "ROOST_"
@@ -147,6 +153,8 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "address_connection_rate": (0, None),
     "address_connection_burst": (0, None),
     "max_connections_per_user": (0, None),
+    "inbox_hold_ms": (0, 600_000),
+    "inbox_max_entries": (2, None),
 }
 
 # A burst is extra on top of its rate: meaningless without one.

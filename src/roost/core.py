@@ -459,6 +459,21 @@ class BrokerCore:
             self.router.retain(message)
         self._deliver(message, serve_shared)
 
+    def fullest_queue(self, message: Message, ignore: Container[str] = ()) -> tuple[int, str]:
+        """How many deliveries wait in the longest queue among the connected sessions
+        that ``message`` would go to (plain subscriptions; not those in ``ignore``), and
+        whose queue that is (0, "" if none waits). A query for the cluster's inbox reader:
+        it changes nothing (no shared group is served, so none moves on to its next member)."""
+        longest, whose = 0, ""
+        sessions = self.sessions
+        connections = self.connections
+        for client_id, _ in self.router.route(message, self.is_online, ()):
+            if client_id in connections and client_id not in ignore:
+                waiting = len(sessions[client_id].queue)
+                if waiting > longest:
+                    longest, whose = waiting, client_id
+        return longest, whose
+
     def deliver_adopted(
         self, message: Message, serve_shared: Container[str], adopted: Container[str]
     ) -> None:

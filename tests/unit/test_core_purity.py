@@ -40,6 +40,7 @@ SHELL_MODULES = [
     "roost.store.sqlite",
     "roost.store.redis",
     "roost.cluster.node",
+    "roost.cluster.flow",
     "roost.transport.tcp",
     "roost.client",
 ]

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Collection, Container
 from functools import partial
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from roost.attach import ClaimRefused
 from roost.cluster import keys, scripts
 from roost.cluster.adoption import Adoption
 from roost.cluster.clients import READ_BLOCK_MS
+from roost.cluster.flow import InboxGate, InboxPacing, measure_inbox
 from roost.cluster.membership import NodeInfo, Peers
 from roost.cluster.routes import ClusterRoutes
 from roost.cluster.routesync import RouteSync
@@ -133,6 +134,12 @@ class ClusterNode:
         self._beat_count = 0
         self.announced = (0.0, 0)  # (wall-clock time, connections) of the last heartbeat
         self.sender = Sender(self.redis, self._sending_failed)
+        self.pacing = InboxPacing(core, settings.inbox_hold_ms / 1000)
+        self.gate = InboxGate(
+            settings.inbox_max_entries, self._measure_inbox, self._is_alive, self.clock
+        )
+        self.sender.before_round = self.gate.sending
+        self._destinations: Collection[str] = ()  # of the message forwarded last
         self.route_sync = RouteSync(
             self.redis, node_id, self.routes, self.sender, self.interval, self._is_alive
         )
@@ -232,7 +239,12 @@ class ClusterNode:
             for node in self.peers.alive:
                 remote.setdefault(node, [])
         if not remote:
+            self._destinations = ()
             return 0, own_shared
+        full = self.gate.full
+        if full and not message.qos and not message.retain:
+            self._drop_for_full_inboxes(remote)
+        self._destinations = remote.keys()
         now = self.clock()
         plain = b""
         sender = self.sender
@@ -252,8 +264,22 @@ class ClusterNode:
         sender.schedule()
         return len(remote), own_shared
 
+    def _drop_for_full_inboxes(self, remote: dict[str, list[str]]) -> None:
+        """A QoS 0 message is not sent to an inbox that is over its limit."""
+        for node in self.gate.full.intersection(remote):
+            del remote[node]
+            self.gate.dropped_qos0 += 1
+
     def after_forwarded(self, callback: Callable[[], None]) -> None:
-        self.sender.after_sent(callback)
+        destinations, self._destinations = self._destinations, ()
+        gate = self.gate
+        if gate.full or gate.holding:
+            self.sender.after_sent(partial(gate.after_sent, destinations, callback))
+        else:
+            self.sender.after_sent(callback)
+
+    def _measure_inbox(self, node: str, on_length: Callable[[Any], None]) -> None:
+        self.sender.command(partial(measure_inbox, node), on_length)
 
     def route_added(self, topic_filter: str) -> None:
         self.route_sync.added(topic_filter)
@@ -292,12 +318,14 @@ class ClusterNode:
     def _sending_failed(self, error: Exception) -> None:
         """What was not written is never acknowledged; clients resend it after
         reconnecting."""
+        self.gate.reset()
         self._become_cut_off()
 
     # -- receiving ----------------------------------------------------------------------------
 
     async def _read_inbox(self) -> None:
-        """Read this node's inbox in order and hand each record to the core."""
+        """Read this node's inbox in order and hand each record to the core, paced by the
+        room in the sessions' queues (see :class:`~roost.cluster.flow.InboxPacing`)."""
         key = keys.inbox(self.node_id)
         last = "0-0"
         while True:
@@ -309,9 +337,12 @@ class ClusterNode:
                 log.debug("reading the inbox failed: %s", exc)
                 await asyncio.sleep(self.interval)
                 continue
+            if not response:
+                self.pacing.read(caught_up=True)
             for _stream, entries in response:
+                self.pacing.read(caught_up=len(entries) < READ_BATCH)
                 for entry_id, fields in entries:
-                    self._handle_batch(fields[b"b"])
+                    await self._handle_batch(fields[b"b"])
                     last = entry_id.decode()
                 self.core.store.after_commit(partial(self._trim_inbox, last))
 
@@ -326,16 +357,20 @@ class ClusterNode:
             )
         )
 
-    def _handle_batch(self, data: bytes) -> None:
+    async def _handle_batch(self, data: bytes) -> None:
         try:
             records = list(decode_batch(data, self.clock()))
         except ProtocolError as exc:
             log.error("dropping a malformed batch from the inbox: %s", exc)
             return
         core = self.core
+        pacing = self.pacing
         for record in records:
+            await pacing.turn()
             try:
                 if isinstance(record, Relayed):
+                    if not pacing.has_room(record.message):
+                        await pacing.room(record.message)
                     core.publish_relayed(record.message, record.shared)
                 elif isinstance(record, Kick):
                     self._on_kick(record)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from functools import partial
 from typing import Any
 
@@ -36,6 +36,8 @@ class Sender:
         self._task: asyncio.Task[None] | None = None
         self._on_failure = on_failure
         self.entries = 0  # stream entries sent to other nodes
+        # Told of the destinations of each pipeline before it is made (it may add commands)
+        self.before_round: Callable[[Collection[str]], None] | None = None
 
     def record(self, node: str, record: bytes) -> None:
         """Add a record to ``node``'s next inbox entry."""
@@ -85,6 +87,8 @@ class Sender:
     async def flush(self) -> None:
         """Send everything queued, one pipeline per round, until nothing is left."""
         while self.outgoing or self._commands or self._waiting:
+            if self.before_round is not None and self.outgoing:
+                self.before_round(self.outgoing.keys())
             outgoing, self.outgoing = self.outgoing, {}
             commands, self._commands = self._commands, []
             waiting, self._waiting = self._waiting, []
