@@ -33,7 +33,7 @@ class Credentials:
     password: bytes | None
     peer: str  # "address:port" of the client
     protocol_level: int
-    certificate: dict[str, object] | None = None  # the TLS client certificate, if any
+    certificate: dict[str, object] | None = None  # the verified TLS client certificate's fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +102,10 @@ class Attacher:
         # the credentials are checked there.
         if self.redirector is not None and self._redirected(connection):
             return
-        if self.authenticator is None and self.claimer is None:
+        vouched = connection.transport.identity  # Mosquitto's use_identity_as_username
+        if vouched is not None:
+            connection.username = vouched  # no password is checked for it
+        if (self.authenticator is None or vouched is not None) and self.claimer is None:
             connection.complete_connect()
             return
         task = asyncio.get_running_loop().create_task(self._attach(connection))
@@ -141,7 +144,7 @@ class Attacher:
     async def _authenticate(self, connection: ServerConnection) -> Verdict:
         terms = connection.terms
         assert terms is not None
-        if self.authenticator is None:
+        if self.authenticator is None or connection.transport.identity is not None:
             return Verdict.allow()
         credentials = Credentials(
             terms.client_id,
@@ -149,6 +152,7 @@ class Attacher:
             terms.password,
             connection.transport.peer,
             terms.protocol_level,
+            connection.transport.certificate,
         )
         try:
             return await self.authenticator.authenticate(credentials)

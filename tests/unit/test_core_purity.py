@@ -25,6 +25,7 @@ PURE_MODULES = [
     "roost.cluster.membership",
     "roost.cluster.assign",
     "roost.transport.proxy",
+    "roost.transport.certificate",
 ]
 
 # threading is allowed: the standard logging module imports it.
@@ -36,6 +37,9 @@ SHELL_MODULES = [
     "roost.store.redis",
     "roost.cluster.node",
     "roost.transport.tcp",
+    "roost.transport.tls",
+    "roost.transport.websocket",
+    "roost.transport.listeners",
     "roost.client",
 ]
 
