@@ -100,7 +100,10 @@ class Broker:
 
     def port_of(self, kind: str) -> int:
         """The actual port of the first listener of ``kind`` (tcp, tls, ws, wss)."""
-        return next(bound.port for bound in self.listeners if bound.listener.kind == kind)
+        for bound in self.listeners:
+            if bound.listener.kind == kind:
+                return bound.port
+        raise LookupError(f"this node has no {kind} listener")
 
     async def _join_cluster(
         self, core: BrokerCore, redis: RedisClients, store: RedisStore

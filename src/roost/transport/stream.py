@@ -214,12 +214,11 @@ class StreamConnection(asyncio.Protocol):
         False when the transport is closed already."""
         raise NotImplementedError
 
-    @staticmethod
-    def _write_eof(transport: asyncio.Transport) -> bool:
+    def _write_eof(self, transport: asyncio.Transport) -> bool:
         """Half-close where the transport can (plain TCP), else close it (TLS has no
         half-close in asyncio: ``close`` sends close_notify after the buffered data)."""
         if not transport.can_write_eof():
-            transport.close()
+            self._close_transport(transport)
             return False
         try:
             transport.write_eof()
@@ -227,3 +226,10 @@ class StreamConnection(asyncio.Protocol):
             transport.abort()
             return False
         return True
+
+    def _close_transport(self, transport: asyncio.Transport) -> None:
+        """Close once the buffered data is sent, or after LINGER_SECONDS if the client does
+        not read it (asyncio's ``close`` alone would wait for it for ever)."""
+        transport.close()
+        if self._linger_handle is None:
+            self._linger_handle = self._loop.call_later(LINGER_SECONDS, transport.abort)

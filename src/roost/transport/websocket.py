@@ -115,7 +115,7 @@ class WebSocketConnection(StreamConnection):
             else:
                 if self._ws.parser_exc is not None:
                     log.warning("closing the WebSocket of %s: %s", self.peer, self._ws.parser_exc)
-                transport.close()  # after what is buffered
+                self._close_transport(transport)
 
     def _send(self, transport: asyncio.Transport, data: bytes) -> None:
         if self._ws.state is State.OPEN:
@@ -125,7 +125,7 @@ class WebSocketConnection(StreamConnection):
     def _end_output(self, transport: asyncio.Transport) -> bool:
         """Send a close frame; the client's answer closes the connection."""
         if self._ws.state is not State.OPEN:
-            transport.close()
+            self._close_transport(transport)
             return False
         self._ws.send_close(CloseCode.NORMAL_CLOSURE)
         self._send_pending()
