@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_websocket import over_websocket
-from tlspki import SERVER_NAME, Endpoint, Pki
+from tlspki import SERVER_NAME, Endpoint, Pki, over_websocket
 
 from adminhttp import TOKEN, AdminApi
 from brokerproc import BrokerProcess

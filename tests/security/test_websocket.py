@@ -13,10 +13,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from mqttjs import ensure_mqttjs
-from tlspki import SERVER_NAME, Pki, endpoint
+from tlspki import SERVER_NAME, Pki, endpoint, over_websocket
 from wsraw import HandshakeRefused, WsRawClient
 
 from brokerthread import RunningBroker
@@ -46,18 +45,6 @@ def ws_raw() -> Iterator[Callable[..., WsRawClient]]:
     yield open_client
     for client in opened:
         client.drop()
-
-
-def over_websocket(path: str = "/mqtt", pki: Pki | None = None) -> Callable[[mqtt.Client], None]:
-    """``prepare`` for paho_helpers.connect: WebSocket transport (over TLS with ``pki``)."""
-
-    def prepare(client: mqtt.Client) -> None:
-        client.transport = "websockets"
-        client.ws_set_options(path=path)
-        if pki is not None:
-            client.tls_set_context(pki.client_context())
-
-    return prepare
 
 
 @pytest.mark.parametrize("version", [V311, V5])

@@ -1,6 +1,7 @@
 """A test PKI for the TLS and WSS listener tests: a CA made with trustme, the broker's
 certificate (for localhost and 127.0.0.1) and client certificates, written as PEM files the
-broker and the clients read; and what a test needs to reach a listener of a running broker."""
+broker and the clients read; and what a paho client needs to reach a listener of a running
+broker (its address, TLS, the WebSocket transport)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,15 @@ class Endpoint:
 def endpoint(running: RunningBroker, kind: str) -> Endpoint:
     """The first listener of ``kind`` of ``running``, by the name its certificate has."""
     return Endpoint(SERVER_NAME, running.broker.port_of(kind))
+
+
+def over_websocket(path: str = "/mqtt", pki: Pki | None = None) -> Callable[[mqtt.Client], None]:
+    """``prepare`` for paho_helpers.connect: WebSocket transport (over TLS with ``pki``)."""
+
+    def prepare(client: mqtt.Client) -> None:
+        client.transport = "websockets"
+        client.ws_set_options(path=path)
+        if pki is not None:
+            client.tls_set_context(pki.client_context())
+
+    return prepare
