@@ -112,6 +112,16 @@ def test_a_text_frame_closes_the_connection(make_broker, ws_raw, caplog) -> None
     broker.wait_offline("texter")
 
 
+def test_a_frame_beyond_the_limit_closes_the_connection(make_broker, ws_raw) -> None:
+    broker = make_broker(ws_port=0, max_packet_size=1024)  # frames up to 64 KiB
+    client = ws_raw(broker)
+    client.connect("big-framer")
+    client.send_frames(b"\xc0\x00" * 32_768 + b"\xc0")  # 65,537 bytes of PINGREQs
+    assert client.wait_closed() == []
+    assert client.close_code == 1009  # message too big
+    broker.wait_offline("big-framer")
+
+
 @pytest.mark.parametrize(
     ("options", "status"),
     [

@@ -74,21 +74,22 @@ class WebSocketConnection(StreamConnection):
         for event in ws.events_received():
             if isinstance(event, Request):
                 self._handshake(event)
-            elif not isinstance(event, Frame):
                 continue
-            elif event.opcode in _MQTT_OPCODES:
+            assert isinstance(event, Frame)  # (a server receives no Response)
+            if event.opcode in _MQTT_OPCODES:
                 self._mqtt_received(bytes(event.data))  # (bytes already: not copied)
             elif event.opcode is Opcode.TEXT:
                 log.warning("closing the WebSocket of %s: a text frame [MQTT-6.0.0-1]", self.peer)
                 ws.fail(CloseCode.UNSUPPORTED_DATA, "MQTT needs binary frames")
                 break
+            # PING, PONG and CLOSE frames: the protocol answers them itself
         self._send_pending()
 
     def _handshake(self, request: Request) -> None:
         ws = self._ws
         path = urlsplit(request.path).path
         if path in (self.listener.path, "/"):
-            response = ws.accept(request)
+            response = ws.accept(request)  # 400 without the mqtt subprotocol
         else:
             response = ws.reject(HTTPStatus.NOT_FOUND, f"MQTT is at {self.listener.path}\n")
         ws.send_response(response)
