@@ -165,12 +165,7 @@ class StreamConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing() or self._linger_handle is not None:
             return
-        if not self._end_output(transport):
-            return
-        self._linger_handle = self._loop.call_later(LINGER_SECONDS, transport.abort)
-        if self._paused:
-            self._paused = 0
-            transport.resume_reading()
+        self._end_output(transport)
 
     def pause_reading(self, reason: int) -> None:
         if not self._paused and self._transport is not None and self._client is not None:
@@ -209,27 +204,33 @@ class StreamConnection(asyncio.Protocol):
         """Put MQTT bytes on the wire."""
         raise NotImplementedError
 
-    def _end_output(self, transport: asyncio.Transport) -> bool:
-        """End the output after the last packet; True to linger reading what still comes,
-        False when the transport is closed already."""
+    def _end_output(self, transport: asyncio.Transport) -> None:
+        """End the output after the last packet (``_shut`` and ``_linger``, or what the
+        kind of connection does first)."""
         raise NotImplementedError
 
-    def _write_eof(self, transport: asyncio.Transport) -> bool:
+    @staticmethod
+    def _shut(transport: asyncio.Transport) -> bool:
         """Half-close where the transport can (plain TCP), else close it (TLS has no
-        half-close in asyncio: ``close`` sends close_notify after the buffered data)."""
+        half-close in asyncio: ``close`` sends close_notify after the buffered data);
+        False when the client is gone already."""
         if not transport.can_write_eof():
-            self._close_transport(transport)
-            return False
+            transport.close()
+            return True
         try:
             transport.write_eof()
-        except OSError:  # the client is gone already
+        except OSError:
             transport.abort()
             return False
         return True
 
-    def _close_transport(self, transport: asyncio.Transport) -> None:
-        """Close once the buffered data is sent, or after LINGER_SECONDS if the client does
-        not read it (asyncio's ``close`` alone would wait for it for ever)."""
-        transport.close()
-        if self._linger_handle is None:
-            self._linger_handle = self._loop.call_later(LINGER_SECONDS, transport.abort)
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Read, and discard, what the client still sends until it closes, for at most
+        LINGER_SECONDS: a client still sending then reads what it was sent last (a
+        DISCONNECT, a close frame) instead of a reset; one that never reads is dropped."""
+        if self._linger_handle is not None:
+            return
+        self._linger_handle = self._loop.call_later(LINGER_SECONDS, transport.abort)
+        if self._paused and not transport.is_closing():
+            self._paused = 0
+            transport.resume_reading()

@@ -63,5 +63,6 @@ class TcpConnection(StreamConnection):
     def _send(self, transport: asyncio.Transport, data: bytes) -> None:
         transport.write(data)
 
-    def _end_output(self, transport: asyncio.Transport) -> bool:
-        return self._write_eof(transport)
+    def _end_output(self, transport: asyncio.Transport) -> None:
+        if self._shut(transport):
+            self._linger(transport)

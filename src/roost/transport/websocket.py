@@ -116,18 +116,19 @@ class WebSocketConnection(StreamConnection):
             else:
                 if self._ws.parser_exc is not None:
                     log.warning("closing the WebSocket of %s: %s", self.peer, self._ws.parser_exc)
-                self._close_transport(transport)
+                if self._shut(transport):
+                    self._linger(transport)
 
     def _send(self, transport: asyncio.Transport, data: bytes) -> None:
         if self._ws.state is State.OPEN:
             self._ws.send_binary(data)
             self._send_pending()
 
-    def _end_output(self, transport: asyncio.Transport) -> bool:
-        """Send a close frame; the client's answer closes the connection."""
-        if self._ws.state is not State.OPEN:
-            self._close_transport(transport)
-            return False
-        self._ws.send_close(CloseCode.NORMAL_CLOSURE)
-        self._send_pending()
-        return True
+    def _end_output(self, transport: asyncio.Transport) -> None:
+        """Send a close frame; the client's answer ends the connection (``_send_pending``)."""
+        if self._ws.state is State.OPEN:
+            self._ws.send_close(CloseCode.NORMAL_CLOSURE)
+            self._send_pending()
+        elif not self._shut(transport):
+            return
+        self._linger(transport)
