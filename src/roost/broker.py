@@ -77,10 +77,15 @@ class Broker:
         core.load()
         if self.settings.sys_interval:
             core.tick_hooks.append(SysTopics(core, self.settings.sys_interval).tick)
-        for listener in listeners_of(self.settings):
-            server, bound = await open_listener(listener, core, self.attacher)
-            self._servers.append(server)
-            self.listeners.append(bound)
+        try:
+            for listener in listeners_of(self.settings):
+                server, bound = await open_listener(listener, core, self.attacher)
+                self._servers.append(server)
+                self.listeners.append(bound)
+        except ConfigError:
+            for server in self._servers:
+                server.close()
+            raise
         self.port = self.listeners[0].port
         if self._redis is not None and self._redis_store is not None:
             self.cluster = await self._join_cluster(core, self._redis, self._redis_store)

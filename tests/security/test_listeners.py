@@ -6,6 +6,7 @@ stops it with a message naming the listener and the key."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -65,9 +66,10 @@ def test_one_node_serves_tcp_tls_ws_and_wss_from_a_toml_file(tmp_path, pki, clie
         assert node.terminate() == 0
 
 
-def test_a_certificate_that_cannot_be_loaded_stops_the_node(tmp_path: Path, pki: Pki) -> None:
+def serve_fails(tmp_path: Path, toml: str) -> str:
+    """Run ``roost serve`` with this config, expecting it to stop at start; its stderr."""
     config = tmp_path / "roost.toml"
-    config.write_text(listener_tables(pki, "ws", "wss").replace(pki.certfile, pki.cafile))
+    config.write_text(toml)
     command = [sys.executable, "-m", "roost", "serve", "--port", "0", "--config", str(config)]
     started = subprocess.run(
         [*command, "--data-dir", str(tmp_path / "data")],
@@ -75,8 +77,24 @@ def test_a_certificate_that_cannot_be_loaded_stops_the_node(tmp_path: Path, pki:
         text=True,
         timeout=60,
     )
-    assert started.returncode == 1
-    assert "cannot start: [[listeners]] #2: cannot use 'certfile'" in started.stderr
+    assert started.returncode == 1, started.stderr
+    return started.stderr
+
+
+def test_a_certificate_that_cannot_be_loaded_stops_the_node(tmp_path: Path, pki: Pki) -> None:
+    toml = listener_tables(pki, "ws", "wss").replace(pki.certfile, pki.cafile)  # no key for it
+    stderr = serve_fails(tmp_path, toml)
+    assert "cannot start: [[listeners]] #2: cannot use 'certfile'" in stderr
+
+
+def test_a_port_in_use_stops_the_node(tmp_path: Path, pki: Pki) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        toml = listener_tables(pki, "ws").replace("port = 0", f"port = {port}")
+        stderr = serve_fails(tmp_path, toml)
+    assert f"cannot start: [[listeners]] #1: cannot listen on 127.0.0.1:{port}" in stderr
 
 
 def test_the_admin_api_lists_every_listener(make_broker, pki) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from roost.config import TLS_KINDS, WEBSOCKET_KINDS, Listener
 from roost.core import BrokerCore
+from roost.errors import ConfigError
 from roost.protocol import CONNECT_TIMEOUT, Attach
 from roost.transport.stream import StreamConnection
 from roost.transport.tcp import TcpConnection
@@ -54,20 +55,24 @@ async def open_listener(
 ) -> tuple[asyncio.Server, BoundListener]:
     """A server for ``listener``, bound but not serving yet (``start_serving``).
 
-    Raises ConfigError when its certificate or key cannot be used, OSError when the address
-    cannot be bound.
+    Raises ConfigError naming the listener when its certificate or key cannot be used or
+    its address cannot be bound (taken, not an address of this machine).
     """
     kind: type[StreamConnection]
     kind = WebSocketConnection if listener.kind in WEBSOCKET_KINDS else TcpConnection
     tls = server_context(listener) if listener.kind in TLS_KINDS else None
-    server = await asyncio.get_running_loop().create_server(
-        lambda: kind(core, attach, listener),
-        listener.host,
-        listener.port,
-        ssl=tls,
-        ssl_handshake_timeout=CONNECT_TIMEOUT if tls is not None else None,
-        reuse_address=True,
-        backlog=BACKLOG,
-        start_serving=False,
-    )
+    try:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: kind(core, attach, listener),
+            listener.host,
+            listener.port,
+            ssl=tls,
+            ssl_handshake_timeout=CONNECT_TIMEOUT if tls is not None else None,
+            reuse_address=True,
+            backlog=BACKLOG,
+            start_serving=False,
+        )
+    except OSError as exc:
+        address = f"{listener.host}:{listener.port}"
+        raise ConfigError(f"{listener.name}: cannot listen on {address}: {exc.strerror}") from exc
     return server, BoundListener(listener, server.sockets[0].getsockname()[1])
