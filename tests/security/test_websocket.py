@@ -22,6 +22,7 @@ from brokerthread import RunningBroker
 from paho_helpers import V5, V311, wait_until
 from rawmqtt import connect_bytes, frame, publish_bytes, utf8
 from roost.config import Listener
+from roost.transport import stream
 from roost.transport.stream import WRITE_BUFFER_HIGH
 
 
@@ -135,6 +136,21 @@ def test_the_handshake_needs_the_mqtt_subprotocol_and_path(make_broker, ws_raw, 
     with pytest.raises(HandshakeRefused) as refused:
         ws_raw(broker, **options)
     assert refused.value.status == status
+
+
+def test_a_client_that_never_completes_the_handshake_is_closed(
+    make_broker, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(stream, "CONNECT_TIMEOUT", 0.2)  # read when a connection opens
+    broker = make_broker(ws_port=0)
+    with socket.create_connection(("127.0.0.1", broker.broker.port_of("ws")), 10) as silent:
+        silent.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        try:
+            answer = silent.recv(1024)
+        except ConnectionResetError:  # (the broker aborts the connection)
+            answer = b""
+        assert answer == b""  # closed, no answer
+    assert "no WebSocket handshake within 0.2 s" in caplog.text
 
 
 def test_the_path_is_configurable(make_broker, ws_raw) -> None:
