@@ -135,7 +135,7 @@ def test_use_identity_as_username_makes_the_cn_the_identity(make_broker, clients
     assert status == 200
     assert listed["username"] == "sensor-7"
     assert recorder.seen == []  # no password check on this listener, as in Mosquitto
-    # A client that claims another user name over plain TCP keeps its own.
+    # Over plain TCP, without a user name, a client has none.
     clients.connect(broker, "plain-1", V5)
     assert AdminApi(broker).get("/api/v1/clients/plain-1")[1]["username"] is None
 
