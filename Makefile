@@ -27,7 +27,13 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy src
 
-test: lint typecheck
+# MQTT.js for the WebSocket tests (tests/security/mqttjs.py installs it too when missing)
+JS_DEPS := tests/js/node_modules/.package-lock.json
+
+$(JS_DEPS): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+
+test: lint typecheck $(JS_DEPS)
 	$(PY) -m pytest -q -n auto
 
 # make bench [BENCH_ARGS="qos0-fanin --rounds 3"] [INSTALL_MOSQUITTO=1]

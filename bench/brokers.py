@@ -180,6 +180,8 @@ class BrokerProcess:
     def __init__(self, cpus: set[int]) -> None:
         self.cpus = cpus
         self.port = free_port()
+        self.load_port = self.port  # where the load generator connects
+        self.cafile: str | None = None  # the CA it trusts when that is a TLS listener
         self.tmpdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         self.log_path = self.tmpdir / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -288,6 +290,33 @@ class Roost(BrokerProcess):
 
     def env(self) -> dict[str, str] | None:
         return src_env()
+
+
+class RoostTls(Roost):
+    """Roost with a TLS listener (``--tls-port``), where the load goes; the readiness probe
+    still uses the plain port. The certificate, for 127.0.0.1, comes from a throwaway
+    trustme CA (ECDSA P-256 keys) written to the broker's temporary directory."""
+
+    name = "roost-tls"
+
+    def __init__(self, cpus: set[int], extra_args: list[str] | None = None) -> None:
+        import trustme  # a dev dependency, like the rest of the bench's
+
+        super().__init__(cpus, extra_args)
+        ca = trustme.CA()
+        server = ca.issue_cert(HOST)
+        self.cafile = str(self.tmpdir / "ca.pem")
+        certfile, keyfile = self.tmpdir / "server.pem", self.tmpdir / "server.key"
+        ca.cert_pem.write_to_path(self.cafile)
+        server.private_key_pem.write_to_path(str(keyfile))
+        for blob in server.cert_chain_pems:
+            blob.write_to_path(str(certfile), append=True)
+        self.load_port = free_port()
+        self.extra_args = [
+            *self.extra_args,
+            *("--tls-port", str(self.load_port), "--certfile", str(certfile)),
+            *("--keyfile", str(keyfile)),
+        ]
 
 
 # Mosquitto 2.0.11 (the Debian package) loses track of queued QoS 1 messages once an online

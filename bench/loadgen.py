@@ -23,6 +23,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -128,12 +129,21 @@ class MqttError(Exception):
 class Worker:
     """State of one worker process: its slot of the shared counters and its connections."""
 
-    def __init__(self, wid: int, nworkers: int, counters: Counters, ctrl: Counters, port: int):
+    def __init__(
+        self,
+        wid: int,
+        nworkers: int,
+        counters: Counters,
+        ctrl: Counters,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+    ):
         self.wid = wid
         self.nworkers = nworkers
         self.counters = counters
         self.ctrl = ctrl
         self.port = port
+        self.tls = tls  # connect with TLS (to the worker's own port), verifying the broker
         self.base = wid * NSLOTS
         self.conns: list[Conn] = []
         self.latencies: list[int] = []
@@ -375,7 +385,13 @@ async def open_conn(
 ) -> Conn:
     """Connect to ``port`` (default: the worker's broker port)."""
     _, conn = await asyncio.wait_for(
-        w.loop.create_connection(lambda: Conn(w, latency), HOST, port or w.port), timeout
+        w.loop.create_connection(
+            lambda: Conn(w, latency),
+            HOST,
+            port or w.port,
+            ssl=None if port else w.tls,
+        ),
+        timeout,
     )
     try:
         first, body = await conn.request(connect_packet(client_id, keepalive, clean), timeout)
@@ -647,8 +663,10 @@ async def _worker_async(
     counters: Counters,
     ctrl: Counters,
     concurrency: int,
+    cafile: str | None = None,
 ) -> dict[str, Any]:
-    w = Worker(wid, nworkers, counters, ctrl, port)
+    tls = ssl.create_default_context(cafile=cafile) if cafile else None
+    w = Worker(wid, nworkers, counters, ctrl, port, tls)
     w.add(BOOTED)
     await w.wait_phase(P_SETUP)
     sem = asyncio.Semaphore(concurrency)
@@ -695,6 +713,7 @@ def worker_main(
     results: Any,
     cpus: set[int],
     concurrency: int,
+    cafile: str | None = None,
 ) -> None:
     """Entry point of a worker process (multiprocessing, spawn)."""
     from bench.brokers import raise_nofile
@@ -711,7 +730,7 @@ def worker_main(
     except ImportError:
         run = asyncio.run
     try:
-        result = run(_worker_async(wid, nworkers, port, roles, counters, ctrl, concurrency))
+        result = run(_worker_async(wid, nworkers, port, roles, counters, ctrl, concurrency, cafile))
     except BaseException as exc:
         result = {
             "wid": wid,

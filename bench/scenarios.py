@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import loadgen as lg
-from bench.brokers import BrokerProcess, NullBroker, Roost
+from bench.brokers import BrokerProcess, NullBroker, Roost, RoostTls
 from bench.runner import Ctx, LoadRun, Snapshot, cpu_percent, other_load_percent, rate, split
 
 GEN_SATURATED = 85.0  # generator CPU % (per generator core) above which it may be the limit
@@ -203,11 +203,10 @@ CEILING = Scenario(
 # -- 1. QoS 0 fan-in ---------------------------------------------------------------------------
 
 
-def run_qos0_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
-    assert broker is not None
+def qos0_fanin_roles(ctx: Ctx) -> list[list[dict[str, Any]]]:
     nw = ctx.workers
     batch = qos0_batch(TOPIC, ctx.payload, 32, 1)
-    roles = merge(
+    return merge(
         single(nw, {"role": "sub", "filters": [TOPIC], "qos": 0}),
         place(
             nw,
@@ -215,7 +214,11 @@ def run_qos0_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
             {"role": "pub0", "batches": [batch], "window": ctx.qos0_window},
         ),
     )
-    a, b, final, run = throughput(ctx, broker, roles)
+
+
+def run_qos0_fanin(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    assert broker is not None
+    a, b, final, run = throughput(ctx, broker, qos0_fanin_roles(ctx))
     return qos0_outcome(ctx, run, a, b, final, lg.SENT)
 
 
@@ -678,6 +681,62 @@ DURABLE = Scenario(
 )
 
 
+# -- 9. TLS cost (Roost against itself) ----------------------------------------------------
+
+
+def run_tls(ctx: Ctx, _: BrokerProcess | None) -> Outcome:
+    """The QoS 0 and QoS 1 fan-ins with every client on a TLS listener, against the same
+    over plain TCP; fresh brokers, interleaved: TCP, TLS, TCP, TLS ..."""
+    out = Outcome()
+    runs = {
+        "qos0": (qos0_fanin_roles(ctx), lg.RECV),
+        "qos1": (qos1_fanin_roles(ctx, clean=True), lg.ACKED),
+    }
+    rates: dict[str, list[float]] = {f"{q}_{t}": [] for q in runs for t in ("tcp", "tls")}
+    cpu: dict[str, list[float]] = {key: [] for key in rates}
+    for _round in range(ctx.rounds):
+        for qos, (roles, slot) in runs.items():
+            for transport, kind in (("tcp", Roost), ("tls", RoostTls)):
+                broker = kind(ctx.broker_cpus, ctx.roost_args)
+                try:
+                    broker.start()
+                    a, b, _final, run = throughput(ctx, broker, roles)
+                    out.notes.extend(run.problems())
+                finally:
+                    broker.stop()
+                rates[f"{qos}_{transport}"].append(rate(a, b, slot))
+                cpu[f"{qos}_{transport}"].append(cpu_percent(a, b))
+    for key, values in rates.items():
+        out.metrics[key] = sorted(values)[len(values) // 2]
+        out.metrics[f"{key}_cpu"] = sorted(cpu[key])[len(values) // 2]
+    for qos in runs:
+        if out.metrics[f"{qos}_tcp"]:
+            out.metrics[f"{qos}_ratio"] = out.metrics[f"{qos}_tls"] / out.metrics[f"{qos}_tcp"]
+    out.extra["by_round"] = rates
+    return out
+
+
+TLS = Scenario(
+    "tls",
+    "Roost only: the QoS 0 and QoS 1 fan-ins over TLS (1.3, ECDSA) vs over plain TCP",
+    (
+        Metric("qos0_tcp", "QoS 0 fan-in received msg/s, TCP", "higher"),
+        Metric("qos0_tls", "QoS 0 fan-in received msg/s, TLS", "higher"),
+        Metric("qos0_ratio", "QoS 0 TLS / TCP", "higher", 2),
+        Metric("qos1_tcp", "QoS 1 fan-in PUBACKs/s, TCP", "higher"),
+        Metric("qos1_tls", "QoS 1 fan-in PUBACKs/s, TLS", "higher"),
+        Metric("qos1_ratio", "QoS 1 TLS / TCP", "higher", 2),
+        Metric("qos0_tcp_cpu", "broker CPU %, QoS 0 over TCP"),
+        Metric("qos0_tls_cpu", "broker CPU %, QoS 0 over TLS"),
+        Metric("qos1_tcp_cpu", "broker CPU %, QoS 1 over TCP"),
+        Metric("qos1_tls_cpu", "broker CPU %, QoS 1 over TLS"),
+    ),
+    run_tls,
+    per_broker=False,
+    default=False,
+)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -690,5 +749,6 @@ SCENARIOS: dict[str, Scenario] = {
         LATENCY,
         SOAK,
         DURABLE,
+        TLS,
     )
 }

@@ -180,9 +180,13 @@ def connect(
     will_properties: Properties | None = None,
     properties: Properties | None = None,
     expect_success: bool = True,
+    prepare: Callable[[mqtt.Client], None] | None = None,
 ) -> tuple[mqtt.Client, Collector]:
-    """Connect a paho client to ``broker`` (has .host/.port), start its loop, wait for CONNACK."""
+    """Connect a paho client to ``broker`` (has .host/.port), start its loop, wait for CONNACK.
+    ``prepare`` sets the client up first (TLS, WebSocket transport)."""
     client, collector = make_client(client_id, version, clean)
+    if prepare is not None:
+        prepare(client)
     if will is not None:
         topic, payload, qos, retain = will
         client.will_set(topic, payload, qos, retain, properties=will_properties)
@@ -326,7 +330,7 @@ class Clients:
     ) -> Conn:
         """Connect, start the loop and wait for the CONNACK (which must be a success unless
         ``expect_success`` is false). ``options`` (``session_expiry``, ``keepalive``,
-        ``will``, ``will_properties``, ``properties``) go to :func:`connect`."""
+        ``will``, ``will_properties``, ``properties``, ``prepare``) go to :func:`connect`."""
         client, col = connect(
             broker, client_id, version, clean, expect_success=expect_success, **options
         )

@@ -4,6 +4,7 @@ serves ``/api/v1/assign`` and the routes that come later."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from roost.attach import Attacher
@@ -14,6 +15,7 @@ from roost.core import BrokerCore
 
 if TYPE_CHECKING:
     from roost.http.server import HttpServer
+    from roost.transport.listeners import BoundListener
 
 
 async def open_access(
@@ -22,6 +24,7 @@ async def open_access(
     attacher: Attacher,
     cluster: ClusterNode | None,
     listener: str,
+    mqtt_listeners: Sequence[BoundListener] = (),
 ) -> HttpServer | None:
     """Make the placement the attacher's redirector and start the HTTP listener (None
     when ``http_port`` is -1). ``listener`` is HOST:PORT of the MQTT listener, the
@@ -40,7 +43,7 @@ async def open_access(
     from roost.http.node import NodeView
     from roost.http.server import HttpServer
 
-    node = NodeView(settings, core, cluster, listener)
+    node = NodeView(settings, core, cluster, listener, tuple(mqtt_listeners))
     http = HttpServer(make_app(placement, node), settings.http_host, settings.http_port)
     await http.start()
     if cluster is not None:

@@ -34,7 +34,7 @@ class Credentials:
     password: bytes | None
     peer: str  # "address:port" of the client
     protocol_level: int
-    certificate: dict[str, object] | None = None  # the TLS client certificate, if any
+    certificate: dict[str, object] | None = None  # the verified TLS client certificate's fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,11 @@ class Attacher:
                 ReasonCode.BAD_AUTHENTICATION_METHOD, f"authentication method {method!r}"
             )
             return
-        if self.authenticator is None and self.claimer is None and method is None:
+        vouched = connection.transport.identity  # Mosquitto's use_identity_as_username
+        if vouched is not None:
+            connection.username = vouched  # no password is checked for it
+        checked = self.authenticator is not None and vouched is None
+        if not checked and self.claimer is None and method is None:
             connection.complete_connect()
             return
         task = asyncio.get_running_loop().create_task(self._attach(connection))
@@ -156,7 +160,7 @@ class Attacher:
     async def _authenticate(self, connection: ServerConnection) -> Verdict:
         terms = connection.terms
         assert terms is not None
-        if self.authenticator is None:
+        if self.authenticator is None or connection.transport.identity is not None:
             return Verdict.allow()
         credentials = Credentials(
             terms.client_id,
@@ -164,6 +168,7 @@ class Attacher:
             terms.password,
             connection.transport.peer,
             terms.protocol_level,
+            connection.transport.certificate,
         )
         try:
             return await self.authenticator.authenticate(credentials)

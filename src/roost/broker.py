@@ -1,4 +1,4 @@
-"""The asyncio shell of a Roost node: listener, the periodic sweep, graceful shutdown, and
+"""The asyncio shell of a Roost node: listeners, the periodic sweep, graceful shutdown, and
 stopping on its own when the store fails."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from roost.access import open_access
 from roost.attach import Attacher, Authenticator
 from roost.cluster.clients import RedisClients
 from roost.cluster.node import ClusterError, ClusterNode
-from roost.config import Settings
+from roost.config import Settings, listeners_of
 from roost.core import BrokerCore
 from roost.errors import ConfigError, RoostError, StoreError
 from roost.security.acl import Acl
@@ -26,7 +26,7 @@ from roost.store.memory import MemoryStore
 from roost.store.redis import RedisStore
 from roost.store.sqlite import SqliteStore
 from roost.systopics import SysTopics
-from roost.transport.tcp import TcpConnection
+from roost.transport.listeners import BoundListener, open_listener
 
 if TYPE_CHECKING:
     from roost.http.server import HttpServer  # aiohttp is imported only when HTTP is on
@@ -45,7 +45,7 @@ class Reloadable(Protocol):
 
 
 class Broker:
-    """A single Roost node serving MQTT over TCP."""
+    """A single Roost node serving MQTT over its listeners (TCP, TLS, WebSocket, WSS)."""
 
     def __init__(
         self,
@@ -70,8 +70,9 @@ class Broker:
         self.attacher = Attacher(authenticator, enhanced_auth=self._password_auth)
         self._clock = clock
         self.core: BrokerCore | None = None
-        self.port = settings.port
-        self._server: asyncio.Server | None = None
+        self.port = settings.port  # of the main TCP listener (the actual one once started)
+        self.listeners: list[BoundListener] = []  # every MQTT listener, the main one first
+        self._servers: list[asyncio.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._store: Store | None = None
         self._redis: RedisClients | None = None  # in a cluster
@@ -104,24 +105,38 @@ class Broker:
         core.load()
         if self.settings.sys_interval:
             core.tick_hooks.append(SysTopics(core, self.settings.sys_interval).tick)
-        self._server = await loop.create_server(
-            lambda: TcpConnection(core, self.attacher),
-            self.settings.host,
-            self.settings.port,
-            reuse_address=True,
-            backlog=4096,
-            start_serving=False,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        try:
+            for listener in listeners_of(self.settings):
+                server, bound = await open_listener(listener, core, self.attacher)
+                self._servers.append(server)
+                self.listeners.append(bound)
+        except ConfigError:
+            for server in self._servers:
+                server.close()
+            raise
+        self.port = self.listeners[0].port
         if self._redis is not None and self._redis_store is not None:
             self.cluster = await self._join_cluster(core, self._redis, self._redis_store)
             self.attacher.claimer = self.cluster
         self.http = await open_access(
-            self.settings, core, self.attacher, self.cluster, f"{self.settings.host}:{self.port}"
+            self.settings,
+            core,
+            self.attacher,
+            self.cluster,
+            f"{self.settings.host}:{self.port}",
+            self.listeners,
         )
-        await self._server.start_serving()
+        for server in self._servers:
+            await server.start_serving()
         self._sweeper = loop.create_task(self._sweep(core))
-        log.info("roost listening on %s:%d", self.settings.host, self.port)
+        log.info("roost listening on %s", ", ".join(bound.describe() for bound in self.listeners))
+
+    def port_of(self, kind: str) -> int:
+        """The actual port of the first listener of ``kind`` (tcp, tls, ws, wss)."""
+        for bound in self.listeners:
+            if bound.listener.kind == kind:
+                return bound.port
+        raise LookupError(f"this node has no {kind} listener")
 
     async def _join_cluster(
         self, core: BrokerCore, redis: RedisClients, store: RedisStore
@@ -175,8 +190,8 @@ class Broker:
         if self.failure is not None:
             return
         self.failure = error
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         if self.core is not None:
             self.core.shutdown()
         self.stopping.set()
@@ -185,8 +200,8 @@ class Broker:
         """Stop accepting, tell clients (MQTT 5: DISCONNECT 0x8B), close everything."""
         if self.http is not None:
             await self.http.stop()
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         if self.core is not None:
             self.core.shutdown()
         await self.attacher.drain()
@@ -196,8 +211,8 @@ class Broker:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
         if self.cluster is not None:
             await self.cluster.stop()
             self.cluster = None

@@ -31,6 +31,8 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         "settings", "override the config file and ROOST_<NAME> environment variables"
     )
     for field in fields(Settings):
+        if field.name not in FIELD_TYPES:
+            continue  # [[listeners]]: TOML only
         group.add_argument(
             "--" + field.name.replace("_", "-"),
             default=None,

@@ -7,15 +7,35 @@ and command-line flags (in that order of precedence, flags last).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import get_type_hints
 
 from roost.cluster.assign import POLICIES
 from roost.errors import ConfigError
 from roost.logs import parse_module_levels
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One MQTT listener of a node (docs/listeners.md). ``name`` says where it was
+    configured (``port``, ``tls_port``, ``[[listeners]] #2``); errors name it."""
+
+    kind: str = "tcp"  # tcp | tls | ws | wss
+    host: str = ""  # "" = the node's ``host`` setting
+    port: int = -1  # required; 0 = any free port
+    certfile: str = ""  # tls, wss: PEM server certificate (chain)
+    keyfile: str = ""  # tls, wss: PEM private key
+    cafile: str = ""  # tls, wss: PEM CA certificates; client certificates presented are verified
+    require_certificate: bool = False  # tls, wss: a client without a valid certificate is refused
+    use_identity_as_username: bool = False  # tls, wss: the certificate's CN is the user name
+    min_tls_version: str = "1.2"  # tls, wss: "1.2" or "1.3"
+    path: str = "/mqtt"  # ws, wss: the HTTP path of the WebSocket endpoint ("/" works too)
+    proxy_protocol: bool = False  # tcp: connections start with a PROXY protocol header
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +126,17 @@ class Settings:
     inbox_hold_ms: int = 1000
     # inbox entries above which nodes sending to it hold back their publishers' acks
     inbox_max_entries: int = 1000
+    # Listeners, see docs/listeners.md. ``host``/``port`` above is the main (plain TCP)
+    # listener; these add TLS and WebSocket ones on ``host`` (-1 = off), and [[listeners]]
+    # tables in the TOML file add any number of any kind.
+    tls_port: int = -1
+    ws_port: int = -1  # path /mqtt (and /)
+    wss_port: int = -1
+    certfile: str = ""  # PEM server certificate (chain) of tls_port and wss_port
+    keyfile: str = ""  # its PEM private key
+    cafile: str = ""  # PEM CA certificates: client certificates presented are verified
+    require_certificate: bool = False  # tls_port, wss_port: refuse clients without one
+    listeners: tuple[Listener, ...] = ()  # [[listeners]] of the TOML file (TOML only)
 
 
 ENV_PREFIX = "ROOST_"
@@ -177,7 +208,10 @@ CHOICES: dict[str, AbstractSet[str]] = {
 }
 
 _HINTS = get_type_hints(Settings)
-FIELD_TYPES: dict[str, type] = {field.name: _HINTS[field.name] for field in fields(Settings)}
+# The flat settings: each has a flag and an env var; [[listeners]] is read apart.
+FIELD_TYPES: dict[str, type] = {
+    field.name: _HINTS[field.name] for field in fields(Settings) if field.name != "listeners"
+}
 
 _BOOL_WORDS = {
     "true": True, "1": True, "yes": True, "on": True,
@@ -224,10 +258,14 @@ def _read_file(path: str) -> dict[str, object]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    listeners = data.pop("listeners", None)
     for key in data:
         if key not in FIELD_TYPES:
             raise ConfigError(f"unknown setting {key!r} in config file {path}")
-    return {key: _check_type(key, value, f" in {path}") for key, value in data.items()}
+    values = {key: _check_type(key, value, f" in {path}") for key, value in data.items()}
+    if listeners is not None:
+        values["listeners"] = _read_listeners(listeners, path)
+    return values
 
 
 def load_settings(
@@ -279,6 +317,7 @@ def validate(settings: Settings) -> None:
     for burst, rate in BURST_OF_RATE.items():
         if getattr(settings, burst) and not getattr(settings, rate):
             raise ConfigError(f"setting {burst!r} needs {rate} > 0")
+    _validate_listeners(listeners_of(settings))
 
 
 def _check_module_levels(text: str) -> None:
@@ -298,3 +337,121 @@ def _check_module_levels(text: str) -> None:
 def _is_host_port(text: str) -> bool:
     host, _, port = text.rpartition(":")
     return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+# -- Listeners ---------------------------------------------------------------------------
+
+LISTENER_KINDS = ("tcp", "tls", "ws", "wss")
+TLS_KINDS = frozenset({"tls", "wss"})
+WEBSOCKET_KINDS = frozenset({"ws", "wss"})
+TLS_VERSIONS = ("1.2", "1.3")
+ANY_HOST = frozenset({"0.0.0.0", "::"})  # a listener there clashes with any host
+_LISTENER_HINTS = get_type_hints(Listener)
+LISTENER_KEYS: dict[str, type] = {
+    field.name: _LISTENER_HINTS[field.name] for field in fields(Listener) if field.name != "name"
+}
+_TLS_ONLY = ("certfile", "keyfile", "cafile", "require_certificate", "use_identity_as_username")
+
+
+def _read_listeners(tables: object, path: str) -> tuple[Listener, ...]:
+    """The ``[[listeners]]`` array of tables: each key checked like a setting's."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"'listeners' in {path} must be an array of tables ([[listeners]])")
+    listeners = []
+    for number, table in enumerate(tables, 1):
+        name = f"[[listeners]] #{number}"
+        for key, value in table.items():
+            if key not in LISTENER_KEYS:
+                raise ConfigError(f"{name} in {path}: unknown key {key!r}")
+            expected = LISTENER_KEYS[key]
+            if type(value) is not expected:
+                raise ConfigError(
+                    f"{name} in {path}: {key!r} must be {_TYPE_NAMES[expected]}, got {value!r}"
+                )
+        if "port" not in table:
+            raise ConfigError(f"{name} in {path}: 'port' is required")
+        listeners.append(Listener(**table, name=name))
+    return tuple(listeners)
+
+
+def listeners_of(settings: Settings) -> tuple[Listener, ...]:
+    """Every MQTT listener of the node, the main TCP one first, hosts filled in."""
+    main = Listener(
+        "tcp", settings.host, settings.port, proxy_protocol=settings.proxy_protocol, name="port"
+    )
+    flagged = [
+        Listener(kind, settings.host, port, name=f"{kind}_port")
+        if kind == "ws"
+        else Listener(
+            kind,
+            settings.host,
+            port,
+            settings.certfile,
+            settings.keyfile,
+            settings.cafile,
+            settings.require_certificate,
+            name=f"{kind}_port",
+        )
+        for kind, port in (
+            ("tls", settings.tls_port),
+            ("ws", settings.ws_port),
+            ("wss", settings.wss_port),
+        )
+        if port != -1
+    ]
+    listed = [replace(lst, host=lst.host or settings.host) for lst in settings.listeners]
+    return (main, *flagged, *listed)
+
+
+def _validate_listeners(listeners: tuple[Listener, ...]) -> None:
+    """Raise ConfigError naming the listener and the key of the first bad listener."""
+    taken: dict[int, list[Listener]] = {}
+    for listener in listeners:
+        _validate_listener(listener)
+        for other in taken.get(listener.port, ()):
+            if listener.host == other.host or {listener.host, other.host} & ANY_HOST:
+                raise ConfigError(
+                    f"{listener.name}: 'port' {listener.host}:{listener.port} is taken by "
+                    f"{other.name} already"
+                )
+        if listener.port:  # 0: any free port, never a clash
+            taken.setdefault(listener.port, []).append(listener)
+
+
+def _validate_listener(listener: Listener) -> None:
+    name, kind = listener.name, listener.kind
+    if kind not in LISTENER_KINDS:
+        raise ConfigError(f"{name}: 'kind' = {kind!r}; allowed: {', '.join(LISTENER_KINDS)}")
+    if not 0 <= listener.port <= 65535:
+        where = f"setting {name!r}" if "[" not in name else f"{name}: 'port'"
+        raise ConfigError(f"{where} = {listener.port} is out of range; allowed: 0..65535")
+    if kind in TLS_KINDS:
+        for key in ("certfile", "keyfile"):
+            _check_readable(listener, key, required=True)
+        _check_readable(listener, "cafile", required=listener.require_certificate)
+        if listener.use_identity_as_username and not listener.require_certificate:
+            raise ConfigError(f"{name}: 'use_identity_as_username' needs require_certificate")
+        if listener.min_tls_version not in TLS_VERSIONS:
+            raise ConfigError(
+                f"{name}: 'min_tls_version' = {listener.min_tls_version!r}; "
+                f"allowed: {', '.join(TLS_VERSIONS)}"
+            )
+    else:
+        for key in _TLS_ONLY:
+            if getattr(listener, key):
+                raise ConfigError(f"{name}: {key!r} is for tls and wss listeners, not {kind}")
+    if kind in WEBSOCKET_KINDS and not listener.path.startswith("/"):
+        raise ConfigError(f"{name}: 'path' = {listener.path!r} must start with '/'")
+    if listener.proxy_protocol and kind != "tcp":
+        raise ConfigError(f"{name}: 'proxy_protocol' is for tcp listeners only")
+
+
+def _check_readable(listener: Listener, key: str, required: bool) -> None:
+    path = getattr(listener, key)
+    if not path:
+        if required:
+            why = "a client certificate is required" if key == "cafile" else listener.kind
+            raise ConfigError(f"{listener.name}: {key!r} is required ({why})")
+        return
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ConfigError(f"{listener.name}: {key!r} = {path!r} is not a readable file")

@@ -96,6 +96,11 @@ class Transport(Protocol):
     """What the I/O shell provides to a connection."""
 
     peer: str
+    # The client's verified TLS certificate (see roost.transport.certificate), if any, and
+    # the identity the listener vouches for (the certificate's CN on a
+    # use_identity_as_username listener): the attach takes it as the user name.
+    certificate: dict[str, object] | None
+    identity: str | None
 
     def write(self, data: bytes) -> None: ...
 

@@ -11,7 +11,7 @@ import time
 
 from paho_helpers import wait_until
 from rawmqtt import frame, utf8
-from roost.transport.tcp import WRITE_BUFFER_HIGH
+from roost.transport.stream import WRITE_BUFFER_HIGH
 
 
 def small_buffers(client) -> None:

@@ -30,6 +30,7 @@ PURE_MODULES = [
     "roost.security.backoff",
     "roost.security.passwords",
     "roost.security.limits",
+    "roost.transport.certificate",
 ]
 
 # threading is allowed: the standard logging module imports it.
@@ -42,6 +43,9 @@ SHELL_MODULES = [
     "roost.cluster.node",
     "roost.cluster.flow",
     "roost.transport.tcp",
+    "roost.transport.tls",
+    "roost.transport.websocket",
+    "roost.transport.listeners",
     "roost.client",
 ]
 

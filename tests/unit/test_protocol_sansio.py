@@ -49,6 +49,8 @@ class FakeTransport:
 
     def __init__(self, level: int, peer: str = "fake:1") -> None:
         self.peer = peer
+        self.certificate: dict[str, object] | None = None
+        self.identity: str | None = None
         self.closed = False
         self.later = False
         self.writes_after_close = 0

@@ -11,6 +11,7 @@ from roost.cluster.node import ClusterNode
 from roost.config import Settings
 from roost.core import BrokerCore
 from roost.figures import Figures, read_figures
+from roost.transport.listeners import BoundListener
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,8 @@ class NodeView:
     settings: Settings
     core: BrokerCore
     cluster: ClusterNode | None
-    mqtt_listener: str  # HOST:PORT of the MQTT listener
+    mqtt_listener: str  # HOST:PORT of the main MQTT listener
+    mqtt_listeners: tuple[BoundListener, ...] = ()  # all of them, the main one first
 
     @property
     def node_id(self) -> str:

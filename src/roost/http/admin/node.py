@@ -67,7 +67,11 @@ async def node_info(request: web.Request) -> web.Response:
             "version": __version__,
             "uptime": round(node.core.clock() - node.core.traffic.started, 3),
             "cluster": node.cluster is not None,
-            "listeners": {"mqtt": node.mqtt_listener, "http": f"{settings.http_host}:{http_port}"},
+            "listeners": {
+                "mqtt": node.mqtt_listener,
+                "http": f"{settings.http_host}:{http_port}",
+                "all": [bound.info() for bound in node.mqtt_listeners],
+            },
             "settings": visible_settings(settings),
         }
     )

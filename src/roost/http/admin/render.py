@@ -71,6 +71,7 @@ def client_json(connection: ServerConnection, session: Session, now: float) -> J
     return {
         **session_json(session, True, now),
         "peer": connection.transport.peer,
+        "username": connection.username,
         "protocol": PROTOCOL_VERSIONS.get(connection.level, str(connection.level)),
         "keep_alive": connection.keep_alive,
         "connected_for": round(now - connection.opened_at, 3),
