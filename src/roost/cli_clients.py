@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import ssl
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -108,6 +109,11 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--keepalive", type=int, default=60, help="keep alive seconds")
     parser.add_argument("-u", "--username", help="user name")
     parser.add_argument("-P", "--password", help="password")
+    parser.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="MQTT over TLS; the server's certificate is verified against the CAs in FILE",
+    )
 
 
 def _run(command: str, main: Coroutine[Any, Any, int]) -> int:
@@ -135,6 +141,7 @@ async def _connect(args: argparse.Namespace, **options: Any) -> MQTTClient:
             keep_alive=args.keepalive,
             username=args.username,
             password=args.password,
+            tls=None if args.cafile is None else ssl.create_default_context(cafile=args.cafile),
             **options,
         )
     except OSError as exc:

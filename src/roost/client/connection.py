@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from types import TracebackType
@@ -123,13 +124,16 @@ class MQTTClient:
         properties: Properties | None = None,
         timeout: float | None = 10.0,
         max_redirects: int = MAX_REDIRECTS,
+        tls: ssl.SSLContext | None = None,
     ) -> MQTTClient:
         """Open a connection and complete the CONNECT/CONNACK handshake within ``timeout``.
 
         ``session_expiry`` and ``properties`` apply to MQTT 5 only. A server that answers
         "use another server" or "server moved" with a Server Reference is followed, at most
-        ``max_redirects`` times. Raises ConnectError if the server refuses (RedirectError
-        if the redirects loop or go on), OSError if it cannot be reached.
+        ``max_redirects`` times. With ``tls``, the connection is MQTT over TLS with that
+        context (the server's certificate checked as it says). Raises ConnectError if the
+        server refuses (RedirectError if the redirects loop or go on), OSError if it cannot
+        be reached.
         """
         properties = properties or NO_PROPERTIES
         if session_expiry is not None:
@@ -151,7 +155,7 @@ class MQTTClient:
         visited = [(host, port)]
         while True:
             try:
-                return await cls._connect_to(host, port, connect, timeout)
+                return await cls._connect_to(host, port, connect, timeout, tls)
             except ConnectError as exc:
                 if exc.server_reference is None or max_redirects <= 0:
                     raise
@@ -162,10 +166,15 @@ class MQTTClient:
 
     @classmethod
     async def _connect_to(
-        cls, host: str, port: int, connect: Connect, timeout: float | None
+        cls,
+        host: str,
+        port: int,
+        connect: Connect,
+        timeout: float | None,
+        tls: ssl.SSLContext | None,
     ) -> MQTTClient:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, ssl=tls)
             client = cls(
                 reader, writer, connect.protocol_level, connect.client_id, connect.properties
             )

@@ -8,12 +8,13 @@ from roost.errors import ConnackV3, ReasonCode, RoostError
 
 
 def reason_name(reason_code: int, connack_v3: bool = False) -> str:
-    """``NAME (0xNN)`` for an MQTT 5 reason code or, with ``connack_v3``, a 3.1.1 return code."""
+    """``name in words (0xNN)`` for an MQTT 5 reason code or, with ``connack_v3``, a 3.1.1
+    return code, as mosquitto_pub words them (``bad user name or password (0x86)``)."""
     names: type[ReasonCode] | type[ConnackV3] = ConnackV3 if connack_v3 else ReasonCode
     try:
-        name = names(reason_code).name
+        name = names(reason_code).name.lower().replace("_", " ")
     except ValueError:
-        name = "UNKNOWN"
+        name = "unknown"
     return f"{name} (0x{reason_code:02X})"
 
 
