@@ -132,6 +132,17 @@ SCHEMAS: Json = {
             ),
         ]
     },
+    "Listener": _object(
+        name="string", kind="string", address="string", path="string", require_certificate="boolean"
+    ),
+    "Listeners": {
+        "type": "object",
+        "properties": {
+            "mqtt": {"type": "string"},
+            "http": {"type": "string"},
+            "all": {"type": "array", "items": _ref("Listener")},
+        },
+    },
     "Node": _object(
         node_id="string",
         address="string",
@@ -165,14 +176,18 @@ PATHS: Json = {
     "/api/v1/node": {
         "get": _operation(
             "Version, uptime, listeners and settings (secrets hidden).",
-            _object(
-                node_id="string",
-                version="string",
-                uptime="number",
-                cluster="boolean",
-                listeners="object",
-                settings="object",
-            ),
+            {
+                "allOf": [
+                    _object(
+                        node_id="string",
+                        version="string",
+                        uptime="number",
+                        cluster="boolean",
+                        settings="object",
+                    ),
+                    {"properties": {"listeners": _ref("Listeners")}},
+                ]
+            },
         )
     },
     "/api/v1/stats": {
