@@ -31,6 +31,7 @@ typecheck: $(VENV)/.installed
 JS_DEPS := tests/js/node_modules/.package-lock.json
 
 $(JS_DEPS): tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null 2>&1 || (apt-get update && apt-get install -y nodejs npm)
 	cd tests/js && npm ci --no-audit --no-fund
 
 test: lint typecheck $(JS_DEPS)

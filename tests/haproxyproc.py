@@ -5,36 +5,21 @@ installed with apt-get (Debian package ``haproxy``); if that fails, the test fai
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import shutil
 import socket
 import subprocess
 import threading
 from pathlib import Path
 
+from debian import ensure_binary
 from paho_helpers import wait_until
 
 CONFIG = Path(__file__).parent.parent / "examples" / "haproxy" / "haproxy.cfg"
-INSTALL_LOCK = Path("/tmp/roost-tests-haproxy-install.lock")  # xdist workers install once
 
 
 def haproxy_binary() -> str:
     """The path of ``haproxy``, installed first if missing."""
-    with open(INSTALL_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
-        if found is None:
-            subprocess.run(
-                "apt-get update && apt-get install -y haproxy",
-                shell=True,
-                check=True,
-                timeout=900,
-                stdout=subprocess.DEVNULL,
-            )
-            found = shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
-    assert found is not None, "apt-get installed no haproxy"
-    return found
+    return ensure_binary("haproxy")
 
 
 def free_port() -> int:

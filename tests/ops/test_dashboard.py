@@ -10,7 +10,6 @@ made."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from adminhttp import TOKEN, http_base
 from brokerthread import RunningBroker
+from debian import ensure_binary
 from paho_helpers import Clients, Conn, code_of, publish_half_message, wait_until
 from roost.errors import ReasonCode
 
@@ -36,8 +36,7 @@ CHROMIUM_ARGS = [
 def ensure_chromium() -> None:
     """Debian's chromium is the browser (Playwright's own download is not used)."""
     if not os.access(CHROMIUM, os.X_OK):
-        subprocess.run(["apt-get", "update"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "chromium"], check=True)
+        ensure_binary("chromium")
 
 
 @pytest.fixture(scope="module")
