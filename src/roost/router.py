@@ -4,7 +4,7 @@ subscription identifiers; and the retained-message store. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 
 from roost.message import Message
 from roost.session import SubscriptionOptions
@@ -165,6 +165,24 @@ class Router:
             if len(self._routes) >= ROUTE_CACHE_SIZE:
                 self._routes.clear()
             self._routes[topic] = route
+        return route
+
+    def route_groups(
+        self,
+        groups: Iterable[str],
+        online: Callable[[str], bool],
+        eligible: Callable[[str], bool] | None = None,
+    ) -> Route:
+        """One member here of each shared group in ``groups`` (``$share/...`` filters), in
+        turn as :meth:`route` picks them, for a message meant for those groups only (not
+        for the plain subscriptions its topic matches)."""
+        route: Route = []
+        for topic_filter in groups:
+            entries = self._trie.get(topic_filter)
+            if entries:
+                chosen = self._pick_member(topic_filter, entries, online, eligible)
+                if chosen is not None:
+                    route.append((chosen[0], Target(chosen[1])))
         return route
 
     def _pick_member(

@@ -12,7 +12,10 @@ turn, in order. A record is one of
 - ``PREPARED`` / ``SETTLED``: a node holds a new pending transaction / settled one (to
   every node, so that each knows where to send a decision and how to answer a late one);
 - ``DECIDE``: a producer's decision, for the node holding the transaction;
-- ``CHECK``: a check-back request, for one member of the group on the receiving node.
+- ``CHECK``: a check-back request, for one member of the group on the receiving node;
+- ``GROUPS``: a message for some shared groups only, one member of each on the receiving
+  node (not for its plain subscriptions): one that waited in a dead node's inbox, dealt
+  again to its groups by the adopter of that node.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ PREPARED = 4
 SETTLED = 5
 DECIDE = 6
 CHECK = 7
+GROUPS = 8
 
 _OUTCOMES = tuple(Settled)
 _DECISIONS = tuple(Decision)
@@ -101,13 +105,21 @@ class Check:
     request: Message
 
 
-Record = Relayed | Kick | Released | Prepared | TransactionSettled | Decide | Check
+@dataclass(frozen=True, slots=True)
+class ForGroups:
+    """A message for the shared groups ``groups`` only."""
+
+    message: Message
+    groups: frozenset[str]
+
+
+Record = Relayed | Kick | Released | Prepared | TransactionSettled | Decide | Check | ForGroups
 
 
 def encode_publish(
     message: Message, shared: tuple[str, ...], now: float, kind: int = PUBLISH
 ) -> bytes:
-    """A PUBLISH (or CHECK) record; a message expiry interval is sent as what remains at
+    """A PUBLISH (or CHECK, or GROUPS) record; a message expiry interval is sent as what remains at
     ``now``."""
     properties = message.properties_bytes(now)
     flags = message.qos | (_RETAIN if message.retain else 0)
@@ -190,6 +202,9 @@ def decode_batch(data: bytes, now: float) -> Iterator[Record]:
         elif kind == CHECK:
             relayed, pos = _read_publish(data, pos, now)
             yield Check(relayed.message)
+        elif kind == GROUPS:
+            relayed, pos = _read_publish(data, pos, now)
+            yield ForGroups(relayed.message, relayed.shared)
         else:
             raise MalformedPacket(f"unknown record kind {kind}")
 
