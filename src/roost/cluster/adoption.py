@@ -22,11 +22,12 @@ node itself when it starts again and nobody has done it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from roost.cluster import keys, scripts
-from roost.cluster.wire import Decide, Relayed, decode_batch
+from roost.cluster.wire import Decide, Relayed, decode_entry
 from roost.core import BrokerCore
 from roost.errors import ProtocolError
 from roost.message import Message
@@ -129,11 +130,11 @@ class Adoption:
                 return delivered
             for entry_id, fields in entries:
                 self.last_entry = entry_id.decode()
-                delivered += self._deliver(fields[b"b"])
+                delivered += self._deliver(fields)
 
-    def _deliver(self, data: bytes) -> int:
+    def _deliver(self, fields: dict[bytes, bytes]) -> int:
         try:
-            records = list(decode_batch(data, self.core.clock()))
+            records = list(decode_entry(fields, self.core.clock(), time.time()))
         except ProtocolError as exc:
             log.error("dropping a malformed batch of node %s's inbox: %s", self.dead, exc)
             return 0

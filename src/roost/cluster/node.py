@@ -53,7 +53,7 @@ from roost.cluster.wire import (
     Relayed,
     Released,
     TransactionSettled,
-    decode_batch,
+    decode_entry,
     encode_kick,
     encode_publish,
     encode_released,
@@ -344,7 +344,7 @@ class ClusterNode:
             for _stream, entries in response:
                 self.pacing.read(caught_up=len(entries) < READ_BATCH)
                 for entry_id, fields in entries:
-                    await self._handle_batch(fields[b"b"])
+                    await self._handle_entry(fields)
                     last = entry_id.decode()
                 self.core.store.after_commit(partial(self._trim_inbox, last))
 
@@ -359,9 +359,9 @@ class ClusterNode:
             )
         )
 
-    async def _handle_batch(self, data: bytes) -> None:
+    async def _handle_entry(self, fields: dict[bytes, bytes]) -> None:
         try:
-            records = list(decode_batch(data, self.clock()))
+            records = list(decode_entry(fields, self.clock(), time.time()))
         except ProtocolError as exc:
             log.error("dropping a malformed batch from the inbox: %s", exc)
             return

@@ -1,7 +1,9 @@
 """What nodes send each other through their inbox streams, as bytes. Pure: no I/O.
 
-One stream entry carries a *batch*: the records one node had for another in one loop
-turn, in order. A record is one of
+One stream entry carries a *batch* (field ``b``): the records one node had for another in
+one loop turn, in order; and when it was sent (field ``t``, wall-clock seconds), so that
+the time it waits in the stream counts toward the expiry of its messages (nodes share the
+wall clock, as they do for what they store). A record is one of
 
 - ``PUBLISH``: a message for the receiving node's local subscribers, with the shared
   filters the sender chose that node for (each message reaches one member of a shared
@@ -167,6 +169,30 @@ def encode_settled(settled: TransactionSettled) -> bytes:
 def encode_decide(decide: Decide) -> bytes:
     decision = _DECISIONS.index(decide.decision)
     return encode_u8(DECIDE) + encode_string(decide.transaction_id) + encode_u8(decision)
+
+
+BATCH = b"b"  # field of an inbox entry: the batch
+SENT = b"t"  # field of an inbox entry: when it was sent, wall clock
+
+
+def inbox_entry(batch: bytes, wall_now: float) -> dict[bytes, bytes]:
+    """The fields of the inbox entry carrying ``batch``, sent at ``wall_now``."""
+    return {BATCH: batch, SENT: repr(wall_now).encode()}
+
+
+def decode_entry(fields: dict[bytes, bytes], now: float, wall_now: float) -> Iterator[Record]:
+    """The records of an inbox entry read at ``now`` (broker clock), ``wall_now`` (wall
+    clock): its messages' expiry runs from when the entry was sent."""
+    if BATCH not in fields:
+        raise MalformedPacket("an inbox entry without a batch")
+    sent = fields.get(SENT)
+    waited = 0.0
+    if sent is not None:
+        try:
+            waited = max(0.0, wall_now - float(sent))
+        except ValueError:
+            raise MalformedPacket("an inbox entry with a bad time") from None
+    return decode_batch(fields[BATCH], now - waited)
 
 
 def decode_batch(data: bytes, now: float) -> Iterator[Record]:
