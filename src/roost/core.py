@@ -10,7 +10,7 @@ What the core needs of a connection is the :class:`Connection` protocol below.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Container, Hashable
+from collections.abc import Callable, Collection, Container, Hashable
 from dataclasses import astuple, replace
 from functools import partial
 from typing import Protocol
@@ -20,7 +20,7 @@ from roost.config import Settings
 from roost.errors import ProtocolError, ReasonCode, TransactionRefused
 from roost.message import Message
 from roost.presence import CONNECTED, DISCONNECTED, presence_event
-from roost.router import Router
+from roost.router import Route, Router
 from roost.security.limits import Limits
 from roost.session import NEVER_EXPIRES, Delivery, Session, SubscriptionOptions
 from roost.stats import TrafficCounters
@@ -498,6 +498,22 @@ class BrokerCore:
             targets = [target for target in targets if may_read(target[0], topic)]
         if only is not None:
             targets = [target for target in targets if target[0] in only]
+        return self._hand_out(message, targets)
+
+    def deliver_to_groups(self, message: Message, groups: Collection[str]) -> int:
+        """A message for the shared groups ``groups`` only (one member of each here), not
+        for the plain subscriptions of its topic: one that waited in a dead node's inbox,
+        dealt again to its groups by the node adopting that one."""
+        topic = message.topic
+
+        def may_receive(client_id: str) -> bool:
+            return self.may_read(client_id, topic)
+
+        eligible = None if self.acl is None else may_receive
+        return self._hand_out(message, self.router.route_groups(groups, self.is_online, eligible))
+
+    def _hand_out(self, message: Message, targets: Route) -> int:
+        """Give ``message`` to each target: its connection, or its session's queue."""
         sessions = self.sessions
         connections = self.connections
         limit = self.settings.max_queued_messages

@@ -4,8 +4,9 @@ subscription identifiers; and the retained-message store. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 
+from roost.cache import GenerationalCache
 from roost.message import Message
 from roost.session import SubscriptionOptions
 from roost.timers import Deadlines
@@ -73,6 +74,22 @@ class RetainedMessages(TopicMap[Message]):
         return expired
 
 
+class RouteCache(GenerationalCache[Route]):
+    """Cached routes by topic, in generations that can be searched by topic filter: the
+    routes a subscription change can alter are forgotten in both."""
+
+    young: TopicMap[Route]
+    old: TopicMap[Route]
+
+    def new_generation(self) -> TopicMap[Route]:
+        return TopicMap()
+
+    def discard_matching(self, topic_filter: str) -> None:
+        """Forget the routes of the topics a (non-shared) filter matches."""
+        self.young.discard_matching(topic_filter)
+        self.old.discard_matching(topic_filter)
+
+
 class Router:
     """Subscriptions of all sessions in one trie (client id -> options per filter), the
     round-robin position of each shared group, and retained messages by topic."""
@@ -81,7 +98,7 @@ class Router:
         self._trie: TopicTrie[str, SubscriptionOptions] = TopicTrie()
         # Routes that depend on nothing but the topic (no shared group, no no-local),
         # until a subscription matching the topic changes.
-        self._routes: TopicMap[Route] = TopicMap()
+        self._routes = RouteCache(ROUTE_CACHE_SIZE // 2)
         self._next_member: dict[str, int] = {}  # shared filter -> round-robin counter
         self.retained = RetainedMessages()
 
@@ -134,7 +151,10 @@ class Router:
         checks the other sessions: their route depends on the topic only).
         """
         topic = message.topic
-        cached = self._routes.get(topic)
+        routes = self._routes
+        cached = routes.young.get(topic)
+        if cached is None:
+            cached = routes.revive(topic)
         if cached is not None:
             return cached
         targets: dict[str, Target] = {}
@@ -162,9 +182,25 @@ class Router:
                     target.merge(options)
         route = [*targets.items(), *shared]
         if static:
-            if len(self._routes) >= ROUTE_CACHE_SIZE:
-                self._routes.clear()
-            self._routes[topic] = route
+            routes.put(topic, route)
+        return route
+
+    def route_groups(
+        self,
+        groups: Iterable[str],
+        online: Callable[[str], bool],
+        eligible: Callable[[str], bool] | None = None,
+    ) -> Route:
+        """One member here of each shared group in ``groups`` (``$share/...`` filters), in
+        turn as :meth:`route` picks them, for a message meant for those groups only (not
+        for the plain subscriptions its topic matches)."""
+        route: Route = []
+        for topic_filter in groups:
+            entries = self._trie.get(topic_filter)
+            if entries:
+                chosen = self._pick_member(topic_filter, entries, online, eligible)
+                if chosen is not None:
+                    route.append((chosen[0], Target(chosen[1])))
         return route
 
     def _pick_member(

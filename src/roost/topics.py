@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, MutableMapping
 from itertools import count
 from typing import Generic, TypeVar, overload
 
+from roost.cache import GenerationalCache
 from roost.errors import ProtocolError, ReasonCode
 
 K = TypeVar("K")
@@ -323,8 +324,9 @@ class TopicTrie(Generic[K, V]):
     def __init__(self, cache_size: int = MATCH_CACHE_SIZE) -> None:
         self._root: _Node[K, V] = _Node()
         self._count = 0
-        self._cache: dict[str, list[tuple[str, dict[K, V]]]] = {}
-        self._cache_size = cache_size
+        self._cache: GenerationalCache[list[tuple[str, dict[K, V]]]] = GenerationalCache(
+            cache_size // 2
+        )
 
     @staticmethod
     def _levels(topic_filter: str) -> list[str]:
@@ -388,9 +390,13 @@ class TopicTrie(Generic[K, V]):
 
     def match(self, topic: str) -> list[tuple[str, dict[K, V]]]:
         """Every ``(filter, entries)`` whose filter matches ``topic`` (section 4.7), in
-        no particular order. Cached per topic until the next add/remove; neither the
-        list nor the dicts may be mutated."""
-        cached = self._cache.get(topic)
+        no particular order. Cached per topic until the next add/remove (a topic in use
+        stays cached while one-off topics pass through); neither the list nor the dicts
+        may be mutated."""
+        cache = self._cache
+        cached = cache.young.get(topic)
+        if cached is None:
+            cached = cache.revive(topic)
         if cached is not None:
             return cached
         result: list[tuple[str, dict[K, V]]] = []
@@ -421,9 +427,7 @@ class TopicTrie(Generic[K, V]):
             single = children.get(SINGLE_LEVEL)
             if single is not None:
                 stack.append((single, depth + 1))
-        if len(self._cache) >= self._cache_size:
-            self._cache.clear()
-        self._cache[topic] = result
+        cache.put(topic, result)
         return result
 
     def __len__(self) -> int:

@@ -10,6 +10,7 @@ import textwrap
 PURE_MODULES = [
     "roost.codec",
     "roost.topics",
+    "roost.cache",
     "roost.session",
     "roost.router",
     "roost.timers",

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from redis_store_helpers import close, fetch, open_store, start_store, stopped, turn
+from roost.cluster import keys
 from roost.cluster.localserver import LocalServer
 from roost.codec import Properties
 from roost.errors import StoreError
@@ -34,7 +36,7 @@ def peek(redis_server: LocalServer) -> Iterator[redis.Redis]:
 
 
 def session_keys(peek: redis.Redis, client_id: str) -> list[bytes]:
-    return sorted(peek.keys(f"roost:{{c:{client_id}}}:*"))
+    return sorted(peek.keys(keys.client(client_id, "*")))
 
 
 def calls(peek: redis.Redis, command: str) -> int:
@@ -44,6 +46,25 @@ def calls(peek: redis.Redis, command: str) -> int:
 
 
 # -- sessions -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client_id", ["plain", "a}b{c", "sensor/7:x"])
+def test_a_stored_session_lives_under_the_client_keys_the_cluster_names(
+    redis_server: LocalServer, loop: asyncio.AbstractEventLoop, peek: redis.Redis, client_id: str
+) -> None:
+    """One scheme names a client's keys: the session the store writes and the owner record
+    the cluster claims are in one hash slot (a Lua script may touch both)."""
+    store = open_store(redis_server, loop)
+    session = persistent(client_id, store)
+    session.subscribe("x", SubscriptionOptions(1))
+    session.enqueue(Delivery(Message("x", b"m", 1, False), 1, False), 10, now=0.0)
+    session.receive_qos2(3)
+    commit(store, loop)
+    close(store, loop)
+    parts = ["out", "qos2", "session", "subs"]
+    assert session_keys(peek, client_id) == [keys.client(client_id, p).encode() for p in parts]
+    slots = {key_slot(key.encode()) for key in [*map(keys.client, [client_id] * 4, parts)]}
+    assert slots == {key_slot(keys.owner(client_id).encode())}
 
 
 def test_a_session_saved_by_one_node_is_fetched_by_another(

@@ -7,9 +7,12 @@ node itself when it starts again and nobody has done it.
    its client was connected, its connection ended abnormally now (will after its delay,
    expiry starts). A session that was not stored only has its will, kept with the claim:
    it is published.
-2. The dead node's inbox still holds what was sent to it and not yet durable there; the
-   messages in it are delivered to the adopted sessions only, and decisions in it are
-   applied to the transactions taken over from it.
+2. The dead node's inbox still holds what was sent to it and not yet durable there. A
+   message in it goes to the plain subscriptions of the adopted sessions only (the other
+   nodes' subscribers had their own copies); for each shared group it was sent there for,
+   it is dealt again to the group as a whole: one member, on any live node that has
+   members (this one included), in turn. Decisions in it are applied to the transactions
+   taken over from it.
 3. Its routes are withdrawn, announced on its own channel: until then, the other nodes
    kept sending to its inbox (durable) rather than dropping what its sessions should get.
    After a grace period the inbox is read once more (senders that had not heard yet) and
@@ -19,13 +22,15 @@ node itself when it starts again and nobody has done it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from roost.cluster import keys, scripts
-from roost.cluster.wire import Decide, Relayed, decode_batch
+from roost.cluster.wire import Decide, Relayed, decode_entry
 from roost.core import BrokerCore
 from roost.errors import ProtocolError
+from roost.message import Message
 from roost.session import Session
 from roost.store.records import decode_will
 
@@ -46,15 +51,19 @@ class Adoption:
         dead: str,
         fetch_session: Callable[[str, float], Awaitable[Session | None]] | None,
         claimed: Callable[[str, int], None],
+        deal_to_groups: Callable[[Message, frozenset[str]], None] | None,
     ) -> None:
         """``claimed(client_id, epoch)`` tells the node of each client id it now owns, as
-        soon as it does (before its session is here)."""
+        soon as it does (before its session is here); ``deal_to_groups(message, groups)``
+        gives a message of the inbox to the shared groups it was sent there for (None: the
+        groups are left to the node that adopts the dead one)."""
         self.core = core
         self.redis = redis
         self.node_id = node_id
         self.dead = dead
         self.fetch_session = fetch_session
         self.claimed = claimed
+        self.deal_to_groups = deal_to_groups
         self.adopted: set[str] = set()
         self.last_entry = "0-0"
 
@@ -111,8 +120,8 @@ class Adoption:
         )
 
     async def drain_inbox(self) -> int:
-        """Deliver what waits in the dead node's inbox to the adopted sessions (step 2);
-        returns how many messages were delivered."""
+        """Deliver what waits in the dead node's inbox to the adopted sessions and the
+        shared groups (step 2); returns how many messages were delivered."""
         delivered = 0
         key = keys.inbox(self.dead)
         while True:
@@ -121,18 +130,20 @@ class Adoption:
                 return delivered
             for entry_id, fields in entries:
                 self.last_entry = entry_id.decode()
-                delivered += self._deliver(fields[b"b"])
+                delivered += self._deliver(fields)
 
-    def _deliver(self, data: bytes) -> int:
+    def _deliver(self, fields: dict[bytes, bytes]) -> int:
         try:
-            records = list(decode_batch(data, self.core.clock()))
+            records = list(decode_entry(fields, self.core.clock(), time.time()))
         except ProtocolError as exc:
             log.error("dropping a malformed batch of node %s's inbox: %s", self.dead, exc)
             return 0
         delivered = 0
         for record in records:
             if isinstance(record, Relayed):
-                self.core.deliver_adopted(record.message, record.shared, self.adopted)
+                self.core.deliver_adopted(record.message, (), self.adopted)
+                if record.shared and self.deal_to_groups is not None:
+                    self.deal_to_groups(record.message, record.shared)
                 delivered += 1
             elif isinstance(record, Decide):  # for a transaction taken over from it
                 self.core.apply_decision(record.transaction_id, record.decision)

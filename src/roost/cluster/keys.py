@@ -1,12 +1,35 @@
-"""Names of the Redis keys and channels of a cluster. Every key of one node, and every
-key of one client id, shares a hash tag, so that the same code runs on a Redis Cluster:
-what a Lua script touches lies in one slot."""
+"""Names of the Redis keys and channels of a cluster, the one place they are spelled (the
+cluster's store, :mod:`roost.store.redis`, names its keys here too). Every key of one node,
+and every key of one client id, shares a hash tag, so that the same code runs on a Redis
+Cluster: what a Lua script touches lies in one slot. ``prefix`` (``roost``) sets a store's
+keys apart from another's in one Redis (tests); a cluster uses the default."""
 
 from __future__ import annotations
 
 PREFIX = "roost"
 NODES = f"{PREFIX}:nodes"  # set of node ids that have joined
-TRANSACTION_HOMES = f"{PREFIX}:{{tx}}:home"  # hash: pending transaction id -> its node
+
+
+def client(client_id: str, part: str, prefix: str = PREFIX) -> str:
+    """Key ``part`` of a client id: its ``owner``, and the ``session``, ``subs``, ``out``
+    and ``qos2`` of its stored session, all under the hash tag ``{c:ID}``. A client id
+    holding ``}`` ends the tag early, which only puts it in a slot with other clients:
+    its keys stay distinct, as no part holds ``}``."""
+    return f"{prefix}:{{c:{client_id}}}:{part}"
+
+
+def retained(prefix: str = PREFIX) -> str:
+    """Hash: retained messages by topic."""
+    return f"{prefix}:{{retained}}"
+
+
+def transactions(part: str, prefix: str = PREFIX) -> str:
+    """Key ``part`` of the pending transactions: ``half`` (hash: half messages), ``settled``
+    (sorted set: outcomes), ``home`` (hash: the node of each)."""
+    return f"{prefix}:{{tx}}:{part}"
+
+
+TRANSACTION_HOMES = transactions("home")  # hash: pending transaction id -> its node
 
 
 def node(node_id: str) -> str:
@@ -44,7 +67,7 @@ def inbox(node_id: str) -> str:
 
 def owner(client_id: str) -> str:
     """Hash: the node that owns the client id's session, and the claim's epoch."""
-    return f"{PREFIX}:{{c:{client_id}}}:owner"
+    return client(client_id, "owner")
 
 
 def clients(node_id: str) -> str:

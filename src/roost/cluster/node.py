@@ -45,13 +45,15 @@ from roost.cluster.routesync import RouteSync
 from roost.cluster.sender import Sender, eval_script, resolve
 from roost.cluster.txrelay import TransactionRelay
 from roost.cluster.wire import (
+    GROUPS,
     Decide,
+    ForGroups,
     Kick,
     Prepared,
     Relayed,
     Released,
     TransactionSettled,
-    decode_batch,
+    decode_entry,
     encode_kick,
     encode_publish,
     encode_released,
@@ -342,7 +344,7 @@ class ClusterNode:
             for _stream, entries in response:
                 self.pacing.read(caught_up=len(entries) < READ_BATCH)
                 for entry_id, fields in entries:
-                    await self._handle_batch(fields[b"b"])
+                    await self._handle_entry(fields)
                     last = entry_id.decode()
                 self.core.store.after_commit(partial(self._trim_inbox, last))
 
@@ -357,9 +359,9 @@ class ClusterNode:
             )
         )
 
-    async def _handle_batch(self, data: bytes) -> None:
+    async def _handle_entry(self, fields: dict[bytes, bytes]) -> None:
         try:
-            records = list(decode_batch(data, self.clock()))
+            records = list(decode_entry(fields, self.clock(), time.time()))
         except ProtocolError as exc:
             log.error("dropping a malformed batch from the inbox: %s", exc)
             return
@@ -382,6 +384,8 @@ class ClusterNode:
                     self.transactions.on_settled(record)
                 elif isinstance(record, Decide):
                     core.apply_decision(record.transaction_id, record.decision)
+                elif isinstance(record, ForGroups):
+                    core.deliver_to_groups(record.message, record.groups)
                 else:
                     core.deliver_check(record.request)
             except Exception:
@@ -479,7 +483,7 @@ class ClusterNode:
             self._transfers.pop(client_id, None)
         if not answered.done():
             log.warning("node %s died before handing over client %s", previous, client_id)
-            adoption = self._adoption(previous)
+            adoption = self._adoption(previous, deal_to_groups=False)
             adoption.adopted.add(client_id)
             await adoption.drain_inbox()
             await asyncio.sleep(ADOPTION_GRACE_TIMEOUTS * self.timeout)
@@ -604,9 +608,29 @@ class ClusterNode:
             await self.route_sync.follow(info.node_id)
         await self.route_sync.catch_up(list(self.peers.alive.values()))
 
-    def _adoption(self, dead: str) -> Adoption:
+    def _adoption(self, dead: str, deal_to_groups: bool = True) -> Adoption:
+        """The adoption of ``dead``; without ``deal_to_groups``, for draining its inbox for
+        a client taken over from it (its adopter deals the messages to shared groups)."""
         fetch = None if self.sessions is None else self.sessions.fetch_session
-        return Adoption(self.core, self.redis, self.node_id, dead, fetch, self._claimed)
+        deal = self._deal_to_groups if deal_to_groups else None
+        return Adoption(self.core, self.redis, self.node_id, dead, fetch, self._claimed, deal)
+
+    def _deal_to_groups(self, message: Message, groups: frozenset[str]) -> None:
+        """Give a message that waited in a dead node's inbox to each of the shared groups
+        it was sent there for, as a whole: to one live node with members of the group (this
+        one or another), in turn, which gives it to one of its members."""
+        now = self.clock()
+        for topic_filter in groups:
+            node = self.routes.node_for_group(topic_filter, self._serves)
+            if node == self.node_id:
+                self.core.deliver_to_groups(message, (topic_filter,))
+            elif node is not None:
+                record = encode_publish(message, (topic_filter,), now, GROUPS)
+                self.sender.record(node, record)
+
+    def _serves(self, node: str) -> bool:
+        """Whether ``node`` is this one or a live one."""
+        return node == self.node_id or node in self.peers.alive
 
     def _claimed(self, client_id: str, epoch: int) -> None:
         self._epochs[client_id] = epoch
@@ -641,6 +665,7 @@ class ClusterNode:
             await adoption.withdraw_routes()
             await asyncio.sleep(ADOPTION_GRACE_TIMEOUTS * self.timeout)
             delivered = await adoption.drain_inbox()
+            await self.sender.sent()  # what it dealt to shared groups on other nodes
             await self._stored()
             await adoption.forget_dead_node()
             log.info("node %s took over node %s (%d late messages)", self.node_id, dead, delivered)

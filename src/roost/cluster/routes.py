@@ -10,7 +10,7 @@ member of the group cluster-wide [MQTT 4.8.2].
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from roost.topics import SHARE_PREFIX, TopicTrie
 
@@ -82,6 +82,12 @@ class ClusterRoutes:
     def nodes_with(self, topic_filter: str) -> set[str]:
         """The nodes with subscribers of exactly ``topic_filter``."""
         return set(self._trie.get(topic_filter) or ())
+
+    def node_for_group(self, topic_filter: str, eligible: Callable[[str], bool]) -> str | None:
+        """One of the nodes with members of the shared group ``topic_filter`` that
+        ``eligible`` accepts, each in turn; None if there is none."""
+        nodes = [node for node in self._trie.get(topic_filter) or () if eligible(node)]
+        return self.take_turn(topic_filter, nodes) if nodes else None
 
     def take_turn(self, topic_filter: str, nodes: Iterable[str]) -> str:
         """One of ``nodes`` for ``topic_filter``, each in turn."""

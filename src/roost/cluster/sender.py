@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable
 from functools import partial
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from roost.cluster import keys
+from roost.cluster.wire import inbox_entry
 
 log = logging.getLogger("roost.cluster")
 
@@ -93,8 +95,9 @@ class Sender:
             commands, self._commands = self._commands, []
             waiting, self._waiting = self._waiting, []
             pipe = self.redis.pipeline(transaction=False)
+            sent_at = time.time()
             for node, records in outgoing.items():
-                pipe.xadd(keys.inbox(node), {"b": b"".join(records)})
+                pipe.xadd(keys.inbox(node), inbox_entry(b"".join(records), sent_at))
             self.entries += len(outgoing)
             for command, _ in commands:
                 command(client=pipe)

@@ -1,7 +1,9 @@
 """What nodes send each other through their inbox streams, as bytes. Pure: no I/O.
 
-One stream entry carries a *batch*: the records one node had for another in one loop
-turn, in order. A record is one of
+One stream entry carries a *batch* (field ``b``): the records one node had for another in
+one loop turn, in order; and when it was sent (field ``t``, wall-clock seconds), so that
+the time it waits in the stream counts toward the expiry of its messages (nodes share the
+wall clock, as they do for what they store). A record is one of
 
 - ``PUBLISH``: a message for the receiving node's local subscribers, with the shared
   filters the sender chose that node for (each message reaches one member of a shared
@@ -12,7 +14,10 @@ turn, in order. A record is one of
 - ``PREPARED`` / ``SETTLED``: a node holds a new pending transaction / settled one (to
   every node, so that each knows where to send a decision and how to answer a late one);
 - ``DECIDE``: a producer's decision, for the node holding the transaction;
-- ``CHECK``: a check-back request, for one member of the group on the receiving node.
+- ``CHECK``: a check-back request, for one member of the group on the receiving node;
+- ``GROUPS``: a message for some shared groups only, one member of each on the receiving
+  node (not for its plain subscriptions): one that waited in a dead node's inbox, dealt
+  again to its groups by the adopter of that node.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ PREPARED = 4
 SETTLED = 5
 DECIDE = 6
 CHECK = 7
+GROUPS = 8
 
 _OUTCOMES = tuple(Settled)
 _DECISIONS = tuple(Decision)
@@ -101,13 +107,21 @@ class Check:
     request: Message
 
 
-Record = Relayed | Kick | Released | Prepared | TransactionSettled | Decide | Check
+@dataclass(frozen=True, slots=True)
+class ForGroups:
+    """A message for the shared groups ``groups`` only."""
+
+    message: Message
+    groups: frozenset[str]
+
+
+Record = Relayed | Kick | Released | Prepared | TransactionSettled | Decide | Check | ForGroups
 
 
 def encode_publish(
     message: Message, shared: tuple[str, ...], now: float, kind: int = PUBLISH
 ) -> bytes:
-    """A PUBLISH (or CHECK) record; a message expiry interval is sent as what remains at
+    """A PUBLISH (or CHECK, or GROUPS) record; a message expiry interval is sent as what remains at
     ``now``."""
     properties = message.properties_bytes(now)
     flags = message.qos | (_RETAIN if message.retain else 0)
@@ -157,6 +171,30 @@ def encode_decide(decide: Decide) -> bytes:
     return encode_u8(DECIDE) + encode_string(decide.transaction_id) + encode_u8(decision)
 
 
+BATCH = b"b"  # field of an inbox entry: the batch
+SENT = b"t"  # field of an inbox entry: when it was sent, wall clock
+
+
+def inbox_entry(batch: bytes, wall_now: float) -> dict[bytes, bytes]:
+    """The fields of the inbox entry carrying ``batch``, sent at ``wall_now``."""
+    return {BATCH: batch, SENT: repr(wall_now).encode()}
+
+
+def decode_entry(fields: dict[bytes, bytes], now: float, wall_now: float) -> Iterator[Record]:
+    """The records of an inbox entry read at ``now`` (broker clock), ``wall_now`` (wall
+    clock): its messages' expiry runs from when the entry was sent."""
+    if BATCH not in fields:
+        raise MalformedPacket("an inbox entry without a batch")
+    sent = fields.get(SENT)
+    waited = 0.0
+    if sent is not None:
+        try:
+            waited = max(0.0, wall_now - float(sent))
+        except ValueError:
+            raise MalformedPacket("an inbox entry with a bad time") from None
+    return decode_batch(fields[BATCH], now - waited)
+
+
 def decode_batch(data: bytes, now: float) -> Iterator[Record]:
     """The records of one batch, in order; raises MalformedPacket on bad bytes."""
     pos = 0
@@ -190,6 +228,9 @@ def decode_batch(data: bytes, now: float) -> Iterator[Record]:
         elif kind == CHECK:
             relayed, pos = _read_publish(data, pos, now)
             yield Check(relayed.message)
+        elif kind == GROUPS:
+            relayed, pos = _read_publish(data, pos, now)
+            yield ForGroups(relayed.message, relayed.shared)
         else:
             raise MalformedPacket(f"unknown record kind {kind}")
 

@@ -9,7 +9,8 @@ since their keys span hash slots: a batch is applied in order but not atomically
 Redis crash in the middle of one can keep part of it. Every command is idempotent, so a
 pipeline the client retries after a lost connection leaves the same state.
 
-Keys, under a configurable prefix ``<p>`` (``roost``)::
+Keys, under a configurable prefix ``<p>`` (``roost``), named by :mod:`roost.cluster.keys`
+with the cluster's own::
 
     <p>:{c:<client id>}:session  hash: expiry, expires_at, will, will_due, owner
     <p>:{c:<client id>}:subs     hash: topic filter -> subscription options
@@ -19,9 +20,8 @@ Keys, under a configurable prefix ``<p>`` (``roost``)::
     <p>:{tx}:half                hash: transaction id -> pending half message
     <p>:{tx}:settled             sorted set: outcome code + transaction id, by time
 
-All keys of a client share its hash tag, so a session lives in one Redis Cluster slot and
-is read in one MULTI. A client id holding ``}`` ends the tag early, which only puts it in
-a slot with other clients; its keys stay distinct, as no key suffix holds ``}``. Values
+All keys of a client share its hash tag (with its owner record), so a session lives in one
+Redis Cluster slot and is read in one MULTI. Values
 are the binary records of :mod:`roost.store.records`, times on the wall clock. A message
 is kept inline in each delivery (not once, shared by its deliveries, as SQLite keeps it):
 deliveries of different sessions live in different slots, where no command could release
@@ -45,6 +45,7 @@ from itertools import chain
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from roost.cluster import keys
 from roost.errors import StoreError
 from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
@@ -94,9 +95,9 @@ class RedisStore(BatchingStore):
         super().__init__(loop, max_pending_writes=max_pending_writes, on_failure=on_failure)
         self._client = client
         self._prefix = prefix
-        self._retained_key = f"{prefix}:{{retained}}"
-        self._half_key = f"{prefix}:{{tx}}:half"
-        self._settled_key = f"{prefix}:{{tx}}:settled"
+        self._retained_key = keys.retained(prefix)
+        self._half_key = keys.transactions("half", prefix)
+        self._settled_key = keys.transactions("settled", prefix)
         kwargs = client.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         self.address = f"redis {where} db {kwargs.get('db', 0)}"
@@ -109,7 +110,7 @@ class RedisStore(BatchingStore):
         self._waiting: set[asyncio.Future[None]] = set()  # woken by a failure too
 
     def _key(self, client_id: str, part: str) -> str:
-        return f"{self._prefix}:{{c:{client_id}}}:{part}"
+        return keys.client(client_id, part, self._prefix)
 
     # -- reading ------------------------------------------------------------------------------
 
