@@ -93,6 +93,24 @@ def test_a_pattern_grants_nothing_to_an_unsafe_user_name(username: str) -> None:
         assert not rules.allows(username, "c", topic, READ)
 
 
+def test_a_marker_inside_a_user_name_or_client_id_is_not_put_in_again() -> None:
+    rules = parse_acl("pattern readwrite users/%u/#\npattern read devices/%c/%u", "f")
+    # user "%c" connecting as client id "alice" gets users/%c/#, not users/alice/#
+    assert not rules.allows("%c", "alice", "users/alice/inbox", READ)
+    assert not rules.allows_filter("%c", "alice", "users/alice/#", SUBSCRIBE)
+    assert rules.allows("%c", "alice", "users/%c/inbox", WRITE)
+    assert rules.allows("bob", "%u", "devices/%u/bob", READ)  # client id "%u" stays as is
+    assert not rules.allows("bob", "%u", "devices/bob/bob", READ)
+
+
+def test_a_pattern_grants_no_dollar_topic_through_a_user_name() -> None:
+    rules = parse_acl("pattern readwrite %u/#\npattern read $SYS/%u/#", "f")
+    assert not rules.allows("$SYS", "c", "$SYS/broker/load", READ)
+    assert not rules.allows_filter("$SYS", "c", "$SYS/#", SUBSCRIBE)
+    assert rules.allows("alice", "c", "alice/x", WRITE)
+    assert rules.allows("alice", "c", "$SYS/alice/x", READ)  # the rule's own "$" counts
+
+
 def test_a_deny_pattern_applies_whatever_the_user_name() -> None:
     rules = parse_acl("user +\ntopic #\npattern deny private/%u/#", "f")
     assert not rules.allows("+", "c", "private/x/y", READ)  # '+' put in widens the deny

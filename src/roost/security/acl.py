@@ -14,6 +14,7 @@ the thin file-backed part that reads the file and reloads it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from enum import IntFlag
 
@@ -47,6 +48,7 @@ DEFAULT_ACCESS = "readwrite"  # a rule without an access word, as in Mosquitto
 
 USERNAME = "%u"
 CLIENT_ID = "%c"
+MARKER = re.compile("%[uc]")  # what a pattern puts a user name or client id in for
 UNSAFE_IN_PATTERN = ("+", "#", "/")  # a user name or client id with these gets no grant
 # from a pattern that puts it in (it could reach other clients' topics)
 
@@ -78,22 +80,27 @@ class Rule:
     def for_client(self, username: str | None, client_id: str) -> str | None:
         """The rule's filter for one client, or None if it does not apply to it.
 
-        A pattern needing a user name does not apply to an anonymous client. A grant
-        does not apply where the value put in is empty or holds ``+``, ``#`` or ``/``;
-        a deny always applies, with the value put in as it is (that can only widen it).
+        The markers of the pattern are replaced in one pass, so a ``%c`` in a user name (or
+        a ``%u`` in a client id) stays as it is. A pattern needing a user name does not
+        apply to an anonymous client. A grant does not apply where a value put in is empty
+        or holds ``+``, ``#`` or ``/``, or where it makes the filter start with ``$`` (a
+        user named ``$SYS`` gets nothing from ``%u/#``); a deny always applies, with the
+        values put in as they are (that can only widen it).
         """
         topic = self.topic
         if not self.pattern:
             return topic
-        for marker, value in ((USERNAME, username), (CLIENT_ID, client_id)):
-            if marker not in topic:
-                continue
+        values = {USERNAME: username, CLIENT_ID: client_id}
+        for marker in set(MARKER.findall(topic)):
+            value = values[marker]
             if value is None:
                 return None
             if self.access and (not value or any(c in value for c in UNSAFE_IN_PATTERN)):
                 return None
-            topic = topic.replace(marker, value)
-        return topic
+        filled = MARKER.sub(lambda found: values[found.group()] or "", topic)
+        if self.access and filled[:1] == "$" and topic[:1] != "$":
+            return None
+        return filled
 
 
 class AclRules:
