@@ -123,6 +123,9 @@ class Attacher:
         task = asyncio.get_running_loop().create_task(self._attach(connection))
         self._tasks.add(task)  # keep a reference until done
         task.add_done_callback(self._tasks.discard)
+        # A client that leaves while it is authenticated: its password check, if not
+        # started yet, is dropped (cancelling the task cancels the executor job).
+        connection.attach_abort = task.cancel
 
     def _redirected(self, connection: ServerConnection) -> bool:
         assert self.redirector is not None and connection.terms is not None
@@ -144,6 +147,9 @@ class Attacher:
             verdict = await self._authenticate(connection)
         else:
             verdict, auth_data = await self._exchange(connection, terms.auth_method)
+        # From here on the attach is not interrupted (a claim half done would be left
+        # behind); a connection that closed is not claimed for.
+        connection.attach_abort = None
         if verdict.allowed and self.claimer is not None and not connection.closed:
             try:
                 await self.claimer.claim(terms)

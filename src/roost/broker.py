@@ -204,9 +204,9 @@ class Broker:
             server.close()
         if self.core is not None:
             self.core.shutdown()
-        await self.attacher.drain()
         if self._password_auth is not None:
-            self._password_auth.close()
+            self._password_auth.close()  # checks not started yet are dropped, not awaited
+        await self.attacher.drain()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -168,6 +168,7 @@ class ServerConnection:
         "_auth_waiter",
         "_in_input",
         "_reauthentication",
+        "attach_abort",
         "client_id",
         "core",
         "enhanced_auth",
@@ -215,6 +216,9 @@ class ServerConnection:
         self.enhanced_auth: EnhancedAuth | None = None
         self._reauthentication: AuthExchange | None = None
         self._auth_waiter: Callable[[bytes | None], None] | None = None  # see challenge()
+        # Set by an attach that is waiting (e.g. for a password check): called if the
+        # connection closes meanwhile, so that work for a client that is gone is dropped.
+        self.attach_abort: Callable[[], object] | None = None
         self.terms: ConnectTerms | None = None
         self.session: Session | None = None
         self.outbox: Outbox | None = None
@@ -507,6 +511,10 @@ class ServerConnection:
         self.handlers = _HANDLERS[State.CLOSED]
         self.framer.clear()
         self._reauthentication = None
+        abort = self.attach_abort
+        if abort is not None:
+            self.attach_abort = None
+            abort()
         waiter = self._auth_waiter
         if waiter is not None:
             self._auth_waiter = None

@@ -18,10 +18,11 @@ from argon2 import PasswordHasher
 from brokerproc import BrokerProcess
 from brokerthread import ManualClock
 from paho_helpers import V5, V311, Clients, Conn, make_client, start, wait_until
-from rawmqtt import LEVELS, RawFactory
+from rawmqtt import LEVELS, RawClient, RawFactory
 from roost.broker import Broker
 from roost.config import Settings
 from roost.errors import ConfigError
+from roost.security.authenticator import HASH_WORKERS
 from roost.security.passwords import UserEntry, make_entry, with_entry, write_text
 
 ALICE = make_entry("alice", "wonderland")
@@ -165,6 +166,53 @@ def test_a_password_check_does_not_stall_other_clients(
         readable, _, _ = select.select([logging_in.sock], [], [], 0)
         assert not readable, "CONNACK before the other client's PINGRESP"
     assert logging_in.expect("CONNACK").reason_code == 0  # ... which then succeeds
+
+
+SLOW = make_entry(  # each check of its hash takes about a second
+    "slow", "tortoise", hasher=PasswordHasher(time_cost=60, memory_cost=19_456, parallelism=1)
+)
+
+
+def pending_slow_logins(raw: RawFactory, broker: Any, count: int) -> list[RawClient]:
+    """``count`` clients whose wrong password for "slow" is being checked or waits to be."""
+    clients = [raw(broker, 5) for _ in range(count)]
+    for number, client in enumerate(clients):
+        client.send_connect(f"guess-{number}", username="slow", password=b"guess")
+    authenticator = broker.broker.attacher.authenticator
+    wait_until(lambda: authenticator.pending == count, what=f"{count} checks pending")
+    return clients
+
+
+def test_a_full_check_queue_answers_busy_and_checks_of_clients_gone_are_dropped(
+    make_broker: Any, tmp_path: Path, raw: RawFactory
+) -> None:
+    broker = make_broker(
+        password_file=password_file(tmp_path, ALICE, SLOW), auth_max_pending=6, auth_backoff_max=0
+    )
+    authenticator = broker.broker.attacher.authenticator
+    guesses = pending_slow_logins(raw, broker, 6)
+    # The queue is full: a right password is answered at once (busy), not after the flood.
+    assert raw_login(raw, broker, 5, "alice", b"wonderland") == 0x89
+    assert raw_login(raw, broker, 4, "alice", b"wonderland") == 3  # Server unavailable
+    for guess in guesses:
+        guess.drop()
+    attacher = broker.broker.attacher
+    wait_until(lambda: authenticator.pending == 0 and attacher.attaching == 0, what="drained")
+    # Only the checks already running when their clients left were computed.
+    assert authenticator.checks <= HASH_WORKERS
+    assert raw_login(raw, broker, 5, "alice", b"wonderland") == 0
+    assert authenticator.checks <= HASH_WORKERS + 1
+
+
+def test_stopping_does_not_wait_for_the_checks_queued(
+    make_broker: Any, tmp_path: Path, raw: RawFactory
+) -> None:
+    broker = make_broker(password_file=password_file(tmp_path, ALICE, SLOW), auth_backoff_max=0)
+    authenticator = broker.broker.attacher.authenticator
+    pending_slow_logins(raw, broker, 8)
+    broker.stop()
+    assert broker.broker.attacher.attaching == 0
+    assert authenticator.checks <= HASH_WORKERS  # the 6 queued behind them never ran
 
 
 def test_reload_takes_new_users_and_keeps_them_when_the_file_breaks(

@@ -3,10 +3,15 @@ for MQTT 5 enhanced authentication (at CONNECT and for re-authentication).
 
 Password hashes are checked in a small pool of worker threads, so the event loop serves
 other clients meanwhile; a user name that does not exist costs the same hash (see
-:meth:`PasswordFile.check`). Every attempt goes through the per-address back-off
-(:mod:`roost.security.backoff`). Refusals: a wrong password, an unknown user or a missing
-one where it is required get 0x86 Bad user name or password (MQTT 3.1.1: 4); an address
-that must wait, or a failed SCRAM exchange, get 0x87 Not authorized (3.1.1: 5).
+:meth:`PasswordFile.check`). At most ``auth_max_pending`` checks wait for or run in the
+pool: a login beyond that is refused at once with 0x89 Server busy (3.1.1: 3 Server
+unavailable) rather than queued behind a flood, and the check of a client that closes
+before its turn is dropped (the attach is cancelled, and with it the pool's job).
+
+Every attempt goes through the back-off (:mod:`roost.security.backoff`). Refusals: a wrong
+password, an unknown user or a missing one where it is required get 0x86 Bad user name or
+password (MQTT 3.1.1: 4); an address that must wait, or a failed SCRAM exchange, get 0x87
+Not authorized (3.1.1: 5).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import asyncio
 import logging
 import math
 import secrets
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from roost.attach import Credentials, Verdict
 from roost.config import Settings
@@ -41,13 +47,26 @@ class PasswordAuthenticator:
     """The Authenticator and EnhancedAuth of a broker with a password file."""
 
     def __init__(
-        self, passwords: PasswordFile, backoff: LoginBackoff, allow_anonymous: bool = False
+        self,
+        passwords: PasswordFile,
+        backoff: LoginBackoff,
+        allow_anonymous: bool,
+        max_pending: int,
     ) -> None:
         self.passwords = passwords
         self.backoff = backoff
         self.allow_anonymous = allow_anonymous
+        self.max_pending = max_pending
         self._secret = secrets.token_bytes(32)  # makes SCRAM salts for unknown users
         self._executor = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="roost-auth")
+        self._jobs: set[Future[bool]] = set()  # checks queued or running
+        self._checks_lock = threading.Lock()
+        self.checks = 0  # password hashes computed (a figure; counted in the workers)
+
+    @property
+    def pending(self) -> int:
+        """Password checks queued or running in the pool."""
+        return len(self._jobs)
 
     @classmethod
     def for_settings(
@@ -61,7 +80,7 @@ class PasswordAuthenticator:
             len(passwords),
             "allowed" if settings.allow_anonymous else "refused",
         )
-        return cls(passwords, backoff, settings.allow_anonymous)
+        return cls(passwords, backoff, settings.allow_anonymous, settings.auth_max_pending)
 
     async def authenticate(self, credentials: Credentials) -> Verdict:
         username = credentials.username
@@ -73,15 +92,27 @@ class PasswordAuthenticator:
         refusal = self.refusal_for(address)
         if refusal is not None:
             return refusal
+        if len(self._jobs) >= self.max_pending:
+            return Verdict.deny(
+                ReasonCode.SERVER_BUSY, f"{self.max_pending} password checks are waiting"
+            )
         self.backoff.attempt(address)
-        loop = asyncio.get_running_loop()
         password = credentials.password or b""
-        if await loop.run_in_executor(self._executor, self.passwords.check, username, password):
+        job = self._executor.submit(self._check, username, password)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)  # also when cancelled before it ran
+        if await asyncio.wrap_future(job):
             self.backoff.succeeded(address)
             return Verdict.allow()
         return Verdict.deny(
             ReasonCode.BAD_USER_NAME_OR_PASSWORD, f"bad user name or password for {username!r}"
         )
+
+    def _check(self, username: str, password: bytes) -> bool:
+        """The password check of one login (in a worker thread)."""
+        with self._checks_lock:
+            self.checks += 1
+        return self.passwords.check(username, password)
 
     def start_exchange(self, method: str, peer: str) -> ScramExchange | None:
         if method != SCRAM_METHOD:
