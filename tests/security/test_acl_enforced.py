@@ -202,3 +202,36 @@ def test_a_missing_or_broken_acl_file_stops_start_up(make_broker, tmp_path):
         make_broker(acl_file=str(missing))
     with pytest.raises(ConfigError, match=r"acl\.conf, line 2: unknown keyword"):
         broker_with_acl(make_broker, tmp_path, "topic read a\ntopics read b\n")
+
+
+def test_a_clients_rules_are_compiled_once_per_session_not_per_delivery(
+    make_broker, tmp_path, clients
+):
+    broker = broker_with_acl(
+        make_broker, tmp_path, "user writer\ntopic write #\npattern read news/#\n"
+    )
+    core = broker.broker.core
+    readers = [connect_as(clients, broker, f"reader{n}", f"r{n}") for n in range(3)]
+    for reader in readers:
+        assert reader.sub("news/#", 1) == [1]
+    writer = connect_as(clients, broker, "writer", "w")
+    writer.pub("news/0", b"first", 1)
+    for reader in readers:
+        reader.wait_for_payload(b"first")
+    compiled = {n: core.sessions[f"r{n}"].acl_rights for n in range(3)}
+    assert all(rights is not None for rights in compiled.values())
+    for number in range(1, 6):
+        writer.pub(f"news/{number}", b"more", 1)
+    writer.pub("news/last", b"last", 1)
+    for reader in readers:
+        reader.wait_for_payload(b"last")
+    assert all(core.sessions[f"r{n}"].acl_rights is compiled[n] for n in range(3))
+
+    async def reload() -> None:
+        broker.broker.reload()
+
+    broker.call(reload())  # new rules: compiled again, once, at the next check
+    writer.pub("news/after", b"after", 1)
+    readers[0].wait_for_payload(b"after")
+    again = core.sessions["r0"].acl_rights
+    assert again is not compiled[0] and again.generation == compiled[0].generation + 1
