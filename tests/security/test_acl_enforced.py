@@ -7,11 +7,14 @@ receiver may read, shows that nothing else is on its way once it has arrived."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from aclclients import broker_with_acl, connect_as, publish_code
 from paho_helpers import V5, V311
 from roost.errors import ConfigError
+from roost.security.passwords import make_entry, write_text
 
 VERSIONS = [pytest.param(V311, id="v311"), pytest.param(V5, id="v5")]
 NOT_AUTHORIZED = 0x87
@@ -235,3 +238,26 @@ def test_a_clients_rules_are_compiled_once_per_session_not_per_delivery(
     readers[0].wait_for_payload(b"after")
     again = core.sessions["r0"].acl_rights
     assert again is not compiled[0] and again.generation == compiled[0].generation + 1
+
+
+@pytest.mark.parametrize(
+    ("acl", "with_passwords", "warned"),
+    [
+        ("user admin\ntopic #\n", False, True),
+        ("pattern read users/%u/#\n", False, True),
+        ("topic read public/#\npattern read devices/%c/#\n", False, False),
+        ("user admin\ntopic #\n", True, False),
+    ],
+    ids=["user-section", "user-pattern", "no-user-rules", "password-file"],
+)
+def test_start_up_warns_when_user_rules_trust_unchecked_user_names(
+    make_broker, tmp_path, caplog, acl, with_passwords, warned
+):
+    settings = {}
+    if with_passwords:
+        passwords = tmp_path / "passwords"
+        write_text(str(passwords), make_entry("admin", "secret").line() + "\n")
+        settings["password_file"] = str(passwords)
+    with caplog.at_level(logging.WARNING, "roost.broker"):
+        broker_with_acl(make_broker, tmp_path, acl, **settings)
+    assert ("any client there can connect as any user" in caplog.text) is warned
