@@ -18,6 +18,7 @@ from roost.security.passwords import (
     PasswordFileError,
     make_entry,
     parse_line,
+    parse_text,
     with_entry,
     write_text,
 )
@@ -122,10 +123,31 @@ def test_write_text_is_0600_and_replaces(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["pw"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("name", ["", "a:b", "tab\there"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "a:b",
+        "tab\there",
+        "#\u2028admin",  # a line separator: the line would read back as "admin"
+        "a\u2029b",  # paragraph separator
+        "a\x85b",  # next line (Cc)
+        "ad\u200bmin",  # zero width space (Cf): looks like "admin"
+        "\ufeffalice",  # byte order mark (Cf)
+        " root",  # would read back as "root"
+        "root ",
+        "#ops",  # would be a comment
+    ],
+)
 def test_bad_user_names_are_refused(name: str) -> None:
     with pytest.raises(ValueError):
         make_entry(name, "pw")
+
+
+def test_lines_split_at_newlines_only_and_a_bom_is_not_a_name() -> None:
+    text = "\ufeff" + ALICE.line() + "\r\n# a note \u2028" + BOB.line() + "\n"
+    assert list(parse_text(text, "f")) == ["alice"]  # the note stays one comment line
+    assert with_entry(text, "alice", None) == "# a note \u2028" + BOB.line() + "\n"
 
 
 def test_empty_password_is_refused() -> None:

@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher, extract_parameters
@@ -54,17 +55,37 @@ class UserEntry:
         return f"{self.name}:{self.password_hash}:{self.scram}"
 
 
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})  # control, format, line/paragraph
+BOM = "\ufeff"
+
+
 def check_user_name(name: str) -> None:
-    """Raise ValueError unless ``name`` can stand in the file: not empty, no ":", no
-    control characters, and not longer than MQTT allows."""
+    """Raise ValueError unless ``name`` reads back as itself from the file: not empty, no
+    ":", no control, format or line/paragraph separator characters (Unicode Cc, Cf, Zl,
+    Zp), no space at either end, no "#" first (a comment), and not longer than MQTT
+    allows."""
     if not name:
         raise ValueError("empty user name")
     if ":" in name:
         raise ValueError(f"user name {name!r} contains ':'")
-    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in name):
-        raise ValueError(f"user name {name!r} contains a control character")
+    if any(unicodedata.category(char) in UNSAFE_CATEGORIES for char in name):
+        raise ValueError(f"user name {name!r} contains a control or separator character")
+    if name != name.strip():
+        raise ValueError(f"user name {name!r} starts or ends with a space")
+    if name.startswith("#"):
+        raise ValueError(f"user name {name!r} starts with '#' (a comment in the file)")
     if len(name.encode()) > 65_535:
         raise ValueError("user name longer than 65535 bytes")
+
+
+def file_lines(text: str) -> list[str]:
+    """The lines of a password file: split at "\n" only (a "\r" before it is dropped), not
+    at the other line breaks ``str.splitlines`` knows; a leading byte order mark is not
+    part of the first line."""
+    lines = text.removeprefix(BOM).split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return [line.removesuffix("\r") for line in lines]
 
 
 def make_entry(
@@ -85,7 +106,7 @@ def make_entry(
 
 def parse_line(text: str) -> UserEntry | None:
     """The entry on one line; None for a blank line or comment (raises ValueError)."""
-    stripped = text.strip()
+    stripped = text.strip(" \t")
     if not stripped or stripped.startswith("#"):
         return None
     parts = stripped.split(":", 2)
@@ -105,7 +126,7 @@ def parse_line(text: str) -> UserEntry | None:
 def parse_text(text: str, source: str) -> dict[str, UserEntry]:
     """The users of a whole file; ``source`` names it in errors."""
     users: dict[str, UserEntry] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(file_lines(text), 1):
         try:
             entry = parse_line(line)
         except ValueError as exc:
@@ -135,8 +156,8 @@ def with_entry(text: str, name: str, entry: UserEntry | None) -> str:
     at the end if new, removed if ``entry`` is None); other lines stay as they are."""
     lines: list[str] = []
     placed = entry is None
-    for line in text.splitlines():
-        current = line.strip()
+    for line in file_lines(text):
+        current = line.strip(" \t")
         if not current.startswith("#") and current.split(":", 1)[0] == name:
             if entry is not None and not placed:
                 lines.append(entry.line())
