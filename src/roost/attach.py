@@ -201,6 +201,11 @@ class Attacher:
             return Verdict.deny(ReasonCode.NOT_AUTHORIZED, "closed during authentication"), None
         if step.reason != ReasonCode.SUCCESS:
             return Verdict.deny(step.reason, f"{method} authentication failed"), None
+        vouched = connection.transport.identity
+        if step.identity is not None and vouched is not None and step.identity != vouched:
+            # On a use_identity_as_username listener the certificate names the client.
+            text = f"{method} user {step.identity!r} is not the certificate's {vouched!r}"
+            return Verdict.deny(ReasonCode.NOT_AUTHORIZED, text), None
         if step.identity is not None:
             connection.username = step.identity
         connection.enhanced_auth = self.enhanced_auth  # for re-authentication
