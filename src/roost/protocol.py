@@ -447,6 +447,12 @@ class ServerConnection:
         return self.last_received + 1.5 * self.keep_alive  # [MQTT-3.1.2-22]
 
     def keepalive_expired(self) -> None:
+        if self.state is State.CONNECTING and self._auth_waiter is None:
+            # The server has not decided in time (a password check queued, a slow claim):
+            # CONNACK tells the client it was not its fault [MQTT-3.2.2.2].
+            why = f"not attached within {CONNECT_TIMEOUT:g} s"
+            self.refuse_connect(ReasonCode.SERVER_UNAVAILABLE, why)
+            return
         if self.state is State.CONNECTED:
             why = f"keep alive {self.keep_alive} s exceeded"
         else:

@@ -23,6 +23,7 @@ from rawmqtt import LEVELS, RawClient, RawFactory
 from roost.broker import Broker
 from roost.config import Settings
 from roost.errors import ConfigError
+from roost.protocol import CONNECT_TIMEOUT
 from roost.security.authenticator import HASH_WORKERS, TURNS_PER_ADDRESS
 from roost.security.passwords import UserEntry, make_entry, with_entry, write_text
 
@@ -275,6 +276,20 @@ def test_stopping_does_not_wait_for_the_checks_queued(
     broker.stop()
     assert broker.broker.attacher.attaching == 0
     assert authenticator.checks <= HASH_WORKERS  # the 6 queued behind them never ran
+
+
+@LEVELS
+def test_a_login_not_decided_within_the_connect_timeout_gets_server_unavailable(
+    make_broker: Any, tmp_path: Path, raw: RawFactory, clock: ManualClock, level: int
+) -> None:
+    broker = make_broker(clock=clock, password_file=password_file(tmp_path, SLOW))
+    client = raw(broker, level)
+    client.send_connect("late", username="slow", password=b"tortoise")
+    authenticator = broker.broker.attacher.authenticator
+    wait_until(lambda: authenticator.pending == 1, what="the check running")
+    broker.advance(CONNECT_TIMEOUT)
+    (connack,) = client.wait_closed()
+    assert connack.name == "CONNACK" and connack.reason_code == {5: 0x88, 4: 3}[level]
 
 
 def test_reload_takes_new_users_and_keeps_them_when_the_file_breaks(
