@@ -22,7 +22,7 @@ from roost.security.passwords import (
     with_entry,
     write_text,
 )
-from roost.security.scram import ScramVerifier
+from roost.security.scram import ScramServer, ScramVerifier
 
 ALICE = make_entry("alice", "wonderland")
 BOB = make_entry("bob", "builder")
@@ -153,3 +153,23 @@ def test_lines_split_at_newlines_only_and_a_bom_is_not_a_name() -> None:
 def test_empty_password_is_refused() -> None:
     with pytest.raises(ValueError, match="empty password"):
         make_entry("dave", "")
+
+
+def test_unknown_users_look_alike_across_restarts(tmp_path: Path) -> None:
+    """An unknown SCRAM user gets the same made-up salt from a restarted broker (the same
+    file), and the iteration count of the file's users; the dummy hash is ready at load."""
+    slow = make_entry("carol", "c", scram_iterations=5000)
+    path = write(tmp_path / "pw", slow.line())
+
+    def server_first(passwords: PasswordFile) -> bytes:
+        server = ScramServer(
+            passwords.scram_verifier,
+            passwords.scram_secret,
+            made_up_iterations=passwords.scram_iterations,
+        )
+        return server.server_first(b"n,,n=nobody,r=abc").split(b",", 1)[1]
+
+    first, restarted = PasswordFile.load(path), PasswordFile.load(path)
+    assert server_first(first) == server_first(restarted)
+    assert server_first(first).endswith(b",i=5000")
+    assert first._dummy_hash.startswith("$argon2id$")

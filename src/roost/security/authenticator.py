@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -95,7 +94,6 @@ class PasswordAuthenticator:
         self.backoff = backoff
         self.allow_anonymous = allow_anonymous
         self.max_pending = max_pending
-        self._secret = secrets.token_bytes(32)  # makes SCRAM salts for unknown users
         self._executor = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="roost-auth")
         self._jobs: set[Future[bool]] = set()  # checks queued or running
         self._turns = AddressTurns(TURNS_PER_ADDRESS)
@@ -159,7 +157,12 @@ class PasswordAuthenticator:
     def start_exchange(self, method: str, peer: str) -> ScramExchange | None:
         if method != SCRAM_METHOD:
             return None
-        server = ScramServer(self.passwords.scram_verifier, self._secret)
+        passwords = self.passwords
+        server = ScramServer(
+            passwords.scram_verifier,
+            passwords.scram_secret,
+            made_up_iterations=passwords.scram_iterations,
+        )
         return ScramExchange(server, source_address(peer), self)
 
     def refusal_for(self, key: str, address: str) -> Verdict | None:

@@ -18,6 +18,7 @@ in a worker thread.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -190,27 +191,38 @@ def write_text(path: str, text: str) -> None:
 class PasswordFile:
     """The users of one password file, as last read successfully."""
 
-    def __init__(self, path: str, users: dict[str, UserEntry]) -> None:
+    def __init__(self, path: str, users: dict[str, UserEntry], text: str = "") -> None:
         self.path = path
         self._users = users
-        self._dummy_hash: str | None = None
+        # Made at load, not at the first unknown user (which would be slower than the rest).
+        self._dummy_hash = _dummy_hash(users)
+        # Keys the made-up SCRAM salts of unknown users: stable across restarts while the
+        # file is unchanged, unknown to whoever does not have the file.
+        self.scram_secret = hashlib.sha256(b"roost made-up SCRAM salts\0" + text.encode()).digest()
+        # The iteration count an unknown user is shown: that of the file's first user.
+        self.scram_iterations = next(
+            (entry.scram.iterations for entry in users.values()), DEFAULT_ITERATIONS
+        )
 
     @classmethod
     def load(cls, path: str) -> PasswordFile:
         """Read ``path``; raises PasswordFileError naming the file (and line)."""
-        return cls(path, parse_text(read_text(path), path))
+        text = read_text(path)
+        return cls(path, parse_text(text, path), text)
 
     def reload(self) -> bool:
         """Read the file again. If it cannot be read or has a bad line, log why and keep
         the users from before; returns whether the new users are in force."""
         try:
-            users = parse_text(read_text(self.path), self.path)
+            fresh = PasswordFile.load(self.path)
         except PasswordFileError as exc:
             log.error("%s; keeping the %d users loaded before", exc, len(self._users))
             return False
-        self._users = users
-        self._dummy_hash = None
-        log.info("password file %s reloaded: %d users", self.path, len(users))
+        self._users = fresh._users
+        self._dummy_hash = fresh._dummy_hash
+        self.scram_secret = fresh.scram_secret
+        self.scram_iterations = fresh.scram_iterations
+        log.info("password file %s reloaded: %d users", self.path, len(self._users))
         return True
 
     def __len__(self) -> int:
@@ -228,19 +240,18 @@ class PasswordFile:
         slow for a user that does not exist (checked against a dummy hash made with the
         parameters of the file's first user)."""
         entry = self._users.get(name)
-        password_hash = entry.password_hash if entry is not None else self._dummy()
+        password_hash = entry.password_hash if entry is not None else self._dummy_hash
         try:
             matched = HASHER.verify(password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
         return matched and entry is not None
 
-    def _dummy(self) -> str:
-        dummy = self._dummy_hash
-        if dummy is None:
-            hasher = HASHER
-            for entry in self._users.values():
-                hasher = PasswordHasher.from_parameters(extract_parameters(entry.password_hash))
-                break
-            dummy = self._dummy_hash = hasher.hash(secrets.token_bytes(16))
-        return dummy
+
+def _dummy_hash(users: dict[str, UserEntry]) -> str:
+    """A hash of a random password with the parameters of the first user's hash."""
+    hasher = HASHER
+    for entry in users.values():
+        hasher = PasswordHasher.from_parameters(extract_parameters(entry.password_hash))
+        break
+    return hasher.hash(secrets.token_bytes(16))
