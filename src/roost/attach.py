@@ -123,6 +123,9 @@ class Attacher:
         task = asyncio.get_running_loop().create_task(self._attach(connection))
         self._tasks.add(task)  # keep a reference until done
         task.add_done_callback(self._tasks.discard)
+        # A client that leaves while it is authenticated: its password check, if not
+        # started yet, is dropped (cancelling the task cancels the executor job).
+        connection.attach_abort = task.cancel
 
     def _redirected(self, connection: ServerConnection) -> bool:
         assert self.redirector is not None and connection.terms is not None
@@ -144,6 +147,9 @@ class Attacher:
             verdict = await self._authenticate(connection)
         else:
             verdict, auth_data = await self._exchange(connection, terms.auth_method)
+        # From here on the attach is not interrupted (a claim half done would be left
+        # behind); a connection that closed is not claimed for.
+        connection.attach_abort = None
         if verdict.allowed and self.claimer is not None and not connection.closed:
             try:
                 await self.claimer.claim(terms)
@@ -195,6 +201,11 @@ class Attacher:
             return Verdict.deny(ReasonCode.NOT_AUTHORIZED, "closed during authentication"), None
         if step.reason != ReasonCode.SUCCESS:
             return Verdict.deny(step.reason, f"{method} authentication failed"), None
+        vouched = connection.transport.identity
+        if step.identity is not None and vouched is not None and step.identity != vouched:
+            # On a use_identity_as_username listener the certificate names the client.
+            text = f"{method} user {step.identity!r} is not the certificate's {vouched!r}"
+            return Verdict.deny(ReasonCode.NOT_AUTHORIZED, text), None
         if step.identity is not None:
             connection.username = step.identity
         connection.enhanced_auth = self.enhanced_auth  # for re-authentication

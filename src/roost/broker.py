@@ -88,6 +88,7 @@ class Broker:
         if self.settings.acl_file:
             self.acl = Acl(self.settings.acl_file)  # ConfigError naming the file
             self.reloadables.append(self.acl)
+            self._warn_unchecked_user_names(self.acl)
         if self.settings.cluster:
             self._redis = RedisClients.for_settings(self.settings)
             store = self._redis_store = RedisStore(
@@ -130,6 +131,23 @@ class Broker:
             await server.start_serving()
         self._sweeper = loop.create_task(self._sweep(core))
         log.info("roost listening on %s", ", ".join(bound.describe() for bound in self.listeners))
+
+    def _warn_unchecked_user_names(self, acl: Acl) -> None:
+        """An ACL that grants by user name trusts the name a client sends unless something
+        checks it (a password file, or a listener taking the certificate's CN)."""
+        unchecked = [
+            listener.name
+            for listener in listeners_of(self.settings)
+            if not listener.use_identity_as_username
+        ]
+        if acl.has_user_rules and self.attacher.authenticator is None and unchecked:
+            log.warning(
+                "acl_file %s grants rights by user name, but no password_file checks the "
+                "user names sent on %s: any client there can connect as any user and get "
+                "its rights",
+                acl.path,
+                ", ".join(unchecked),
+            )
 
     def port_of(self, kind: str) -> int:
         """The actual port of the first listener of ``kind`` (tcp, tls, ws, wss)."""
@@ -204,9 +222,9 @@ class Broker:
             server.close()
         if self.core is not None:
             self.core.shutdown()
-        await self.attacher.drain()
         if self._password_auth is not None:
-            self._password_auth.close()
+            self._password_auth.close()  # checks not started yet are dropped, not awaited
+        await self.attacher.drain()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -96,8 +96,7 @@ def _existing(path: str) -> str:
 
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
-        line = sys.stdin.readline()
-        return line[:-1] if line.endswith("\n") else line
+        return sys.stdin.readline().removesuffix("\n").removesuffix("\r")  # LF or CRLF
     try:
         password = getpass.getpass("Password: ")
         again = getpass.getpass("Reenter password: ")

@@ -137,6 +137,9 @@ class Settings:
     cafile: str = ""  # PEM CA certificates: client certificates presented are verified
     require_certificate: bool = False  # tls_port, wss_port: refuse clients without one
     listeners: tuple[Listener, ...] = ()  # [[listeners]] of the TOML file (TOML only)
+    # Security hardening, see docs/authentication.md: password checks queued or running at
+    # once; a login beyond them is refused with 0x89 Server busy (3.1.1: 3) at once
+    auth_max_pending: int = 64
 
 
 ENV_PREFIX = "ROOST_"
@@ -186,6 +189,7 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "max_connections_per_user": (0, None),
     "inbox_hold_ms": (0, 600_000),
     "inbox_max_entries": (2, None),
+    "auth_max_pending": (1, 100_000),
 }
 
 # A burst is extra on top of its rate: meaningless without one.

@@ -68,21 +68,32 @@ class Connection(Hashable, Protocol):
     def server_shutdown(self) -> None: ...
 
 
+class ClientRights(Protocol):
+    """What an access control list lets one client (user name, client id) do, compiled
+    once: the core keeps it with the client's session."""
+
+    generation: int  # of the Authorizer's rules it was made from
+
+    def may_read(self, topic: str) -> bool: ...
+
+    def may_write(self, topic: str) -> bool: ...
+
+    def may_subscribe(self, topic_filter: str) -> bool:
+        """Whether the client may place a subscription to ``topic_filter``."""
+        ...
+
+    def may_write_all(self, topic_filter: str) -> bool:
+        """Whether the client may write every topic ``topic_filter`` matches."""
+        ...
+
+
 class Authorizer(Protocol):
     """What the core asks of an access control list (with none, everything is allowed).
     A client is its user name (None: anonymous) and client id."""
 
-    def may_read(self, username: str | None, client_id: str, topic: str) -> bool: ...
+    generation: int  # changes when the rules do (a reload): rights made before are stale
 
-    def may_write(self, username: str | None, client_id: str, topic: str) -> bool: ...
-
-    def may_subscribe(self, username: str | None, client_id: str, topic_filter: str) -> bool:
-        """Whether the client may place a subscription to ``topic_filter``."""
-        ...
-
-    def may_write_all(self, username: str | None, client_id: str, topic_filter: str) -> bool:
-        """Whether the client may write every topic ``topic_filter`` matches."""
-        ...
+    def rules_for(self, username: str | None, client_id: str) -> ClientRights: ...
 
 
 class ClusterBus(Protocol):
@@ -534,32 +545,30 @@ class BrokerCore:
 
     def may_read(self, client_id: str, topic: str) -> bool:
         """Whether the session of ``client_id`` may receive messages of ``topic``."""
-        acl = self.acl
-        if acl is None:
+        if self.acl is None:
             return True
         session = self.sessions.get(client_id)
-        return (
-            session is not None
-            and session.identified
-            and acl.may_read(session.username, client_id, topic)
-        )
+        return session is not None and session.identified and self._rights(session).may_read(topic)
 
     def may_write(self, session: Session | None, topic: str) -> bool:
         """Whether the owner of ``session`` (None: unknown) may publish to ``topic``."""
-        acl = self.acl
-        if acl is None:
+        if self.acl is None:
             return True
-        return (
-            session is not None
-            and session.identified
-            and acl.may_write(session.username, session.client_id, topic)
-        )
+        return session is not None and session.identified and self._rights(session).may_write(topic)
 
-    def _may_subscribe(self, session: Session, topic_filter: str) -> bool:
+    def _rights(self, session: Session) -> ClientRights:
+        """The ACL rules of the owner of ``session``, compiled once per session and owner
+        (and again after a reload of the rules)."""
         acl = self.acl
         assert acl is not None
+        rights = session.acl_rights
+        if rights is None or rights.generation != acl.generation:
+            rights = session.acl_rights = acl.rules_for(session.username, session.client_id)
+        return rights
+
+    def _may_subscribe(self, session: Session, topic_filter: str) -> bool:
         inner = parse_shared(topic_filter)[1]
-        if session.identified and acl.may_subscribe(session.username, session.client_id, inner):
+        if session.identified and self._rights(session).may_subscribe(inner):
             return True
         log.info("client %s may not subscribe to %r", session.client_id, topic_filter)
         return False
@@ -732,8 +741,6 @@ class BrokerCore:
         """Raise TransactionRefused (0x87) unless ``decider`` may write
         ``$tx/<decision>/<group>`` for the transaction's group. A settled transaction is
         answered as such; one not held here needs the right for every group."""
-        acl = self.acl
-        assert acl is not None
         half = self.transactions.pending.get(transaction_id)
         if half is not None:
             right = rights_topic(decision.value, half.group)
@@ -743,7 +750,7 @@ class BrokerCore:
             return
         else:
             right = rights_topic(decision.value, "+")
-            if decider.identified and acl.may_write_all(decider.username, decider.client_id, right):
+            if decider.identified and self._rights(decider).may_write_all(right):
                 return
         raise TransactionRefused(f"not authorized to write {right!r}", ReasonCode.NOT_AUTHORIZED)
 

@@ -168,6 +168,7 @@ class ServerConnection:
         "_auth_waiter",
         "_in_input",
         "_reauthentication",
+        "attach_abort",
         "client_id",
         "core",
         "enhanced_auth",
@@ -215,6 +216,9 @@ class ServerConnection:
         self.enhanced_auth: EnhancedAuth | None = None
         self._reauthentication: AuthExchange | None = None
         self._auth_waiter: Callable[[bytes | None], None] | None = None  # see challenge()
+        # Set by an attach that is waiting (e.g. for a password check): called if the
+        # connection closes meanwhile, so that work for a client that is gone is dropped.
+        self.attach_abort: Callable[[], object] | None = None
         self.terms: ConnectTerms | None = None
         self.session: Session | None = None
         self.outbox: Outbox | None = None
@@ -443,6 +447,12 @@ class ServerConnection:
         return self.last_received + 1.5 * self.keep_alive  # [MQTT-3.1.2-22]
 
     def keepalive_expired(self) -> None:
+        if self.state is State.CONNECTING and self._auth_waiter is None:
+            # The server has not decided in time (a password check queued, a slow claim):
+            # CONNACK tells the client it was not its fault [MQTT-3.2.2.2].
+            why = f"not attached within {CONNECT_TIMEOUT:g} s"
+            self.refuse_connect(ReasonCode.SERVER_UNAVAILABLE, why)
+            return
         if self.state is State.CONNECTED:
             why = f"keep alive {self.keep_alive} s exceeded"
         else:
@@ -507,6 +517,10 @@ class ServerConnection:
         self.handlers = _HANDLERS[State.CLOSED]
         self.framer.clear()
         self._reauthentication = None
+        abort = self.attach_abort
+        if abort is not None:
+            self.attach_abort = None
+            abort()
         waiter = self._auth_waiter
         if waiter is not None:
             self._auth_waiter = None

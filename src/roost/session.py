@@ -19,6 +19,7 @@ from roost.errors import PacketIdsExhausted
 from roost.message import Message
 
 if TYPE_CHECKING:
+    from roost.core import ClientRights
     from roost.store.base import Store
 
 NEVER_EXPIRES = 0xFFFFFFFF  # Session Expiry Interval meaning "does not expire" [MQTT-3.1.2.11.2]
@@ -210,6 +211,7 @@ class Session:
     """
 
     __slots__ = (
+        "acl_rights",
         "client_id",
         "expires_at",
         "expiry_interval",
@@ -250,11 +252,13 @@ class Session:
         # that did not record owners); an ACL then lets it read nothing.
         self.username: str | None = None
         self.identified = False
+        self.acl_rights: ClientRights | None = None  # the owner's, compiled by the core
 
     def set_owner(self, username: str | None) -> None:
         """The session belongs to the client with ``username`` (None: anonymous)."""
         self.username = username
         self.identified = True
+        self.acl_rights = None
 
     def owned_by(self, username: str | None) -> bool:
         return self.identified and self.username == username

@@ -35,6 +35,8 @@ class TrafficCounters:
         "payload_bytes_out",
         "rate_disconnects",
         "refused",
+        "sockets",
+        "sockets_refused",
         "started",
         "throttled",
     )
@@ -54,6 +56,8 @@ class TrafficCounters:
         self.dropped_too_large = 0  # ... larger than the client's Maximum Packet Size
         self.throttled = 0  # times a client's reading paused for its message or byte rate
         self.rate_disconnects = 0  # clients disconnected for staying over their rate
+        self.sockets = 0  # accepted sockets open now, MQTT or still in a handshake
+        self.sockets_refused = 0  # sockets closed at accept: too many open already
 
     def connected(self, clients: int) -> None:
         """A CONNECT was accepted; ``clients`` are connected now."""

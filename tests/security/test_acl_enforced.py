@@ -7,11 +7,14 @@ receiver may read, shows that nothing else is on its way once it has arrived."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from aclclients import broker_with_acl, connect_as, publish_code
 from paho_helpers import V5, V311
 from roost.errors import ConfigError
+from roost.security.passwords import make_entry, write_text
 
 VERSIONS = [pytest.param(V311, id="v311"), pytest.param(V5, id="v5")]
 NOT_AUTHORIZED = 0x87
@@ -202,3 +205,59 @@ def test_a_missing_or_broken_acl_file_stops_start_up(make_broker, tmp_path):
         make_broker(acl_file=str(missing))
     with pytest.raises(ConfigError, match=r"acl\.conf, line 2: unknown keyword"):
         broker_with_acl(make_broker, tmp_path, "topic read a\ntopics read b\n")
+
+
+def test_a_clients_rules_are_compiled_once_per_session_not_per_delivery(
+    make_broker, tmp_path, clients
+):
+    broker = broker_with_acl(
+        make_broker, tmp_path, "user writer\ntopic write #\npattern read news/#\n"
+    )
+    core = broker.broker.core
+    readers = [connect_as(clients, broker, f"reader{n}", f"r{n}") for n in range(3)]
+    for reader in readers:
+        assert reader.sub("news/#", 1) == [1]
+    writer = connect_as(clients, broker, "writer", "w")
+    writer.pub("news/0", b"first", 1)
+    for reader in readers:
+        reader.wait_for_payload(b"first")
+    compiled = {n: core.sessions[f"r{n}"].acl_rights for n in range(3)}
+    assert all(rights is not None for rights in compiled.values())
+    for number in range(1, 6):
+        writer.pub(f"news/{number}", b"more", 1)
+    writer.pub("news/last", b"last", 1)
+    for reader in readers:
+        reader.wait_for_payload(b"last")
+    assert all(core.sessions[f"r{n}"].acl_rights is compiled[n] for n in range(3))
+
+    async def reload() -> None:
+        broker.broker.reload()
+
+    broker.call(reload())  # new rules: compiled again, once, at the next check
+    writer.pub("news/after", b"after", 1)
+    readers[0].wait_for_payload(b"after")
+    again = core.sessions["r0"].acl_rights
+    assert again is not compiled[0] and again.generation == compiled[0].generation + 1
+
+
+@pytest.mark.parametrize(
+    ("acl", "with_passwords", "warned"),
+    [
+        ("user admin\ntopic #\n", False, True),
+        ("pattern read users/%u/#\n", False, True),
+        ("topic read public/#\npattern read devices/%c/#\n", False, False),
+        ("user admin\ntopic #\n", True, False),
+    ],
+    ids=["user-section", "user-pattern", "no-user-rules", "password-file"],
+)
+def test_start_up_warns_when_user_rules_trust_unchecked_user_names(
+    make_broker, tmp_path, caplog, acl, with_passwords, warned
+):
+    settings = {}
+    if with_passwords:
+        passwords = tmp_path / "passwords"
+        write_text(str(passwords), make_entry("admin", "secret").line() + "\n")
+        settings["password_file"] = str(passwords)
+    with caplog.at_level(logging.WARNING, "roost.broker"):
+        broker_with_acl(make_broker, tmp_path, acl, **settings)
+    assert ("any client there can connect as any user" in caplog.text) is warned

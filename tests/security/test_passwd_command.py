@@ -74,3 +74,10 @@ def test_refusals(tmp_path: Path) -> None:
     Path(path).write_text(before + "broken line\n")
     broken = passwd("--password-stdin", path, "erin", stdin="pw\n")
     assert broken.returncode == 1 and f"password file {path} line 2" in broken.stderr
+
+
+def test_password_stdin_takes_a_crlf_line_without_its_cr(tmp_path: Path) -> None:
+    path = str(tmp_path / "passwords")
+    assert passwd("-c", "--password-stdin", path, "dos", stdin="secret\r\n").returncode == 0
+    users = PasswordFile.load(path)
+    assert users.check("dos", b"secret") and not users.check("dos", b"secret\r")

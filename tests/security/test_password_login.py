@@ -18,10 +18,13 @@ from argon2 import PasswordHasher
 from brokerproc import BrokerProcess
 from brokerthread import ManualClock
 from paho_helpers import V5, V311, Clients, Conn, make_client, start, wait_until
-from rawmqtt import LEVELS, RawFactory
+from proxyheaders import v2
+from rawmqtt import LEVELS, RawClient, RawFactory
 from roost.broker import Broker
 from roost.config import Settings
 from roost.errors import ConfigError
+from roost.protocol import CONNECT_TIMEOUT
+from roost.security.authenticator import HASH_WORKERS, TURNS_PER_ADDRESS
 from roost.security.passwords import UserEntry, make_entry, with_entry, write_text
 
 ALICE = make_entry("alice", "wonderland")
@@ -62,10 +65,18 @@ def paho_login(
 
 
 def raw_login(
-    raw: RawFactory, broker: Any, level: int, username: str | None, password: bytes | None
+    raw: RawFactory,
+    broker: Any,
+    level: int,
+    username: str | None,
+    password: bytes | None,
+    source: str | None = None,
 ) -> int:
-    """The CONNACK code a raw client gets; a refused one is then closed by the broker."""
+    """The CONNACK code a raw client gets (from address ``source``, named by a PROXY
+    header, on a ``proxy_protocol`` listener); a refused one is then closed by the broker."""
     client = raw(broker, level)
+    if source is not None:
+        client.send(v2(source))
     connack = client.connect("raw", username=username, password=password)
     assert connack is not None and connack.name == "CONNACK", connack
     if connack.reason_code:
@@ -122,7 +133,7 @@ def test_without_password_file_anyone_connects(broker: Any, raw: RawFactory) -> 
 
 
 @LEVELS
-def test_failed_logins_from_one_address_back_off_and_success_resets(
+def test_failed_logins_of_a_user_back_off_and_success_resets(
     make_broker: Any, tmp_path: Path, raw: RawFactory, clock: ManualClock, level: int
 ) -> None:
     broker = make_broker(
@@ -136,7 +147,7 @@ def test_failed_logins_from_one_address_back_off_and_success_resets(
     # The 4th attempt is refused at once, even with the right password, for 1 s ...
     assert raw_login(raw, broker, level, "alice", b"wonderland") == LOCKED_OUT[level]
     broker.advance(0.5)
-    assert raw_login(raw, broker, level, "nobody", b"x") == LOCKED_OUT[level]
+    assert raw_login(raw, broker, level, "alice", b"guess") == LOCKED_OUT[level]
     broker.advance(0.5)
     assert raw_login(raw, broker, level, "alice", b"guess") == BAD_LOGIN[level]
     # ... then 2 s after that 4th failure (doubling, up to 8 s).
@@ -144,10 +155,41 @@ def test_failed_logins_from_one_address_back_off_and_success_resets(
     assert raw_login(raw, broker, level, "alice", b"wonderland") == LOCKED_OUT[level]
     broker.advance(0.25)
     assert raw_login(raw, broker, level, "alice", b"wonderland") == 0
-    # Success forgot the address: three free failures again.
+    # Success forgot alice's failures: three free failures again.
     for _ in range(3):
         assert raw_login(raw, broker, level, "alice", b"guess") == BAD_LOGIN[level]
     assert raw_login(raw, broker, level, "alice", b"guess") == LOCKED_OUT[level]
+
+
+def test_a_valid_account_does_not_lift_the_back_off_of_another(
+    make_broker: Any, tmp_path: Path, raw: RawFactory, clock: ManualClock
+) -> None:
+    """Guessing bob's password from an address where mallory logs in with her own password
+    stays slowed down; and bob's failures do not lock mallory out."""
+    mallory, bob = make_entry("mallory", "mine"), make_entry("bob", "builder")
+    broker = make_broker(
+        clock=clock, password_file=password_file(tmp_path, mallory, bob), auth_backoff_after=2
+    )
+    for _ in range(2):
+        assert raw_login(raw, broker, 5, "bob", b"guess") == 0x86
+        assert raw_login(raw, broker, 5, "mallory", b"mine") == 0
+    assert raw_login(raw, broker, 5, "bob", b"builder") == 0x87  # still waiting
+    assert raw_login(raw, broker, 5, "mallory", b"mine") == 0
+    broker.advance(1)
+    assert raw_login(raw, broker, 5, "bob", b"builder") == 0
+
+
+def test_correct_logins_at_the_same_moment_from_one_address_all_get_in(
+    make_broker: Any, tmp_path: Path, raw: RawFactory
+) -> None:
+    """A gateway reconnecting its 20 devices at once (auth_backoff_after = 5): logins being
+    checked are not failures, and those beyond the address's turns wait, not refused."""
+    broker = make_broker(password_file=password_file(tmp_path, ALICE))
+    devices = [raw(broker, 5) for _ in range(20)]
+    for number, device in enumerate(devices):
+        device.send_connect(f"device-{number}", username="alice", password=b"wonderland")
+    codes = [device.expect("CONNACK").reason_code for device in devices]
+    assert codes == [0] * 20
 
 
 def test_a_password_check_does_not_stall_other_clients(
@@ -165,6 +207,89 @@ def test_a_password_check_does_not_stall_other_clients(
         readable, _, _ = select.select([logging_in.sock], [], [], 0)
         assert not readable, "CONNACK before the other client's PINGRESP"
     assert logging_in.expect("CONNACK").reason_code == 0  # ... which then succeeds
+
+
+SLOW = make_entry(  # each check of its hash takes about a second
+    "slow", "tortoise", hasher=PasswordHasher(time_cost=60, memory_cost=19_456, parallelism=1)
+)
+
+
+def slow_logins(raw: RawFactory, broker: Any, count: int, proxied: bool) -> list[RawClient]:
+    """``count`` clients sending a wrong password for "slow" (from as many addresses,
+    ``proxied``, else all from 127.0.0.1)."""
+    clients = [raw(broker, 5) for _ in range(count)]
+    for number, client in enumerate(clients):
+        if proxied:
+            client.send(v2(f"203.0.113.{number + 1}"))
+        client.send_connect(f"guess-{number}", username="slow", password=b"guess")
+    return clients
+
+
+def drained(broker: Any) -> None:
+    """Wait until no login is being checked or waiting for its turn."""
+    authenticator, attacher = broker.broker.attacher.authenticator, broker.broker.attacher
+    wait_until(lambda: authenticator.pending == 0 and attacher.attaching == 0, what="drained")
+
+
+def test_a_full_check_queue_answers_busy_and_checks_of_clients_gone_are_dropped(
+    make_broker: Any, tmp_path: Path, raw: RawFactory
+) -> None:
+    broker = make_broker(
+        password_file=password_file(tmp_path, ALICE, SLOW), auth_max_pending=6, proxy_protocol=True
+    )
+    authenticator = broker.broker.attacher.authenticator
+    guesses = slow_logins(raw, broker, 6, proxied=True)
+    wait_until(lambda: authenticator.pending == 6, what="6 checks pending")
+    # The queue is full: a right password is answered at once (busy), not after the flood.
+    assert raw_login(raw, broker, 5, "alice", b"wonderland", "198.51.100.9") == 0x89
+    assert raw_login(raw, broker, 4, "alice", b"wonderland", "198.51.100.9") == 3
+    for guess in guesses:
+        guess.drop()
+    drained(broker)
+    # Only the checks already running when their clients left were computed.
+    assert authenticator.checks <= HASH_WORKERS
+    assert raw_login(raw, broker, 5, "alice", b"wonderland", "198.51.100.9") == 0
+    assert authenticator.checks <= HASH_WORKERS + 1
+
+
+def test_logins_of_one_address_take_turns_and_those_that_leave_are_not_checked(
+    make_broker: Any, tmp_path: Path, raw: RawFactory
+) -> None:
+    broker = make_broker(password_file=password_file(tmp_path, ALICE, SLOW))
+    authenticator, attacher = broker.broker.attacher.authenticator, broker.broker.attacher
+    guesses = slow_logins(raw, broker, 6, proxied=False)
+    wait_until(lambda: attacher.attaching == 6, what="6 logins attaching")
+    assert authenticator.pending <= TURNS_PER_ADDRESS  # the others wait for their turn
+    for guess in guesses:
+        guess.drop()
+    drained(broker)
+    assert authenticator.checks <= TURNS_PER_ADDRESS
+
+
+def test_stopping_does_not_wait_for_the_checks_queued(
+    make_broker: Any, tmp_path: Path, raw: RawFactory
+) -> None:
+    broker = make_broker(password_file=password_file(tmp_path, ALICE, SLOW), proxy_protocol=True)
+    authenticator = broker.broker.attacher.authenticator
+    slow_logins(raw, broker, 8, proxied=True)
+    wait_until(lambda: authenticator.pending == 8, what="8 checks pending")
+    broker.stop()
+    assert broker.broker.attacher.attaching == 0
+    assert authenticator.checks <= HASH_WORKERS  # the 6 queued behind them never ran
+
+
+@LEVELS
+def test_a_login_not_decided_within_the_connect_timeout_gets_server_unavailable(
+    make_broker: Any, tmp_path: Path, raw: RawFactory, clock: ManualClock, level: int
+) -> None:
+    broker = make_broker(clock=clock, password_file=password_file(tmp_path, SLOW))
+    client = raw(broker, level)
+    client.send_connect("late", username="slow", password=b"tortoise")
+    authenticator = broker.broker.attacher.authenticator
+    wait_until(lambda: authenticator.pending == 1, what="the check running")
+    broker.advance(CONNECT_TIMEOUT)
+    (connack,) = client.wait_closed()
+    assert connack.name == "CONNACK" and connack.reason_code == {5: 0x88, 4: 3}[level]
 
 
 def test_reload_takes_new_users_and_keeps_them_when_the_file_breaks(

@@ -15,9 +15,12 @@ from tlspki import SERVER_NAME, Pki, endpoint
 
 from adminhttp import TOKEN, AdminApi
 from paho_helpers import V5, V311
-from rawmqtt import connect_bytes
+from rawmqtt import RawClient, connect_bytes
 from roost.attach import Credentials, Verdict
 from roost.config import Listener
+from roost.security.passwords import make_entry, write_text
+from roost.transport.tls import server_context
+from scramclient import ScramClient
 
 CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
 
@@ -192,3 +195,53 @@ def test_the_default_minimum_is_tls_1_2(make_broker, pki) -> None:
     context.set_ciphers("ALL:@SECLEVEL=0")
     with pytest.raises(ssl.SSLError):
         tls_handshake(port, context)
+
+
+def test_tls_contexts_refuse_renegotiation(pki) -> None:
+    listener = Listener("tls", "127.0.0.1", 0, name="tls", **pki.server_settings())
+    assert server_context(listener).options & ssl.OP_NO_RENEGOTIATION
+
+
+def tls_raw(port: int, context: ssl.SSLContext) -> RawClient:
+    """A raw MQTT 5 client over TLS."""
+    client = RawClient.__new__(RawClient)
+    client.sock, client.version, client.buf, client.closed = (
+        tls_handshake(port, context),
+        5,
+        bytearray(),
+        False,
+    )
+    return client
+
+
+@pytest.mark.parametrize(
+    ("scram_user", "password", "code"), [("alice", "a", 0), ("bob", "b", 0x87)]
+)
+def test_a_scram_login_on_an_identity_listener_must_be_the_certificates_cn(
+    make_broker, pki, tmp_path, scram_user, password, code
+) -> None:
+    passwords = str(tmp_path / "passwords")
+    users = [make_entry("alice", "a"), make_entry("bob", "b")]
+    write_text(passwords, "".join(user.line() + "\n" for user in users))
+    listener = Listener(
+        "tls",
+        "127.0.0.1",
+        0,
+        pki.certfile,
+        pki.keyfile,
+        pki.cafile,
+        require_certificate=True,
+        use_identity_as_username=True,
+        name="identity",
+    )
+    broker = make_broker(password_file=passwords, listeners=(listener,))
+    client = tls_raw(broker.broker.port_of("tls"), pki.client_context(pki.client_cert("alice")))
+    scram = ScramClient(scram_user, password, "n0nce")
+    method = ("AuthenticationMethod", "SCRAM-SHA-256")
+    challenge = client.connect("cn", props=[method, ("AuthenticationData", scram.first())])
+    assert challenge is not None and challenge.name == "AUTH"
+    final = scram.final(challenge.props["AuthenticationData"])
+    client.auth(0x18, [method, ("AuthenticationData", final)])
+    connack = client.expect("CONNACK")
+    assert connack.reason_code == code
+    client.drop()

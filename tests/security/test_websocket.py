@@ -22,6 +22,7 @@ from brokerthread import RunningBroker
 from paho_helpers import V5, V311, wait_until
 from rawmqtt import connect_bytes, frame, publish_bytes, utf8
 from roost.config import Listener
+from roost.protocol import CONNECT_TIMEOUT
 from roost.transport import stream
 from roost.transport.stream import WRITE_BUFFER_HIGH
 
@@ -237,3 +238,48 @@ def test_mqttjs_over_websocket(make_broker, clients, pki, kind, version) -> None
             if node.poll() is None:
                 node.kill()
     wait_until(lambda: not broker.broker.core.is_online(f"mqttjs-v{version}"), what="MQTT.js gone")
+
+
+def closed_by_broker(sock: socket.socket, within: float = 10) -> bool:
+    """Wait until the broker closes ``sock`` (EOF or reset; anything it sent first, such as
+    a 400 answer, is read and discarded); a socket still open after ``within`` seconds
+    fails the test."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_sockets_in_the_handshake_count_against_max_connections(make_broker) -> None:
+    """Sockets that have not finished their WebSocket handshake are counted from accept:
+    beyond max_connections (and the few accepted to be told why at CONNECT), a socket is
+    closed at once instead of holding headers for the CONNECT timeout."""
+    broker = make_broker(ws_port=0, max_connections=5)
+    traffic = broker.broker.core.traffic
+    limit = 5 + stream.OVER_LIMIT_SOCKETS
+    slow = []
+    for _ in range(limit + 10):
+        sock = socket.create_connection(("127.0.0.1", broker.broker.port_of("ws")), 10)
+        sock.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 2000 + b"\r\n")
+        slow.append(sock)
+    wait_until(lambda: traffic.sockets_refused == 10, what="10 sockets refused")
+    assert traffic.sockets == limit
+    assert all(closed_by_broker(sock) for sock in slow[limit:])
+    for sock in slow:
+        sock.close()
+    wait_until(lambda: traffic.sockets == 0, what="every socket closed")
+
+
+def test_a_handshake_with_too_many_or_too_long_headers_is_refused(make_broker) -> None:
+    broker = make_broker(ws_port=0)
+    port = broker.broker.port_of("ws")
+    many = b"".join(f"X-Pad-{n}: a\r\n".encode() for n in range(40))
+    long_line = b"X-Pad: " + b"a" * 5000 + b"\r\n"
+    for headers in (many, long_line):
+        with socket.create_connection(("127.0.0.1", port), 10) as sock:
+            sock.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n" + headers)
+            assert closed_by_broker(sock, within=CONNECT_TIMEOUT / 2)  # not by the timeout
+    wait_until(lambda: broker.broker.core.traffic.sockets == 0, what="sockets closed")

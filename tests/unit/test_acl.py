@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,24 @@ def test_a_pattern_grants_nothing_to_an_unsafe_user_name(username: str) -> None:
         assert not rules.allows(username, "c", topic, READ)
 
 
+def test_a_marker_inside_a_user_name_or_client_id_is_not_put_in_again() -> None:
+    rules = parse_acl("pattern readwrite users/%u/#\npattern read devices/%c/%u", "f")
+    # user "%c" connecting as client id "alice" gets users/%c/#, not users/alice/#
+    assert not rules.allows("%c", "alice", "users/alice/inbox", READ)
+    assert not rules.allows_filter("%c", "alice", "users/alice/#", SUBSCRIBE)
+    assert rules.allows("%c", "alice", "users/%c/inbox", WRITE)
+    assert rules.allows("bob", "%u", "devices/%u/bob", READ)  # client id "%u" stays as is
+    assert not rules.allows("bob", "%u", "devices/bob/bob", READ)
+
+
+def test_a_pattern_grants_no_dollar_topic_through_a_user_name() -> None:
+    rules = parse_acl("pattern readwrite %u/#\npattern read $SYS/%u/#", "f")
+    assert not rules.allows("$SYS", "c", "$SYS/broker/load", READ)
+    assert not rules.allows_filter("$SYS", "c", "$SYS/#", SUBSCRIBE)
+    assert rules.allows("alice", "c", "alice/x", WRITE)
+    assert rules.allows("alice", "c", "$SYS/alice/x", READ)  # the rule's own "$" counts
+
+
 def test_a_deny_pattern_applies_whatever_the_user_name() -> None:
     rules = parse_acl("user +\ntopic #\npattern deny private/%u/#", "f")
     assert not rules.allows("+", "c", "private/x/y", READ)  # '+' put in widens the deny
@@ -156,13 +175,32 @@ def test_access_word_is_optional_and_topics_may_hold_spaces() -> None:
     assert not rules.allows(None, "c", "c d", READ)
 
 
-def test_decisions_are_remembered_within_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("roost.security.acl.DECISION_CACHE_SIZE", 8)
-    rules = parse_acl("topic read a/#", "f")
-    for n in range(50):
-        assert rules.allows(None, "c", f"a/{n}", READ)
-        assert not rules.allows(None, "c", f"b/{n}", READ)
-    assert len(rules._decisions) <= 8
+def test_checks_hold_no_memory_per_topic_or_client() -> None:
+    """Nothing is remembered per (client, topic): publishing to many long topics, refused
+    or not, cannot grow the ACL's memory."""
+    rules = parse_acl("topic read a/#\npattern readwrite users/%u/#", "f")
+    client = rules.for_client(None, "c" * 65_535)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2000):
+            long_topic = f"b/{n}/" + "x" * 60_000
+            assert not client.allows(long_topic, READ)
+            assert client.allows(f"a/{n}", READ)
+            assert not rules.allows("mallory", "c" * 1000, long_topic, WRITE)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000
+
+
+def test_rules_are_indexed_by_first_level() -> None:
+    rules = parse_acl("topic read a/#\ntopic read +/x\ntopic deny a/secret\ntopic write #", "f")
+    client = rules.for_client(None, "c")
+    assert client.allows("a/b", READ) and client.allows("z/x", READ)
+    assert not client.allows("a/secret", READ) and not client.allows("z/y", READ)
+    assert client.allows("z/y", WRITE) and not client.allows("$SYS/x", WRITE)
+    assert not client.allows("a/secret", WRITE)
 
 
 def test_acl_reload_keeps_the_rules_when_the_file_is_broken(
@@ -171,18 +209,20 @@ def test_acl_reload_keeps_the_rules_when_the_file_is_broken(
     path = tmp_path / "acl.conf"
     path.write_text("topic read a/#\n")
     acl = Acl(str(path))
-    assert acl.may_read(None, "c", "a/x") and not acl.may_read(None, "c", "b/x")
+    assert acl.rules_for(None, "c").may_read("a/x") and not acl.rules_for(None, "c").may_read("b/x")
     path.write_text("topic read b/#\n")
+    compiled = acl.rules_for(None, "c")
     assert acl.reload()
-    assert acl.may_read(None, "c", "b/x") and not acl.may_read(None, "c", "a/x")
+    assert acl.rules_for(None, "c").generation == compiled.generation + 1  # others are stale
+    assert acl.rules_for(None, "c").may_read("b/x") and not acl.rules_for(None, "c").may_read("a/x")
     path.write_text("topic read c/#\ntopic red c/x\nbogus line\n")
     with caplog.at_level(logging.ERROR, "roost.acl"):
         assert not acl.reload()
-    assert acl.may_read(None, "c", "b/x") and not acl.may_read(None, "c", "c/x")
+    assert acl.rules_for(None, "c").may_read("b/x") and not acl.rules_for(None, "c").may_read("c/x")
     assert f"{path}, line 3: unknown keyword 'bogus'" in caplog.text
     path.unlink()
     assert not acl.reload()
-    assert acl.may_read(None, "c", "b/x")
+    assert acl.rules_for(None, "c").may_read("b/x")
 
 
 def test_a_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:

@@ -18,10 +18,11 @@ from roost.security.passwords import (
     PasswordFileError,
     make_entry,
     parse_line,
+    parse_text,
     with_entry,
     write_text,
 )
-from roost.security.scram import ScramVerifier
+from roost.security.scram import ScramServer, ScramVerifier
 
 ALICE = make_entry("alice", "wonderland")
 BOB = make_entry("bob", "builder")
@@ -122,12 +123,53 @@ def test_write_text_is_0600_and_replaces(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["pw"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("name", ["", "a:b", "tab\there"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "a:b",
+        "tab\there",
+        "#\u2028admin",  # a line separator: the line would read back as "admin"
+        "a\u2029b",  # paragraph separator
+        "a\x85b",  # next line (Cc)
+        "ad\u200bmin",  # zero width space (Cf): looks like "admin"
+        "\ufeffalice",  # byte order mark (Cf)
+        " root",  # would read back as "root"
+        "root ",
+        "#ops",  # would be a comment
+    ],
+)
 def test_bad_user_names_are_refused(name: str) -> None:
     with pytest.raises(ValueError):
         make_entry(name, "pw")
 
 
+def test_lines_split_at_newlines_only_and_a_bom_is_not_a_name() -> None:
+    text = "\ufeff" + ALICE.line() + "\r\n# a note \u2028" + BOB.line() + "\n"
+    assert list(parse_text(text, "f")) == ["alice"]  # the note stays one comment line
+    assert with_entry(text, "alice", None) == "# a note \u2028" + BOB.line() + "\n"
+
+
 def test_empty_password_is_refused() -> None:
     with pytest.raises(ValueError, match="empty password"):
         make_entry("dave", "")
+
+
+def test_unknown_users_look_alike_across_restarts(tmp_path: Path) -> None:
+    """An unknown SCRAM user gets the same made-up salt from a restarted broker (the same
+    file), and the iteration count of the file's users; the dummy hash is ready at load."""
+    slow = make_entry("carol", "c", scram_iterations=5000)
+    path = write(tmp_path / "pw", slow.line())
+
+    def server_first(passwords: PasswordFile) -> bytes:
+        server = ScramServer(
+            passwords.scram_verifier,
+            passwords.scram_secret,
+            made_up_iterations=passwords.scram_iterations,
+        )
+        return server.server_first(b"n,,n=nobody,r=abc").split(b",", 1)[1]
+
+    first, restarted = PasswordFile.load(path), PasswordFile.load(path)
+    assert server_first(first) == server_first(restarted)
+    assert server_first(first).endswith(b",i=5000")
+    assert first._dummy_hash.startswith("$argon2id$")

@@ -9,20 +9,25 @@ what no rule grants is denied.
 
 :func:`parse_acl` and :class:`AclRules` are pure (text in, decisions out); :class:`Acl` is
 the thin file-backed part that reads the file and reloads it.
+
+The rules that apply to one client are compiled once into :class:`ClientRules` (its
+identity does not change while its session lives; the broker keeps them with the session
+and compiles them again after a reload), indexed by the first level of their filter, so a
+delivery checks only the rules that can match its topic. Nothing is cached per topic: no
+client can make the ACL hold memory by publishing to many or long topics.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from enum import IntFlag
+from typing import TypeVar
 
 from roost.errors import ConfigError
 
 log = logging.getLogger("roost.acl")
-
-DECISION_CACHE_SIZE = 65_536  # (identity, topic, right) answers remembered per rule set
-IDENTITY_CACHE_SIZE = 4096  # identities whose applicable rules are kept ready
 
 
 class Right(IntFlag):
@@ -47,6 +52,7 @@ DEFAULT_ACCESS = "readwrite"  # a rule without an access word, as in Mosquitto
 
 USERNAME = "%u"
 CLIENT_ID = "%c"
+MARKER = re.compile("%[uc]")  # what a pattern puts a user name or client id in for
 UNSAFE_IN_PATTERN = ("+", "#", "/")  # a user name or client id with these gets no grant
 # from a pattern that puts it in (it could reach other clients' topics)
 
@@ -56,7 +62,7 @@ class AclSyntaxError(ConfigError):
 
 
 Levels = tuple[str, ...]
-Compiled = tuple[tuple[Levels, ...], tuple[tuple[Levels, Right], ...]]  # denies, grants
+T = TypeVar("T")
 
 
 class Rule:
@@ -78,27 +84,105 @@ class Rule:
     def for_client(self, username: str | None, client_id: str) -> str | None:
         """The rule's filter for one client, or None if it does not apply to it.
 
-        A pattern needing a user name does not apply to an anonymous client. A grant
-        does not apply where the value put in is empty or holds ``+``, ``#`` or ``/``;
-        a deny always applies, with the value put in as it is (that can only widen it).
+        The markers of the pattern are replaced in one pass, so a ``%c`` in a user name (or
+        a ``%u`` in a client id) stays as it is. A pattern needing a user name does not
+        apply to an anonymous client. A grant does not apply where a value put in is empty
+        or holds ``+``, ``#`` or ``/``, or where it makes the filter start with ``$`` (a
+        user named ``$SYS`` gets nothing from ``%u/#``); a deny always applies, with the
+        values put in as they are (that can only widen it).
         """
         topic = self.topic
         if not self.pattern:
             return topic
-        for marker, value in ((USERNAME, username), (CLIENT_ID, client_id)):
-            if marker not in topic:
-                continue
+        values = {USERNAME: username, CLIENT_ID: client_id}
+        for marker in set(MARKER.findall(topic)):
+            value = values[marker]
             if value is None:
                 return None
             if self.access and (not value or any(c in value for c in UNSAFE_IN_PATTERN)):
                 return None
-            topic = topic.replace(marker, value)
-        return topic
+        filled = MARKER.sub(lambda found: values[found.group()] or "", topic)
+        if self.access and filled[:1] == "$" and topic[:1] != "$":
+            return None
+        return filled
+
+
+class ClientRules:
+    """The denies and grants that apply to one client, as split topic filters; those that
+    start with a literal level are also indexed by it."""
+
+    __slots__ = (
+        "_deny_index",
+        "_grant_index",
+        "denies",
+        "generation",
+        "grants",
+    )
+
+    def __init__(
+        self, denies: tuple[Levels, ...], grants: tuple[tuple[Levels, Right], ...], generation: int
+    ) -> None:
+        self.denies = denies
+        self.grants = grants
+        self.generation = generation  # of the Acl rules it was compiled from
+        self._deny_index = _index(denies, lambda levels: levels)
+        self._grant_index = _index(grants, lambda grant: grant[0])
+
+    def allows(self, topic: str, right: Right) -> bool:
+        """Whether the client may READ or WRITE the topic name ``topic``: no applicable
+        deny rule matches it, and a rule granting ``right`` does."""
+        levels = topic.split("/")
+        first = levels[0]
+        denies = self._deny_index
+        if denies:
+            for deny in (*denies.get(first, ()), *denies.get(WILDCARD_FIRST, ())):
+                if _matches(deny, levels):
+                    return False
+        grants = self._grant_index
+        for rule, access in (*grants.get(first, ()), *grants.get(WILDCARD_FIRST, ())):
+            if access & right and _matches(rule, levels):
+                return True
+        return False
+
+    def allows_filter(self, topic_filter: str, right: Right, strict: bool = False) -> bool:
+        """Whether one rule granting ``right`` covers every topic of ``topic_filter``
+        (rule ``a/#`` covers ``a/+``; ``a/+`` does not cover ``a/#``), and no deny rule
+        covers it all (``strict``: touches any of its topics)."""
+        levels = tuple(topic_filter.split("/"))
+        refuses = _overlaps if strict else _covers
+        if any(refuses(deny, levels) for deny in self.denies):
+            return False
+        return any(access & right and _covers(rule, levels) for rule, access in self.grants)
+
+    def may_read(self, topic: str) -> bool:
+        return self.allows(topic, Right.READ)
+
+    def may_write(self, topic: str) -> bool:
+        return self.allows(topic, Right.WRITE)
+
+    def may_subscribe(self, topic_filter: str) -> bool:
+        return self.allows_filter(topic_filter, Right.SUBSCRIBE)
+
+    def may_write_all(self, topic_filter: str) -> bool:
+        """Whether the client may WRITE every topic of ``topic_filter``."""
+        return self.allows_filter(topic_filter, Right.WRITE, strict=True)
+
+
+WILDCARD_FIRST = "+"  # the index key of filters that start with "+" or "#"
+
+
+def _index(items: tuple[T, ...], levels_of: Callable[[T], Levels]) -> dict[str, tuple[T, ...]]:
+    """``items`` by the first level of their filter (those starting with a wildcard under
+    WILDCARD_FIRST), in their order."""
+    index: dict[str, list[T]] = {}
+    for item in items:
+        first = levels_of(item)[0]
+        index.setdefault(WILDCARD_FIRST if first in ("+", "#") else first, []).append(item)
+    return {key: tuple(found) for key, found in index.items()}
 
 
 class AclRules:
-    """The rules of one ACL file and the decisions made with them (remembered, bounded:
-    a rule set is never changed, a reload makes a new one)."""
+    """The rules of one ACL file (never changed: a reload makes a new one)."""
 
     def __init__(
         self,
@@ -111,56 +195,13 @@ class AclRules:
         self.users = {name: tuple(rules) for name, rules in (users or {}).items()}
         self.clients = {name: tuple(rules) for name, rules in (clients or {}).items()}
         self.patterns = tuple(patterns)
-        self._compiled: dict[tuple[str | None, str], Compiled] = {}
-        self._decisions: dict[tuple[str | None, str, str, Right], bool] = {}
 
     def __len__(self) -> int:
         sections = (*self.users.values(), *self.clients.values())
         return len(self.anonymous) + len(self.patterns) + sum(map(len, sections))
 
-    def allows(self, username: str | None, client_id: str, topic: str, right: Right) -> bool:
-        """Whether the client may READ or WRITE the topic name ``topic``: no applicable
-        deny rule matches it, and a rule granting ``right`` does."""
-        key = (username, client_id, topic, right)
-        decision = self._decisions.get(key)
-        if decision is None:
-            decision = self._decide(username, client_id, topic, right)
-            if len(self._decisions) >= DECISION_CACHE_SIZE:
-                self._decisions.clear()
-            self._decisions[key] = decision
-        return decision
-
-    def _decide(self, username: str | None, client_id: str, topic: str, right: Right) -> bool:
-        denies, grants = self._rules_for(username, client_id)
-        levels = topic.split("/")
-        if any(_matches(deny, levels) for deny in denies):
-            return False
-        return any(access & right and _matches(rule, levels) for rule, access in grants)
-
-    def allows_filter(
-        self,
-        username: str | None,
-        client_id: str,
-        topic_filter: str,
-        right: Right,
-        strict: bool = False,
-    ) -> bool:
-        """Whether one rule granting ``right`` covers every topic of ``topic_filter``
-        (rule ``a/#`` covers ``a/+``; ``a/+`` does not cover ``a/#``), and no deny rule
-        covers it all (``strict``: touches any of its topics)."""
-        denies, grants = self._rules_for(username, client_id)
-        levels = tuple(topic_filter.split("/"))
-        refuses = _overlaps if strict else _covers
-        if any(refuses(deny, levels) for deny in denies):
-            return False
-        return any(access & right and _covers(rule, levels) for rule, access in grants)
-
-    def _rules_for(self, username: str | None, client_id: str) -> Compiled:
-        """The denies and grants that apply to one client, as split topic filters."""
-        key = (username, client_id)
-        compiled = self._compiled.get(key)
-        if compiled is not None:
-            return compiled
+    def for_client(self, username: str | None, client_id: str, generation: int = 0) -> ClientRules:
+        """The rules that apply to one client (``generation`` tells the rules apart)."""
         section = self.anonymous if username is None else self.users.get(username, ())
         denies: list[Levels] = []
         grants: list[tuple[Levels, Right]] = []
@@ -173,11 +214,22 @@ class AclRules:
                 grants.append((levels, rule.access))
             else:
                 denies.append(levels)
-        compiled = (tuple(denies), tuple(grants))
-        if len(self._compiled) >= IDENTITY_CACHE_SIZE:
-            self._compiled.clear()
-        self._compiled[key] = compiled
-        return compiled
+        return ClientRules(tuple(denies), tuple(grants), generation)
+
+    def allows(self, username: str | None, client_id: str, topic: str, right: Right) -> bool:
+        """:meth:`ClientRules.allows` for one client, compiled for this call."""
+        return self.for_client(username, client_id).allows(topic, right)
+
+    def allows_filter(
+        self,
+        username: str | None,
+        client_id: str,
+        topic_filter: str,
+        right: Right,
+        strict: bool = False,
+    ) -> bool:
+        """:meth:`ClientRules.allows_filter` for one client, compiled for this call."""
+        return self.for_client(username, client_id).allows_filter(topic_filter, right, strict)
 
 
 def _matches(rule: Levels, topic: list[str]) -> bool:
@@ -296,11 +348,13 @@ def read_acl(path: str) -> AclRules:
 
 
 class Acl:
-    """The rules of an ACL file, reloadable: the broker asks it what a client may do."""
+    """The rules of an ACL file, reloadable: the broker asks it for the rules of each
+    client (:meth:`rules_for`), and again when ``generation`` has changed."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.rules = read_acl(path)
+        self.generation = 0  # counts the reloads that put new rules in force
         log.info("acl_file %s: %d rules", path, len(self.rules))
 
     def reload(self) -> bool:
@@ -312,18 +366,16 @@ class Acl:
             log.error("acl_file not reloaded, the previous rules stay in force: %s", exc)
             return False
         self.rules = rules
+        self.generation += 1
         log.info("acl_file %s reloaded: %d rules", self.path, len(rules))
         return True
 
-    def may_read(self, username: str | None, client_id: str, topic: str) -> bool:
-        return self.rules.allows(username, client_id, topic, Right.READ)
+    def rules_for(self, username: str | None, client_id: str) -> ClientRules:
+        """The rules in force for one client, compiled."""
+        return self.rules.for_client(username, client_id, self.generation)
 
-    def may_write(self, username: str | None, client_id: str, topic: str) -> bool:
-        return self.rules.allows(username, client_id, topic, Right.WRITE)
-
-    def may_subscribe(self, username: str | None, client_id: str, topic_filter: str) -> bool:
-        return self.rules.allows_filter(username, client_id, topic_filter, Right.SUBSCRIBE)
-
-    def may_write_all(self, username: str | None, client_id: str, topic_filter: str) -> bool:
-        """Whether the client may WRITE every topic of ``topic_filter``."""
-        return self.rules.allows_filter(username, client_id, topic_filter, Right.WRITE, True)
+    @property
+    def has_user_rules(self) -> bool:
+        """Whether rules depend on the user name (a ``user`` section or a ``%u`` pattern)."""
+        rules = self.rules
+        return bool(rules.users) or any(USERNAME in rule.topic for rule in rules.patterns)

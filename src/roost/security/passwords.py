@@ -18,10 +18,12 @@ in a worker thread.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher, extract_parameters
@@ -54,17 +56,37 @@ class UserEntry:
         return f"{self.name}:{self.password_hash}:{self.scram}"
 
 
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})  # control, format, line/paragraph
+BOM = "\ufeff"
+
+
 def check_user_name(name: str) -> None:
-    """Raise ValueError unless ``name`` can stand in the file: not empty, no ":", no
-    control characters, and not longer than MQTT allows."""
+    """Raise ValueError unless ``name`` reads back as itself from the file: not empty, no
+    ":", no control, format or line/paragraph separator characters (Unicode Cc, Cf, Zl,
+    Zp), no space at either end, no "#" first (a comment), and not longer than MQTT
+    allows."""
     if not name:
         raise ValueError("empty user name")
     if ":" in name:
         raise ValueError(f"user name {name!r} contains ':'")
-    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in name):
-        raise ValueError(f"user name {name!r} contains a control character")
+    if any(unicodedata.category(char) in UNSAFE_CATEGORIES for char in name):
+        raise ValueError(f"user name {name!r} contains a control or separator character")
+    if name != name.strip():
+        raise ValueError(f"user name {name!r} starts or ends with a space")
+    if name.startswith("#"):
+        raise ValueError(f"user name {name!r} starts with '#' (a comment in the file)")
     if len(name.encode()) > 65_535:
         raise ValueError("user name longer than 65535 bytes")
+
+
+def file_lines(text: str) -> list[str]:
+    """The lines of a password file: split at "\n" only (a "\r" before it is dropped), not
+    at the other line breaks ``str.splitlines`` knows; a leading byte order mark is not
+    part of the first line."""
+    lines = text.removeprefix(BOM).split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return [line.removesuffix("\r") for line in lines]
 
 
 def make_entry(
@@ -85,7 +107,7 @@ def make_entry(
 
 def parse_line(text: str) -> UserEntry | None:
     """The entry on one line; None for a blank line or comment (raises ValueError)."""
-    stripped = text.strip()
+    stripped = text.strip(" \t")
     if not stripped or stripped.startswith("#"):
         return None
     parts = stripped.split(":", 2)
@@ -105,7 +127,7 @@ def parse_line(text: str) -> UserEntry | None:
 def parse_text(text: str, source: str) -> dict[str, UserEntry]:
     """The users of a whole file; ``source`` names it in errors."""
     users: dict[str, UserEntry] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(file_lines(text), 1):
         try:
             entry = parse_line(line)
         except ValueError as exc:
@@ -135,8 +157,8 @@ def with_entry(text: str, name: str, entry: UserEntry | None) -> str:
     at the end if new, removed if ``entry`` is None); other lines stay as they are."""
     lines: list[str] = []
     placed = entry is None
-    for line in text.splitlines():
-        current = line.strip()
+    for line in file_lines(text):
+        current = line.strip(" \t")
         if not current.startswith("#") and current.split(":", 1)[0] == name:
             if entry is not None and not placed:
                 lines.append(entry.line())
@@ -169,27 +191,38 @@ def write_text(path: str, text: str) -> None:
 class PasswordFile:
     """The users of one password file, as last read successfully."""
 
-    def __init__(self, path: str, users: dict[str, UserEntry]) -> None:
+    def __init__(self, path: str, users: dict[str, UserEntry], text: str = "") -> None:
         self.path = path
         self._users = users
-        self._dummy_hash: str | None = None
+        # Made at load, not at the first unknown user (which would be slower than the rest).
+        self._dummy_hash = _dummy_hash(users)
+        # Keys the made-up SCRAM salts of unknown users: stable across restarts while the
+        # file is unchanged, unknown to whoever does not have the file.
+        self.scram_secret = hashlib.sha256(b"roost made-up SCRAM salts\0" + text.encode()).digest()
+        # The iteration count an unknown user is shown: that of the file's first user.
+        self.scram_iterations = next(
+            (entry.scram.iterations for entry in users.values()), DEFAULT_ITERATIONS
+        )
 
     @classmethod
     def load(cls, path: str) -> PasswordFile:
         """Read ``path``; raises PasswordFileError naming the file (and line)."""
-        return cls(path, parse_text(read_text(path), path))
+        text = read_text(path)
+        return cls(path, parse_text(text, path), text)
 
     def reload(self) -> bool:
         """Read the file again. If it cannot be read or has a bad line, log why and keep
         the users from before; returns whether the new users are in force."""
         try:
-            users = parse_text(read_text(self.path), self.path)
+            fresh = PasswordFile.load(self.path)
         except PasswordFileError as exc:
             log.error("%s; keeping the %d users loaded before", exc, len(self._users))
             return False
-        self._users = users
-        self._dummy_hash = None
-        log.info("password file %s reloaded: %d users", self.path, len(users))
+        self._users = fresh._users
+        self._dummy_hash = fresh._dummy_hash
+        self.scram_secret = fresh.scram_secret
+        self.scram_iterations = fresh.scram_iterations
+        log.info("password file %s reloaded: %d users", self.path, len(self._users))
         return True
 
     def __len__(self) -> int:
@@ -207,19 +240,18 @@ class PasswordFile:
         slow for a user that does not exist (checked against a dummy hash made with the
         parameters of the file's first user)."""
         entry = self._users.get(name)
-        password_hash = entry.password_hash if entry is not None else self._dummy()
+        password_hash = entry.password_hash if entry is not None else self._dummy_hash
         try:
             matched = HASHER.verify(password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
         return matched and entry is not None
 
-    def _dummy(self) -> str:
-        dummy = self._dummy_hash
-        if dummy is None:
-            hasher = HASHER
-            for entry in self._users.values():
-                hasher = PasswordHasher.from_parameters(extract_parameters(entry.password_hash))
-                break
-            dummy = self._dummy_hash = hasher.hash(secrets.token_bytes(16))
-        return dummy
+
+def _dummy_hash(users: dict[str, UserEntry]) -> str:
+    """A hash of a random password with the parameters of the first user's hash."""
+    hasher = HASHER
+    for entry in users.values():
+        hasher = PasswordHasher.from_parameters(extract_parameters(entry.password_hash))
+        break
+    return hasher.hash(secrets.token_bytes(16))

@@ -6,7 +6,7 @@ password file stores for each user, and the server side of one exchange, sans I/
 The server never sees the password: it keeps salt, iteration count, StoredKey and
 ServerKey, checks the client's proof against StoredKey and proves with ServerKey that it
 knows the user too. A user name that does not exist gets a made-up salt (the same each time
-within one process) and fails at client-final, like a wrong password, so the exchange does
+for the same secret) and fails at client-final, like a wrong password, so the exchange does
 not tell which user names exist. Channel binding is not offered: the GS2 flag must be "n"
 or "y"; "p=" is refused.
 """
@@ -179,7 +179,8 @@ class ScramServer:
     ScramError if the client did not prove it knows the password).
 
     ``lookup`` gives a user's verifier (None: no such user); ``secret`` makes the salts of
-    unknown users; ``nonce`` (the server's part of the nonce) is random unless given.
+    unknown users, shown with ``made_up_iterations``; ``nonce`` (the server's part of the
+    nonce) is random unless given.
     """
 
     def __init__(
@@ -187,9 +188,11 @@ class ScramServer:
         lookup: Callable[[str], ScramVerifier | None],
         secret: bytes,
         nonce: str | None = None,
+        made_up_iterations: int = DEFAULT_ITERATIONS,
     ) -> None:
         self._lookup = lookup
         self._secret = secret
+        self._made_up_iterations = made_up_iterations
         self._server_nonce = secrets.token_urlsafe(18) if nonce is None else nonce
         self.username: str | None = None  # from client-first
         self._verifier: ScramVerifier | None = None
@@ -261,7 +264,10 @@ class ScramServer:
         """The same salt for the same unknown user each time; keys no proof can match."""
         seed = _hmac(self._secret, username.encode())
         return ScramVerifier(
-            seed[:SALT_BYTES], DEFAULT_ITERATIONS, _hmac(seed, b"stored"), _hmac(seed, b"server")
+            seed[:SALT_BYTES],
+            self._made_up_iterations,
+            _hmac(seed, b"stored"),
+            _hmac(seed, b"server"),
         )
 
 

@@ -27,8 +27,8 @@ def certificate_fields(peercert: Mapping[str, object]) -> Certificate:
 
 
 def common_name(certificate: Certificate) -> str | None:
-    """The subject's CN (commonName), the identity Mosquitto's ``use_identity_as_username``
-    takes; None when the certificate has none."""
+    """The subject's (first) CN (commonName), the identity Mosquitto's
+    ``use_identity_as_username`` takes; None when the certificate has none."""
     subject = certificate.get("subject")
     if not isinstance(subject, dict):
         return None
@@ -37,10 +37,14 @@ def common_name(certificate: Certificate) -> str | None:
 
 
 def _names(rdns: object) -> dict[str, str]:
-    """{attribute: value} of a distinguished name; a repeated attribute keeps its last."""
-    if not isinstance(rdns, Iterable):
-        return {}
-    return {key: value for rdn in rdns for key, value in _pairs(rdn)}
+    """{attribute: value} of a distinguished name; a repeated attribute keeps its first (the
+    CN Mosquitto's ``use_identity_as_username`` takes too)."""
+    names: dict[str, str] = {}
+    if isinstance(rdns, Iterable):
+        for rdn in rdns:
+            for key, value in _pairs(rdn):
+                names.setdefault(key, value)
+    return names
 
 
 def _pairs(items: object) -> list[tuple[str, str]]:

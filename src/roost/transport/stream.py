@@ -38,6 +38,10 @@ FLUSH_BYTES = 65_536  # flush gathered writes at once beyond this size
 WRITE_BUFFER_HIGH = 1_048_576  # transport buffer size at which delivery is paused
 WRITE_BUFFER_LOW = 262_144  # ... and resumed
 LINGER_SECONDS = 2.0  # how long a closing connection still reads (and discards) input
+# Sockets accepted beyond max_connections, so that a client over the limit reads why in a
+# CONNACK (0x97); beyond these a socket is closed at once, whatever it would have sent
+# (a WebSocket handshake, a PROXY header, or nothing).
+OVER_LIMIT_SOCKETS = 16
 
 
 class StreamConnection(asyncio.Protocol):
@@ -79,6 +83,12 @@ class StreamConnection(asyncio.Protocol):
         self.identity: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        traffic = self._core.traffic
+        if traffic.sockets >= self._core.settings.max_connections + OVER_LIMIT_SOCKETS:
+            traffic.sockets_refused += 1
+            cast(asyncio.Transport, transport).abort()  # connection_lost sees no _transport
+            return
+        traffic.sockets += 1
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW)
         sock = transport.get_extra_info("socket")
@@ -130,6 +140,8 @@ class StreamConnection(asyncio.Protocol):
             self._client.writing_resumed()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._core.traffic.sockets -= 1
         for handle in (self._deadline, self._flush_handle, self._linger_handle):
             if handle is not None:
                 handle.cancel()

@@ -26,6 +26,7 @@ import logging
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
+from websockets import http11
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -40,6 +41,13 @@ from roost.transport.stream import StreamConnection, log
 SUBPROTOCOLS = [Subprotocol("mqtt")]
 MIN_FRAME_LIMIT = 65_536  # bytes; see _frame_limit
 _MQTT_OPCODES = frozenset({Opcode.BINARY, Opcode.CONT})
+
+# The handshake request a socket may send before it is refused (431 is not sent: it is
+# closed): 32 header lines of at most 4 KiB, instead of websockets' 128 of 8 KiB (1 MiB). A
+# browser sends about 15; MQTT clients fewer. websockets reads these module settings (also
+# settable by its WEBSOCKETS_MAX_* variables) at each parse.
+http11.MAX_NUM_HEADERS = 32
+http11.MAX_LINE_LENGTH = 4096
 
 # websockets logs every opening and closing at INFO: too much for a broker's log.
 _websockets_log = logging.getLogger("roost.transport.websocket")
