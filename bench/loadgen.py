@@ -6,7 +6,9 @@ Design points:
 * Received data is framed by scanning the fixed header (type byte + remaining length) only;
   a PUBLISH is counted without being decoded. QoS 1 deliveries are acknowledged with the
   packet id sliced straight out of the buffer; latency samples read an 8-byte timestamp at
-  a known payload offset.
+  a known payload offset. Timed subscribers (``timing``) put those delays in a histogram
+  instead (``DELAY_BUCKET_NS`` wide buckets, bounded memory at millions of deliveries) and
+  note the longest gap between two reads that brought deliveries.
 * Workers are ``multiprocessing`` processes (spawn) pinned to the generator cores, uvloop
   when available. They share two arrays of int64 with the orchestrator: per-worker counters
   (``NSLOTS`` slots per worker, each written only by its worker) and control slots (the
@@ -63,6 +65,7 @@ CONNECT_ATTEMPTS = 3
 STALL_SECONDS = 0.25  # a full delivery window without progress for this long is written off
 WINDOW_POLL = 0.001  # uvloop rounds shorter timers to 0 ms, which would busy-spin
 PING_INTERVAL = 25.0
+DELAY_BUCKET_NS = 10_000  # width of a delivery delay histogram bucket (0.01 ms)
 MAX_ERRORS_KEPT = 20
 
 Counters = Any  # multiprocessing.sharedctypes RawArray of c_longlong (no usable stub type)
@@ -147,6 +150,7 @@ class Worker:
         self.base = wid * NSLOTS
         self.conns: list[Conn] = []
         self.latencies: list[int] = []
+        self.delays: dict[int, int] = {}  # timed subscribers: delay bucket -> deliveries
         self.errors: list[str] = []
         self.credit = 0  # deliveries written off as lost by stalled publishers
         # Delivery windows count this worker's own counters only (its publishers and
@@ -213,9 +217,12 @@ class Conn(asyncio.Protocol):
     """One MQTT connection. Control packets (CONNACK, SUBACK) resolve ``waiter``; PUBLISH
     and PUBACK are counted on the fast path."""
 
-    def __init__(self, worker: Worker, latency: bool = False) -> None:
+    def __init__(self, worker: Worker, latency: bool = False, timing: bool = False) -> None:
         self.w = worker
-        self.latency = latency
+        self.latency = latency or timing
+        self.timing = timing  # delays into a histogram, longest gap between reads
+        self.last_read = 0  # perf_counter_ns of the last read with a PUBLISH (timing)
+        self.max_gap = 0  # longest gap between two such reads while measuring (timing)
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
@@ -269,6 +276,7 @@ class Conn(asyncio.Protocol):
         out: list[bytes] | None = None
         lat = self.latency
         now = time.perf_counter_ns() if lat else 0
+        stamps: list[bytes] | None = [] if self.timing and self.w.ctrl[MEASURING] else None
         while n - i >= 2:
             b1 = buf[i + 1]
             if b1 < 0x80:
@@ -309,7 +317,9 @@ class Conn(asyncio.Protocol):
                             out = []
                         out.append(b"\x40\x02" + buf[p : p + 2])
                         p += 2
-                    if lat and self.w.ctrl[MEASURING]:
+                    if stamps is not None:
+                        stamps.append(buf[p : p + 8])
+                    elif lat and self.w.ctrl[MEASURING]:
                         self.w.latencies.append(now - int.from_bytes(buf[p : p + 8], "big"))
             elif first == 0x40:
                 acks += 1
@@ -319,12 +329,37 @@ class Conn(asyncio.Protocol):
         self.buf = buf[i:] if i < n else b""
         if pubs:
             self.w.add(RECV, pubs)
+            if self.timing:
+                self._timed(now, stamps)
             if out and self.transport is not None:
                 self.transport.write(b"".join(out))
         if acks:
             self.w.add(ACKED, acks)
             if self.publisher is not None:
                 self.publisher.on_acks(acks)
+
+    def _timed(self, now: int, stamps: list[bytes] | None) -> None:
+        """Note the gap since the last read with deliveries and (while measuring) the
+        delay of each delivery; a publisher stamps whole batches, so equal stamps come in
+        runs and are counted once per run."""
+        if stamps is not None:
+            if self.last_read and now - self.last_read > self.max_gap:
+                self.max_gap = now - self.last_read
+            delays = self.w.delays
+            last = b""
+            run = 0
+            for stamp in stamps:
+                if stamp != last:
+                    if run:
+                        key = (now - int.from_bytes(last, "big")) // DELAY_BUCKET_NS
+                        delays[key] = delays.get(key, 0) + run
+                    last = stamp
+                    run = 0
+                run += 1
+            if run:
+                key = (now - int.from_bytes(last, "big")) // DELAY_BUCKET_NS
+                delays[key] = delays.get(key, 0) + run
+        self.last_read = now
 
     def _control(self, first: int, body: bytes) -> None:
         kind = first & 0xF0
@@ -382,11 +417,12 @@ async def open_conn(
     timeout: float = 30.0,
     clean: bool = True,
     port: int = 0,
+    timing: bool = False,
 ) -> Conn:
     """Connect to ``port`` (default: the worker's broker port)."""
     _, conn = await asyncio.wait_for(
         w.loop.create_connection(
-            lambda: Conn(w, latency),
+            lambda: Conn(w, latency, timing),
             HOST,
             port or w.port,
             ssl=None if port else w.tls,
@@ -415,6 +451,7 @@ async def connect_many(
     latency: bool = False,
     clean: bool = True,
     port: int = 0,
+    timing: bool = False,
 ) -> list[Conn]:
     """Connect (and subscribe) every client id, at most ``sem`` at a time, each with a
     bounded number of attempts. Failed clients are reported and left out."""
@@ -425,7 +462,13 @@ async def connect_many(
             for attempt in range(CONNECT_ATTEMPTS):
                 try:
                     conn = await open_conn(
-                        w, client_ids[index], keepalive, latency, clean=clean, port=port
+                        w,
+                        client_ids[index],
+                        keepalive,
+                        latency,
+                        clean=clean,
+                        port=port,
+                        timing=timing,
                     )
                 except (TimeoutError, OSError, MqttError) as exc:
                     last = exc
@@ -453,13 +496,19 @@ async def connect_many(
 
 
 async def run_qos0_publisher(
-    w: Worker, conn: Conn, batches: Sequence[tuple[bytes, int, int]], window: int
+    w: Worker,
+    conn: Conn,
+    batches: Sequence[tuple[bytes, int, int]],
+    window: int,
+    stamp: tuple[bytes, bytes] | None = None,
 ) -> None:
     """Write pre-encoded batches (data, messages, expected deliveries) in a loop.
 
     With ``window`` > 0 the publisher keeps at most ``window`` deliveries outstanding over
     all publishers of the run (see ``Worker.delivery_room``), so the broker rather than
-    socket buffers sets the pace.
+    socket buffers sets the pace. With ``stamp`` = (PUBLISH prefix, payload after the
+    stamp) every batch is instead that many packets whose payload starts with the time of
+    the write (``time.perf_counter_ns``).
     """
     await w.wait_phase(P_RUN)
     index = 0
@@ -472,6 +521,8 @@ async def run_qos0_publisher(
         index += 1
         if index == nbatches:
             index = 0
+        if stamp is not None:
+            data = (stamp[0] + time.perf_counter_ns().to_bytes(8, "big") + stamp[1]) * messages
         conn.write(data)
         w.add(SENT, messages)
         w.add(EXPECTED, expected)
@@ -624,6 +675,7 @@ async def _setup_role(
             latency=bool(role.get("latency")),
             clean=bool(role.get("clean", True)),
             port=port,
+            timing=bool(role.get("timing")),
         )
     elif kind == "pub0":
         conns = await connect_many(w, ids, keepalive, None, sem, port=port)
@@ -632,7 +684,8 @@ async def _setup_role(
             # Start publishers at different points of the batch list.
             offset = (k * len(batches)) // max(1, len(conns))
             rotated = list(batches[offset:]) + list(batches[:offset])
-            tasks.append(run_qos0_publisher(w, conn, rotated, int(role.get("window", 0))))
+            window = int(role.get("window", 0))
+            tasks.append(run_qos0_publisher(w, conn, rotated, window, role.get("stamp")))
     elif kind == "pub1":
         conns = await connect_many(w, ids, keepalive, None, sem, port=port)
         stamped = bool(role.get("stamped"))
@@ -698,6 +751,8 @@ async def _worker_async(
         "pid": os.getpid(),
         "connections": len(w.conns),
         "latencies": w.latencies,
+        "delays": w.delays,
+        "gaps": [c.max_gap for c in w.conns if c.timing],  # each timed one's longest gap
         "errors": w.errors,
         "connect_seconds": w.connect_done - w.connect_started,
     }

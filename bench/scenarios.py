@@ -79,15 +79,17 @@ def loss_percent(expected: int, received: int) -> float:
 def throughput(
     ctx: Ctx, broker: BrokerProcess, roles: list[list[dict[str, Any]]], drain: bool = True
 ) -> tuple[Snapshot, Snapshot, Snapshot, LoadRun]:
-    """Set up, warm up, measure ``ctx.seconds``, stop publishing and drain.
-    Returns (start, end, final) snapshots and the finished run."""
+    """Set up, warm up, measure ``ctx.seconds`` (timed subscribers time that window only),
+    stop publishing and drain. Returns (start, end, final) snapshots and the finished run."""
     with LoadRun(ctx, broker, roles) as run:
         run.setup()
         run.go()
         run.sleep(ctx.warmup)
+        run.measuring(True)
         start = run.snapshot()
         run.sleep(ctx.seconds)
         end = run.snapshot()
+        run.measuring(False)
         run.stop_load()
         if drain:
             run.drain()
@@ -289,20 +291,34 @@ QOS1_FANIN = Scenario(
 
 
 def run_qos0_fanout(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    """Throughput, and how evenly it reaches the subscribers: the publisher stamps each
+    batch with its write time, and every subscriber notes the delay of each delivery and
+    the longest gap between two reads that brought it deliveries."""
     assert broker is not None
     nw = ctx.workers
     subs = ctx.fanout_subs
     batch = qos0_batch(FANOUT_TOPIC, ctx.payload, 8, subs)
+    stamp = (lg.publish_prefix(FANOUT_TOPIC, ctx.payload, 0), bytes(max(0, ctx.payload - 8)))
     roles = merge(
-        place(nw, subs, {"role": "sub", "filters": [FANOUT_TOPIC], "qos": 0}),
+        place(nw, subs, {"role": "sub", "filters": [FANOUT_TOPIC], "qos": 0, "timing": True}),
         single(
             nw,
-            {"role": "pub0", "batches": [batch], "window": 256 * subs},
+            {"role": "pub0", "batches": [batch], "window": 256 * subs, "stamp": stamp},
             worker=nw - 1,
         ),
     )
     a, b, final, run = throughput(ctx, broker, roles)
-    return qos0_outcome(ctx, run, a, b, final, lg.EXPECTED)
+    out = qos0_outcome(ctx, run, a, b, final, lg.EXPECTED)
+    gaps = sorted(g for o in run.outputs for g in o.get("gaps", []))
+    delays: dict[int, int] = {}
+    for o in run.outputs:
+        for bucket, count in o.get("delays", {}).items():
+            delays[bucket] = delays.get(bucket, 0) + count
+    out.metrics["gap_max"] = gaps[-1] / 1e6 if gaps else 0.0
+    out.metrics["gap_median"] = percentile(gaps, 0.50) / 1e6
+    out.metrics["delay_p50"] = histogram_percentile(delays, 0.50) * lg.DELAY_BUCKET_NS / 1e6
+    out.metrics["delay_p99"] = histogram_percentile(delays, 0.99) * lg.DELAY_BUCKET_NS / 1e6
+    return out
 
 
 QOS0_FANOUT = Scenario(
@@ -312,6 +328,10 @@ QOS0_FANOUT = Scenario(
         Metric("recv", "deliveries/s (all subs)", "higher"),
         Metric("sent", "publishes/s", "higher"),
         Metric("loss", "lost % (whole run)", "lower", 2),
+        Metric("gap_max", "longest gap between deliveries ms", "lower", 1),
+        Metric("gap_median", "median over subs of their longest gap ms", "lower", 1),
+        Metric("delay_p50", "delivery delay p50 ms", "lower", 2),
+        Metric("delay_p99", "delivery delay p99 ms", "lower", 2),
         *CPU_METRICS,
     ),
     run_qos0_fanout,
@@ -496,6 +516,20 @@ def percentile(sorted_values: list[int], q: float) -> float:
         return 0.0
     index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
     return float(sorted_values[index])
+
+
+def histogram_percentile(counts: dict[int, int], q: float) -> float:
+    """The bucket below which a fraction ``q`` of the counted values fall (upper edge)."""
+    total = sum(counts.values())
+    if not total:
+        return 0.0
+    rank = max(1, round(q * total))
+    seen = 0
+    for bucket in sorted(counts):
+        seen += counts[bucket]
+        if seen >= rank:
+            return float(bucket + 1)
+    return float(max(counts) + 1)
 
 
 def run_latency(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:

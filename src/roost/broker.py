@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -273,6 +274,7 @@ async def serve(settings: Settings) -> int:
     """Run a broker until SIGINT or SIGTERM (status 0) or a store failure (status 1)."""
     broker = Broker(settings)
     await broker.start()
+    settle_garbage_collector()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, broker.stopping.set)
@@ -281,6 +283,16 @@ async def serve(settings: Settings) -> int:
     log.info("shutting down")
     await broker.stop()
     return 1 if broker.failure is not None else 0
+
+
+def settle_garbage_collector() -> None:
+    """Collect what start-up left and take every object that survived it (modules, the
+    loaded state) out of the cyclic collector's sight: a full collection then scans only
+    what was made since, instead of pausing the event loop for tens of milliseconds. For
+    a process that is a broker for life (``serve``), not for brokers embedded in another
+    program, whose objects would never be collected."""
+    gc.collect()
+    gc.freeze()
 
 
 def run(settings: Settings) -> int:

@@ -157,6 +157,7 @@ class BrokerCore:
         self.deadlines: Deadlines[tuple[str, str]] = Deadlines()
         self.blocked_writers: dict[Connection, float] = {}  # -> since when it reads nothing
         self.dropped_messages = 0  # messages dropped because a session's queue was full
+        self.deliveries = 0  # deliveries made so far (an input turn's budget counts them)
         self.traffic = TrafficCounters(clock())  # read by metrics, $SYS and the admin API
         self.limits = Limits(settings)  # rates and quotas per client, address and user
         # Run by every tick with its time, after the core's own timers ($SYS topics)
@@ -529,6 +530,7 @@ class BrokerCore:
         connections = self.connections
         limit = self.settings.max_queued_messages
         message_time = self.clock()
+        self.deliveries += len(targets)
         for client_id, target in targets:
             qos = message.qos if message.qos < target.qos else target.qos
             retain = message.retain and target.retain_as_published

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from roost import protocol
 from roost.codec import (
     MQTT_3_1_1,
     MQTT_5,
@@ -418,6 +419,29 @@ def test_qos0_waits_behind_queued_qos1_to_keep_order(core: BrokerCore) -> None:
     assert first.topic == "o/1"
     sub.send(PubAck(first.packet_id))
     assert [(p.topic, p.qos) for p in publishes(sub.received())] == [("o/2", 1), ("o/3", 0)]
+
+
+def test_a_fan_out_burst_goes_out_over_several_turns_in_order(
+    core: BrokerCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protocol, "DELIVERY_BUDGET", 10)
+    subs = [Client(core) for _ in range(5)]
+    for index, sub in enumerate(subs):
+        sub.connect(f"sub{index}", keep_alive=0)
+        sub.subscribe("fan", qos=0)
+    pub = Client(core)
+    pub.connect("pub", keep_alive=0)
+    burst = [Publish("fan", bytes([n])) for n in range(5)]
+    pub.protocol.data_received(b"".join(encode(packet, MQTT_5) for packet in burst))
+    turns = []
+    while True:
+        turns.append([[p.payload[0] for p in publishes(sub.received())] for sub in subs])
+        if not pub.transport.later:
+            break
+        pub.transport.later = False
+        pub.protocol.handle_input()
+    # 5 deliveries per publish: the budget of 10 ends a turn after every second publish
+    assert turns == [[[0, 1]] * 5, [[2, 3]] * 5, [[4]] * 5]
 
 
 def test_qos2_inbound_is_routed_once_and_acknowledged(core: BrokerCore) -> None:
