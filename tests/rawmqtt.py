@@ -316,6 +316,21 @@ def decode(first_byte: int, body: bytes, version: int) -> Pkt:
 # the client
 
 
+def recv_before(sock: socket.socket, deadline: float) -> bytes:
+    """What the socket has, waiting until ``deadline`` (time.monotonic) at most: b"" on
+    EOF or a reset, TimeoutError at the deadline."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    sock.settimeout(remaining)
+    try:
+        return sock.recv(65536)
+    except TimeoutError:
+        raise
+    except OSError:
+        return b""
+
+
 @dataclass
 class Will:
     """A will for :meth:`RawClient.connect`; ``props`` are its MQTT 5 will properties."""
@@ -488,16 +503,7 @@ class RawClient:
 
     def _fill(self, deadline: float) -> bool:
         """Read more bytes; False on EOF / reset; TimeoutError at the deadline."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        self.sock.settimeout(remaining)
-        try:
-            chunk = self.sock.recv(65536)
-        except TimeoutError:
-            raise
-        except OSError:
-            return False
+        chunk = recv_before(self.sock, deadline)
         if not chunk:
             return False
         self.buf += chunk

@@ -14,7 +14,7 @@ from websockets.http11 import Response
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from rawmqtt import TIMEOUT, RawClient
+from rawmqtt import TIMEOUT, RawClient, recv_before
 
 
 class HandshakeRefused(AssertionError):
@@ -63,16 +63,7 @@ class WsRawClient(RawClient):
 
     def _receive(self, deadline: float) -> bool:
         """Feed what the socket has to the WebSocket protocol; False on EOF / reset."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        self.sock.settimeout(remaining)
-        try:
-            chunk = self.sock.recv(65536)
-        except TimeoutError:
-            raise
-        except OSError:
-            return False
+        chunk = recv_before(self.sock, deadline)
         if not chunk:
             return False
         self.ws.receive_data(chunk)
