@@ -9,6 +9,7 @@ import socket
 import ssl
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tlspki import SERVER_NAME, Pki, endpoint
@@ -28,6 +29,21 @@ CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path / "pki")
+
+
+def identity_listener(pki: Any) -> Listener:
+    """A TLS listener that requires a client certificate and takes its CN as user name."""
+    return Listener(
+        "tls",
+        "127.0.0.1",
+        0,
+        pki.certfile,
+        pki.keyfile,
+        pki.cafile,
+        require_certificate=True,
+        use_identity_as_username=True,
+        name="identity",
+    )
 
 
 def tls_handshake(port: int, context: ssl.SSLContext) -> ssl.SSLSocket:
@@ -118,17 +134,7 @@ def test_an_optional_certificate_is_verified_when_presented(make_broker, pki) ->
 
 def test_use_identity_as_username_makes_the_cn_the_identity(make_broker, clients, pki) -> None:
     recorder = CertificateRecorder()
-    listener = Listener(
-        "tls",
-        "127.0.0.1",
-        0,
-        pki.certfile,
-        pki.keyfile,
-        pki.cafile,
-        require_certificate=True,
-        use_identity_as_username=True,
-        name="identity",
-    )
+    listener = identity_listener(pki)
     broker = make_broker(
         authenticator=recorder, listeners=(listener,), http_port=0, admin_token=TOKEN
     )
@@ -223,17 +229,7 @@ def test_a_scram_login_on_an_identity_listener_must_be_the_certificates_cn(
     passwords = str(tmp_path / "passwords")
     users = [make_entry("alice", "a"), make_entry("bob", "b")]
     write_text(passwords, "".join(user.line() + "\n" for user in users))
-    listener = Listener(
-        "tls",
-        "127.0.0.1",
-        0,
-        pki.certfile,
-        pki.keyfile,
-        pki.cafile,
-        require_certificate=True,
-        use_identity_as_username=True,
-        name="identity",
-    )
+    listener = identity_listener(pki)
     broker = make_broker(password_file=passwords, listeners=(listener,))
     client = tls_raw(broker.broker.port_of("tls"), pki.client_context(pki.client_cert("alice")))
     scram = ScramClient(scram_user, password, "n0nce")
