@@ -9,7 +9,6 @@ import socket
 import ssl
 import warnings
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tlspki import SERVER_NAME, Pki, endpoint
@@ -31,7 +30,7 @@ def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path / "pki")
 
 
-def identity_listener(pki: Any) -> Listener:
+def identity_listener(pki: Pki) -> Listener:
     """A TLS listener that requires a client certificate and takes its CN as user name."""
     return Listener(
         "tls",
