@@ -12,7 +12,7 @@ from dataclasses import fields
 from typing import Any
 
 from roost.config import FIELD_TYPES, Settings, load_settings
-from roost.errors import ConfigError
+from roost.errors import ConfigError, RoostError
 from roost.logs import configure_logging
 
 CONFIG_ERROR_STATUS = 2  # the status argparse uses for usage errors
@@ -49,9 +49,25 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"roost: error: {exc}", file=sys.stderr)
         return CONFIG_ERROR_STATUS
     configure_logging(settings.log_level, settings.log_format, settings.log_levels)
+    if args.worker_index is None and settings.workers != "1":
+        return _serve_workers(settings)
     from roost.broker import run
 
     return run(settings)
+
+
+def _serve_workers(settings: Settings) -> int:
+    """``workers`` above 1: run the worker processes (docs/cluster.md)."""
+    from roost.workers import run_workers
+
+    try:
+        return run_workers(settings)
+    except ConfigError as exc:
+        print(f"roost: error: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_STATUS
+    except RoostError as exc:  # no Valkey to start, or it did not start
+        print(f"roost: error: {exc}", file=sys.stderr)
+        return 1
 
 
 COMMAND_MODULES = ("roost.cli_clients", "roost.cli_cluster", "roost.cli_passwd")
@@ -75,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = subparsers.add_parser("serve", help="run the broker")
     serve.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    # Given by the parent of --workers N to each worker process: it serves, it starts none.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     _add_setting_flags(serve)
     serve.set_defaults(func=_serve)
     _register_commands(subparsers)

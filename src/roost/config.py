@@ -137,6 +137,10 @@ class Settings:
     cafile: str = ""  # PEM CA certificates: client certificates presented are verified
     require_certificate: bool = False  # tls_port, wss_port: refuse clients without one
     listeners: tuple[Listener, ...] = ()  # [[listeners]] of the TOML file (TOML only)
+    # Workers: every core of one machine, see docs/cluster.md. "1": one process, as ever;
+    # N or "auto" (one per core): N processes on the same ports (SO_REUSEPORT) forming a
+    # cluster (over ``cluster``, else over a Valkey started under ``data_dir``).
+    workers: str = "1"
 
 
 ENV_PREFIX = "ROOST_"
@@ -318,6 +322,20 @@ def validate(settings: Settings) -> None:
         if getattr(settings, burst) and not getattr(settings, rate):
             raise ConfigError(f"setting {burst!r} needs {rate} > 0")
     _validate_listeners(listeners_of(settings))
+    _check_workers(settings.workers)
+
+
+WORKERS_AUTO = "auto"
+MAX_WORKERS = 1024
+
+
+def _check_workers(text: str) -> None:
+    number = text.isascii() and text.isdecimal()
+    if text == WORKERS_AUTO or (number and 1 <= int(text) <= MAX_WORKERS):
+        return
+    raise ConfigError(
+        f"setting 'workers' = {text!r} is not allowed; allowed: 1..{MAX_WORKERS} or 'auto'"
+    )
 
 
 def _check_module_levels(text: str) -> None:

@@ -1,0 +1,264 @@
+"""``roost serve --workers N``: one node on every core of a machine.
+
+The parent process serves no client. It checks what the workers would trip over (files,
+certificates, the ports), reserves the listeners' ports (:mod:`roost.worker_settings`),
+starts an embedded Valkey under ``data_dir`` unless ``cluster`` names one, and then runs N
+``roost serve`` worker processes with the supervisor of ``roost cluster up``. Each worker
+is a cluster node ``<node_id or HOST:PORT>/w<i>`` listening on the same ports with
+SO_REUSEPORT, so that the kernel spreads connections over them, and announcing the same
+address; a message published on one worker reaches subscribers on the others over the
+cluster bus. To a client it is one broker on one port.
+
+A worker that dies is started again, under its id, once its heartbeat record has expired
+(its sessions are meanwhile adopted by the others, as for any dead node); a worker that
+cannot start at all (before it ever listened) stops everything with status 1. SIGINT and
+SIGTERM stop the workers (MQTT 5 clients get DISCONNECT 0x8B), then the Valkey; SIGHUP is
+passed on to every worker (they read their rule files again).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from roost.cluster import keys
+from roost.cluster.localserver import LocalServer, find_server_binary
+from roost.cluster.supervisor import (
+    NodeProcess,
+    environment_without,
+    stop_nodes,
+    wait_ready,
+)
+from roost.config import ENV_PREFIX, TLS_KINDS, Settings, listeners_of
+from roost.security.acl import read_acl
+from roost.security.passwords import PasswordFile
+from roost.transport.listeners import BoundListener
+from roost.transport.tls import server_context
+from roost.worker_settings import (
+    PortReservation,
+    check_http_ports,
+    shared_settings,
+    worker_count,
+    worker_http_port,
+    worker_node_id,
+    write_settings,
+)
+
+log = logging.getLogger("roost.workers")
+
+WORKER_FLAG = "--worker-index"  # marks a worker: it serves, it does not start workers
+START_TIMEOUT = 30.0  # seconds for a worker to listen
+RESTART_ATTEMPTS = 10  # tries to start a dead worker again (its id may still be adopted)
+RESTART_DELAY = 0.5  # seconds between those tries
+MAX_RESTARTS = 5  # restarts within RESTART_WINDOW before the parent gives up
+RESTART_WINDOW = 60.0
+# The embedded Valkey's AOF policy for the ``durability`` setting (see docs/cluster.md).
+APPENDFSYNC = {"full": "always", "batch": "everysec", "none": "no"}
+
+
+def check_settings(settings: Settings, count: int) -> None:
+    """Raise ConfigError (or ServerNotFound) for what would stop every worker at start:
+    run in the parent, so that a bad setting is reported once and nothing is started."""
+    check_http_ports(settings, count)
+    if settings.password_file:
+        PasswordFile.load(settings.password_file)
+    if settings.acl_file:
+        read_acl(settings.acl_file)
+    for listener in listeners_of(settings):
+        if listener.kind in TLS_KINDS:
+            server_context(listener)
+    if not settings.cluster:
+        find_server_binary()
+
+
+class Workers:
+    """The worker processes of one node and their supervision."""
+
+    def __init__(self, settings: Settings, count: int, config: Path) -> None:
+        """``settings``: what every worker shares (bound ports, cluster URL); ``config``:
+        those settings as a TOML file."""
+        self.settings = settings
+        self.count = count
+        self.config = config
+        self.wake = threading.Event()  # a signal, or a worker's output ended
+        self.stopping = threading.Event()  # SIGINT / SIGTERM
+        self.processes: list[NodeProcess] = []
+        self._lock = threading.Lock()
+        self._env = environment_without(ENV_PREFIX)  # the TOML file holds every setting
+        self._restarts: collections.deque[float] = collections.deque()
+
+    def spawn(self, index: int) -> NodeProcess:
+        arguments = [
+            "--config", str(self.config),
+            WORKER_FLAG, str(index),
+            "--node-id", worker_node_id(self.settings, index),
+            "--http-port", str(worker_http_port(self.settings, index)),
+        ]  # fmt: skip
+        prefix = self.settings.log_format == "text"
+        worker = NodeProcess(f"w{index}", arguments, sys.stderr, self._lock, self._env, prefix)
+        worker.start(on_exit=self.wake)
+        log.info("worker w%d started (pid %d)", index, worker.pid)
+        return worker
+
+    def run(self) -> int:
+        """Start the workers and watch them until SIGINT/SIGTERM (status 0) or until one
+        cannot start (status 1); stops them all before returning."""
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        try:
+            self.processes = [self.spawn(index) for index in range(self.count)]
+            if not wait_ready(self.processes, self.wake, START_TIMEOUT):
+                if self.stopping.is_set():
+                    return 0
+                failed = [w.name for w in self.processes if not w.ready.is_set()]
+                log.error("worker %s could not start; stopping", ", ".join(failed))
+                return 1
+            self._wait_acquainted()
+            described = ", ".join(self._listeners())
+            log.info("roost listening on %s (%d workers)", described, self.count)
+            return self._watch()
+        finally:
+            stop_nodes(self.processes)
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def _on_reload(self, signum: int, frame: object) -> None:
+        for worker in self.processes:
+            worker.send_signal(signal.SIGHUP)
+
+    def _listeners(self) -> list[str]:
+        listeners = listeners_of(self.settings)
+        return [BoundListener(listener, listener.port).describe() for listener in listeners]
+
+    def _watch(self) -> int:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            if self.stopping.is_set():
+                return 0
+            for index, worker in enumerate(self.processes):
+                if not worker.exited.is_set():
+                    continue
+                status = worker.wait()
+                log.warning("worker w%d (pid %d) ended, status %d", index, worker.pid, status)
+                restarted = self._restart(index)
+                if restarted is None:
+                    return 1
+                self.processes[index] = restarted
+
+    def _restart(self, index: int) -> NodeProcess | None:
+        """Start worker ``index`` again once the cluster no longer counts its former run
+        as alive; None if it does not come up (or restarts come too often)."""
+        now = time.monotonic()
+        self._restarts.append(now)
+        while self._restarts[0] < now - RESTART_WINDOW:
+            self._restarts.popleft()
+        if len(self._restarts) > MAX_RESTARTS:
+            log.error("%d worker restarts within %g s; stopping", MAX_RESTARTS, RESTART_WINDOW)
+            return None
+        self._wait_departed(worker_node_id(self.settings, index))
+        for attempt in range(1, RESTART_ATTEMPTS + 1):
+            worker = self.spawn(index)
+            if self._started(worker) or self.stopping.is_set():
+                return worker
+            status = worker.wait()
+            log.warning(
+                "worker w%d did not start again (status %d, attempt %d of %d)",
+                index,
+                status,
+                attempt,
+                RESTART_ATTEMPTS,
+            )
+            if self.stopping.wait(RESTART_DELAY):
+                return worker
+        log.error("worker w%d cannot start again; stopping", index)
+        return None
+
+    def _started(self, worker: NodeProcess) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not worker.ready.is_set():
+            if worker.exited.is_set() or self.stopping.is_set() or time.monotonic() > deadline:
+                return worker.ready.is_set()
+            worker.exited.wait(0.05)
+        return True
+
+    def _wait_departed(self, node_id: str) -> None:
+        """Until the heartbeat record of a dead worker's run has expired: a node refuses
+        to start under the id of one that looks alive."""
+        self._wait_in_redis(lambda redis: not redis.exists(keys.node(node_id)))
+
+    def _wait_acquainted(self) -> None:
+        """Until every worker has read the others' heartbeat records, so that a message
+        published on any worker reaches subscribers on every other from the start: two
+        beats of each after all listen (a node reads its peers right after each beat)."""
+        records = [keys.node(worker_node_id(self.settings, i)) for i in range(self.count)]
+
+        def beats(redis: Redis) -> list[int]:
+            return [int(redis.hget(record, "beat") or 0) for record in records]
+
+        first: list[int] = []
+
+        def moved_twice(redis: Redis) -> bool:
+            now = beats(redis)
+            first[:] = first or now
+            return all(beat >= start + 2 for beat, start in zip(now, first, strict=True))
+
+        self._wait_in_redis(moved_twice)
+
+    def _wait_in_redis(self, done: Callable[[Redis], bool]) -> None:
+        """Poll ``done`` on the cluster's Redis for up to twice the node timeout (a
+        heartbeat's life); give up early on SIGTERM, or if Redis cannot be read."""
+        deadline = time.monotonic() + 2 * self.settings.node_timeout_ms / 1000
+        redis = Redis.from_url(self.settings.cluster, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            while not done(redis) and time.monotonic() < deadline:
+                if self.stopping.wait(0.05):
+                    return
+        except RedisError as exc:
+            log.warning("cannot read the cluster's Redis: %s", exc)
+        finally:
+            redis.close()
+
+
+def run_workers(settings: Settings) -> int:
+    """Entry point of ``roost serve`` with ``workers`` above 1. Raises ConfigError (and
+    ServerNotFound) before anything is started."""
+    count = worker_count(settings)
+    check_settings(settings, count)
+    reservation = PortReservation(listeners_of(settings))
+    ports = reservation.bind()
+    directory = Path(tempfile.mkdtemp(prefix="roost-workers-"))
+    valkey: LocalServer | None = None
+    try:
+        cluster = settings.cluster
+        if not cluster:
+            valkey = LocalServer(
+                Path(settings.data_dir) / "valkey", appendfsync=APPENDFSYNC[settings.durability]
+            ).start()
+            assert valkey.process is not None
+            cluster = valkey.url
+            pid, data = valkey.process.pid, valkey.directory
+            log.info("valkey at %s (pid %d), data in %s", cluster, pid, data)
+        shared = shared_settings(settings, ports, cluster)
+        workers = Workers(shared, count, write_settings(shared, directory))
+        return workers.run()
+    finally:
+        if valkey is not None:
+            valkey.stop()
+            log.info("valkey stopped")
+        reservation.close()
+        shutil.rmtree(directory, ignore_errors=True)

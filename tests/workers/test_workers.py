@@ -1,0 +1,189 @@
+"""``roost serve --workers N``: several broker processes on one port that clients take
+for one broker. Real processes (the parent, its workers, its embedded Valkey), real paho
+and raw MQTT clients."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from paho_helpers import TIMEOUT, Clients, Conn, wait_until
+from rawmqtt import RawFactory
+from workersproc import WorkersProcess, alive, connect_on
+
+Start = Callable[..., WorkersProcess]
+
+
+def route(publisher: Conn, subscriber: Conn, topic: str) -> None:
+    """Publish probes until ``subscriber`` gets one: its subscription is then known on
+    the publisher's worker (routes reach the other workers asynchronously)."""
+
+    def probed() -> bool:
+        payload = f"probe-{uuid.uuid4().hex}".encode()
+        publisher.pub(topic, payload, qos=1)
+        try:
+            subscriber.wait_for_payload(payload, timeout=0.2)
+        except AssertionError:
+            return False
+        return True
+
+    wait_until(probed, what=f"{topic} routed to the subscriber")
+
+
+def test_clients_on_one_port_are_spread_over_both_workers(
+    start_workers: Start, clients: Clients
+) -> None:
+    workers = start_workers(2)
+    ids = [f"spread-{n}" for n in range(24)]
+    for client_id in ids:
+        clients.connect(workers, client_id)
+    served_by = {workers.worker_of(client_id) for client_id in ids}
+    assert served_by == {0, 1}  # each of 24 connections lands on either: 2**-23 to miss
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_a_publish_on_one_worker_reaches_a_subscriber_on_the_other_in_order(
+    start_workers: Start, clients: Clients, qos: int
+) -> None:
+    workers = start_workers(2)
+    _, subscriber = connect_on(workers, clients, 0, "sub")
+    _, publisher = connect_on(workers, clients, 1, "pub")
+    assert subscriber.sub("cross/#", qos) == [qos]
+    route(publisher, subscriber, "cross/probe")
+    sent = [f"m{n}".encode() for n in range(200)]
+    for payload in sent:
+        publisher.client.publish("cross/data", payload, qos)
+    wait_until(lambda: sent[-1] in subscriber.payloads(), what="the last message")
+    received = [m.payload for m in subscriber.messages if m.topic == "cross/data"]
+    assert received == sent
+    assert {m.qos for m in subscriber.messages if m.topic == "cross/data"} == {qos}
+
+
+def test_sigterm_stops_every_worker_then_the_valkey(
+    start_workers: Start, clients: Clients, raw: RawFactory
+) -> None:
+    workers = start_workers(2)
+    told = [raw.connected(workers, f"told-{n}", 5)[0] for n in range(8)]
+    pids = [*workers.all_worker_pids(), workers.valkey_pid()]
+    assert len(pids) == 3 and all(pid is not None and alive(pid) for pid in pids)
+    served_by = {workers.worker_of(f"told-{n}") for n in range(8)}
+
+    assert workers.terminate(60) == 0
+
+    for client in told:  # on whichever worker it was: 2**-7 that both were not covered
+        assert [(p.name, p.reason_code) for p in client.wait_closed()] == [("DISCONNECT", 0x8B)]
+    assert served_by == {0, 1}
+    assert not [pid for pid in pids if pid is not None and alive(pid)]
+    text = workers.text()
+    assert text.count("roost stopped") == 2
+    assert text.index("roost stopped") < text.index("valkey stopped")
+
+
+def test_a_killed_worker_is_restarted_and_its_persistent_session_kept(
+    start_workers: Start, clients: Clients
+) -> None:
+    workers = start_workers(2)
+    keeper_id, keeper = connect_on(workers, clients, 1, "keeper", clean=False, session_expiry=600)
+    assert keeper.sub("kept/#", 1) == [1]
+    _, other = connect_on(workers, clients, 0, "other")
+    route(other, keeper, "kept/probe")
+    old_pid = workers.kill_worker(1)
+
+    wait_until(keeper.disconnected.is_set, what="the keeper to lose its worker")
+    keeper.client.loop_stop()
+    # published meanwhile: the killed worker's session is adopted by the survivor
+    publisher = clients.connect(workers, "publisher-after-kill")
+    sent = [f"kept-{n}".encode() for n in range(20)]
+    for payload in sent:
+        publisher.pub("kept/data", payload, qos=1)
+    workers.wait_for("worker w1 started", timeout=30)
+    wait_until(lambda: workers.worker_pids()[1] != old_pid, what="a new w1")
+    workers.wait_for(f"node {workers.node_id(1)} joined the cluster", timeout=30)
+    assert alive(workers.worker_pids()[0])
+
+    back = reconnect(workers, clients, keeper_id)
+    wait_until(lambda: sent[-1] in back.payloads(), what="the messages kept for it")
+    assert [p for p in back.payloads() if p.startswith(b"kept-")] == sent
+    assert back.session_present == [True]
+
+
+def reconnect(workers: WorkersProcess, clients: Clients, client_id: str) -> Conn:
+    """Connect ``client_id`` to its persistent session again, as often as it is refused
+    while the cluster adopts what the killed worker held."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        conn = clients.connect(
+            workers, client_id, clean=False, session_expiry=600, expect_success=False
+        )
+        if conn.connack_rc == 0:
+            return conn
+        conn.stop()
+        assert time.monotonic() < deadline, f"{client_id} refused: {conn.connack_rc:#x}"
+
+
+def test_one_worker_is_one_process_without_valkey(tmp_path: Path) -> None:
+    broker = WorkersProcess(tmp_path / "data", 1)
+    try:
+        super(WorkersProcess, broker).start()  # one process: no "(1 workers)" line
+        assert broker.process is not None
+        children = Path(f"/proc/{broker.process.pid}/task/{broker.process.pid}/children")
+        assert children.read_text().split() == []
+        assert "roost.workers" not in broker.text()  # the parent of workers logs as that
+        assert not (tmp_path / "data" / "valkey").exists()
+    finally:
+        broker.kill()
+
+
+def test_every_listener_of_port_0_is_shared_by_the_workers(start_workers: Start) -> None:
+    workers = start_workers(2, "--ws-port", "0")
+    lines = re.findall(r"^\[w(\d)\] .*roost listening on (.*)$", workers.text(), re.M)
+    assert sorted(index for index, _ in lines) == ["0", "1"]
+    assert lines[0][1] == lines[1][1]  # the same TCP and WebSocket ports on both
+    assert re.fullmatch(r"127\.0\.0\.1:\d+ \(tcp\), 127\.0\.0\.1:\d+ \(ws /mqtt\)", lines[0][1])
+
+
+def run_serve(*flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "roost", "serve", "--port", "0", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-2", "1025"])
+def test_a_bad_workers_setting_stops_start_up_naming_it(tmp_path: Path, value: str) -> None:
+    done = run_serve(f"--workers={value}", "--data-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "setting 'workers'" in done.stderr and repr(value) in done.stderr
+
+
+def test_a_config_error_starts_nothing(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.txt")
+    done = run_serve("--workers", "2", "--password-file", missing, "--data-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert missing in done.stderr
+    assert "roost.workers" not in done.stderr  # no worker and no Valkey started
+
+
+def test_a_worker_that_cannot_start_stops_the_others_without_restarts(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # worker w1's HTTP port: http_port + 1
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http_port = taken.getsockname()[1] - 1
+        done = run_serve(
+            "--workers", "2", "--http-port", str(http_port), "--data-dir", str(tmp_path)
+        )
+    assert done.returncode == 1, done.stderr
+    assert re.search(r"worker (w0, )?w1 could not start", done.stderr)
+    assert done.stderr.count("worker w1 started") == 1  # not restarted
+    pids = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", done.stderr)]
+    assert len(pids) == 3 and not [pid for pid in pids if alive(pid)]
