@@ -15,7 +15,7 @@ from paho_helpers import TIMEOUT, Clients, Conn, wait_until
 
 NODE_TIMEOUT_MS = 2000  # short, so that a killed worker is counted dead (and restarted) soon
 STARTED = re.compile(r"worker w(\d+) started \(pid (\d+)\)")
-VALKEY = re.compile(r"valkey at \S+ \(pid (\d+)\)")
+VALKEY = re.compile(r"valkey at (\S+) \(pid (\d+)\)")
 
 
 class WorkersProcess(BrokerProcess):
@@ -46,7 +46,12 @@ class WorkersProcess(BrokerProcess):
 
     def valkey_pid(self) -> int | None:
         found = VALKEY.search(self.text())
-        return int(found[1]) if found else None
+        return int(found[2]) if found else None
+
+    def valkey_url(self) -> str:
+        found = VALKEY.search(self.text())
+        assert found, "no embedded Valkey"
+        return found[1]
 
     def node_id(self, index: int) -> str:
         return f"{self.host}:{self.port}/w{index}"

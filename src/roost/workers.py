@@ -60,7 +60,9 @@ log = logging.getLogger("roost.workers")
 WORKER_FLAG = "--worker-index"  # marks a worker: it serves, it does not start workers
 START_TIMEOUT = 30.0  # seconds for a worker to listen
 RESTART_ATTEMPTS = 10  # tries to start a dead worker again (its id may still be adopted)
-RESTART_DELAY = 0.5  # seconds between those tries
+# Node timeouts to wait for the cluster to be done with a dead worker's former run: it is
+# seen dead after one, and its adopter reads its inbox for two more (ADOPTION_GRACE_TIMEOUTS)
+DEPARTURE_TIMEOUTS = 5
 MAX_RESTARTS = 5  # restarts within RESTART_WINDOW before the parent gives up
 RESTART_WINDOW = 60.0
 # The embedded Valkey's AOF policy for the ``durability`` setting (see docs/cluster.md).
@@ -170,8 +172,8 @@ class Workers:
         if len(self._restarts) > MAX_RESTARTS:
             log.error("%d worker restarts within %g s; stopping", MAX_RESTARTS, RESTART_WINDOW)
             return None
-        self._wait_departed(worker_node_id(self.settings, index))
         for attempt in range(1, RESTART_ATTEMPTS + 1):
+            self._wait_departed(worker_node_id(self.settings, index))
             worker = self.spawn(index)
             if self._started(worker) or self.stopping.is_set():
                 return worker
@@ -183,8 +185,6 @@ class Workers:
                 attempt,
                 RESTART_ATTEMPTS,
             )
-            if self.stopping.wait(RESTART_DELAY):
-                return worker
         log.error("worker w%d cannot start again; stopping", index)
         return None
 
@@ -197,9 +197,15 @@ class Workers:
         return True
 
     def _wait_departed(self, node_id: str) -> None:
-        """Until the heartbeat record of a dead worker's run has expired: a node refuses
-        to start under the id of one that looks alive."""
-        self._wait_in_redis(lambda redis: not redis.exists(keys.node(node_id)))
+        """Until the cluster is done with the former run of a dead worker: its heartbeat
+        record expired (a node refuses the id of one that looks alive) and another worker
+        adopted what it held (a node refuses to start while its former run is adopted).
+        If nobody adopts it (no other worker is alive), the new run takes it back."""
+
+        def departed(redis: Redis) -> bool:
+            return not redis.exists(keys.node(node_id)) and not redis.sismember(keys.NODES, node_id)
+
+        self._wait_in_redis(departed, DEPARTURE_TIMEOUTS)
 
     def _wait_acquainted(self) -> None:
         """Until every worker has read the others' heartbeat records, so that a message
@@ -217,12 +223,12 @@ class Workers:
             first[:] = first or now
             return all(beat >= start + 2 for beat, start in zip(now, first, strict=True))
 
-        self._wait_in_redis(moved_twice)
+        self._wait_in_redis(moved_twice, 2)
 
-    def _wait_in_redis(self, done: Callable[[Redis], bool]) -> None:
-        """Poll ``done`` on the cluster's Redis for up to twice the node timeout (a
-        heartbeat's life); give up early on SIGTERM, or if Redis cannot be read."""
-        deadline = time.monotonic() + 2 * self.settings.node_timeout_ms / 1000
+    def _wait_in_redis(self, done: Callable[[Redis], bool], timeouts: float) -> None:
+        """Poll ``done`` on the cluster's Redis for up to ``timeouts`` node timeouts; give
+        up early on SIGTERM, or if Redis cannot be read."""
+        deadline = time.monotonic() + timeouts * self.settings.node_timeout_ms / 1000
         redis = Redis.from_url(self.settings.cluster, socket_timeout=2, socket_connect_timeout=2)
         try:
             while not done(redis) and time.monotonic() < deadline:

@@ -1,6 +1,6 @@
 """Fixtures of the workers tests: ``start_workers`` runs ``roost serve --workers N`` (real
-processes, a real Valkey) and stops what is left of it at teardown; ``clients`` (paho) and
-``raw`` (raw MQTT) clients are stopped before it."""
+processes, a real Valkey) and stops what is left of it at teardown, printing its log;
+``clients`` (paho) and ``raw`` (raw MQTT) clients are stopped before it."""
 
 from __future__ import annotations
 
@@ -33,3 +33,4 @@ def start_workers(tmp_path: Path) -> Iterator[Callable[..., WorkersProcess]]:
     for parent in started:
         if parent.process is not None and parent.process.poll() is None:
             parent.terminate(60)
+        print(parent.text())  # pytest shows it for a test that failed

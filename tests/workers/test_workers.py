@@ -5,7 +5,6 @@ and raw MQTT clients."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,9 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from paho_helpers import TIMEOUT, Clients, Conn, wait_until
 from rawmqtt import RawFactory
+from roost.cluster import keys
+from roost.cluster.localserver import LocalServer
 from workersproc import WorkersProcess, alive, connect_on
 
 Start = Callable[..., WorkersProcess]
@@ -95,6 +97,10 @@ def test_a_killed_worker_is_restarted_and_its_persistent_session_kept(
     assert keeper.sub("kept/#", 1) == [1]
     _, other = connect_on(workers, clients, 0, "other")
     route(other, keeper, "kept/probe")
+    stored = Redis.from_url(workers.valkey_url())  # the session is written asynchronously
+    subscriptions = f"roost:{{c:{keeper_id}}}:subs"
+    wait_until(lambda: stored.hexists(subscriptions, "kept/#"), what="the session stored")
+    stored.close()
     old_pid = workers.kill_worker(1)
 
     wait_until(keeper.disconnected.is_set, what="the keeper to lose its worker")
@@ -174,16 +180,21 @@ def test_a_config_error_starts_nothing(tmp_path: Path) -> None:
     assert "roost.workers" not in done.stderr  # no worker and no Valkey started
 
 
-def test_a_worker_that_cannot_start_stops_the_others_without_restarts(tmp_path: Path) -> None:
-    with socket.socket() as taken:  # worker w1's HTTP port: http_port + 1
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        http_port = taken.getsockname()[1] - 1
-        done = run_serve(
-            "--workers", "2", "--http-port", str(http_port), "--data-dir", str(tmp_path)
-        )
+def test_a_worker_that_cannot_start_stops_the_others_without_restarts(
+    redis_server: LocalServer,
+) -> None:
+    """Worker w1's node id is held by a live node of the cluster it is to join: w1
+    refuses to start, and the parent stops w0 and exits 1 instead of restarting w1."""
+    redis = Redis(host=redis_server.host, port=redis_server.port)
+    redis.hset(keys.node("edge/w1"), "token", "another-node")
+    redis.pexpire(keys.node("edge/w1"), 120_000)
+    redis.close()
+    cluster = ("--cluster", redis_server.url, "--node-id", "edge")
+    done = run_serve("--workers", "2", *cluster, "--data-dir", str(redis_server.directory))
     assert done.returncode == 1, done.stderr
+    assert "node id 'edge/w1' is already in use by a live node" in done.stderr
     assert re.search(r"worker (w0, )?w1 could not start", done.stderr)
     assert done.stderr.count("worker w1 started") == 1  # not restarted
     pids = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", done.stderr)]
-    assert len(pids) == 3 and not [pid for pid in pids if alive(pid)]
+    assert len(pids) == 2 and not [pid for pid in pids if alive(pid)]
+    assert "valkey" not in done.stderr  # it joined the cluster it was given
