@@ -252,13 +252,11 @@ def run_workers(settings: Settings) -> int:
     try:
         cluster = settings.cluster
         if not cluster:
-            valkey = LocalServer(
-                Path(settings.data_dir) / "valkey", appendfsync=APPENDFSYNC[settings.durability]
-            ).start()
+            data = Path(settings.data_dir).resolve() / "valkey"  # absolute: it runs in there
+            valkey = LocalServer(data, appendfsync=APPENDFSYNC[settings.durability]).start()
             assert valkey.process is not None
             cluster = valkey.url
-            pid, data = valkey.process.pid, valkey.directory
-            log.info("valkey at %s (pid %d), data in %s", cluster, pid, data)
+            log.info("valkey at %s (pid %d), data in %s", cluster, valkey.process.pid, data)
         shared = shared_settings(settings, ports, cluster)
         workers = Workers(shared, count, write_settings(shared, directory))
         return workers.run()

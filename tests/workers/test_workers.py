@@ -4,6 +4,7 @@ and raw MQTT clients."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -198,3 +199,21 @@ def test_a_worker_that_cannot_start_stops_the_others_without_restarts(
     pids = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", done.stderr)]
     assert len(pids) == 2 and not [pid for pid in pids if alive(pid)]
     assert "valkey" not in done.stderr  # it joined the cluster it was given
+
+
+def test_the_valkey_keeps_its_data_under_a_relative_data_dir(tmp_path: Path) -> None:
+    """The default ``data_dir`` is ./data: the Valkey (which runs in its own directory)
+    gets the absolute path, and writes its append-only file there."""
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in paths if p))
+    command = [sys.executable, "-m", "roost", "serve", "--port", "0", "--workers", "2"]
+    parent = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert parent.stderr is not None
+        for line in parent.stderr:  # ends if the parent exits
+            if "(2 workers)" in line:
+                break
+        assert any((tmp_path / "data" / "valkey").rglob("*.aof")), "no append-only file"
+    finally:
+        parent.terminate()
+        assert parent.wait(60) == 0
