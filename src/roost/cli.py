@@ -49,7 +49,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"roost: error: {exc}", file=sys.stderr)
         return CONFIG_ERROR_STATUS
     configure_logging(settings.log_level, settings.log_format, settings.log_levels)
-    if args.worker_index is None and settings.workers != "1":
+    if args.worker is not None:  # one of the processes of --workers N
+        from roost.workers import stop_with_parent
+
+        stop_with_parent(int(args.worker.partition(":")[2]))
+    elif settings.workers != "1":
         return _serve_workers(settings)
     from roost.broker import run
 
@@ -91,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = subparsers.add_parser("serve", help="run the broker")
     serve.add_argument("--config", metavar="FILE", help="TOML file of settings")
-    # Given by the parent of --workers N to each worker process: it serves, it starts none.
-    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    # Given by the parent of --workers N to each worker process: INDEX:PARENT PID.
+    serve.add_argument("--worker", help=argparse.SUPPRESS)
     _add_setting_flags(serve)
     serve.set_defaults(func=_serve)
     _register_commands(subparsers)

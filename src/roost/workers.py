@@ -19,7 +19,9 @@ passed on to every worker (they read their rule files again).
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -57,7 +59,8 @@ from roost.worker_settings import (
 
 log = logging.getLogger("roost.workers")
 
-WORKER_FLAG = "--worker-index"  # marks a worker: it serves, it does not start workers
+# Marks a worker (INDEX:PARENT PID): it serves, it starts no workers, it stops with its parent
+WORKER_FLAG = "--worker"
 START_TIMEOUT = 30.0  # seconds for a worker to listen
 RESTART_ATTEMPTS = 10  # tries to start a dead worker again (its id may still be adopted)
 # Node timeouts to wait for the cluster to be done with a dead worker's former run: it is
@@ -67,6 +70,21 @@ MAX_RESTARTS = 5  # restarts within RESTART_WINDOW before the parent gives up
 RESTART_WINDOW = 60.0
 # The embedded Valkey's AOF policy for the ``durability`` setting (see docs/cluster.md).
 APPENDFSYNC = {"full": "always", "batch": "everysec", "none": "no"}
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2) option: a signal for this process when its parent dies
+
+
+def stop_with_parent(parent: int) -> None:
+    """In a worker: SIGTERM this process (a graceful stop) when the parent dies, even by
+    SIGKILL, so that no worker is left serving on its own (Linux; elsewhere nothing)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def check_settings(settings: Settings, count: int) -> None:
@@ -103,7 +121,7 @@ class Workers:
     def spawn(self, index: int) -> NodeProcess:
         arguments = [
             "--config", str(self.config),
-            WORKER_FLAG, str(index),
+            WORKER_FLAG, f"{index}:{os.getpid()}",
             "--node-id", worker_node_id(self.settings, index),
             "--http-port", str(worker_http_port(self.settings, index)),
         ]  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -88,6 +89,19 @@ def test_sigterm_stops_every_worker_then_the_valkey(
     text = workers.text()
     assert text.count("roost stopped") == 2
     assert text.index("roost stopped") < text.index("valkey stopped")
+
+
+def test_workers_stop_when_their_parent_is_killed(start_workers: Start) -> None:
+    workers = start_workers(2)
+    pids = workers.all_worker_pids()
+    valkey = workers.valkey_pid()
+    assert valkey is not None
+    try:
+        workers.kill()  # SIGKILL: the parent stops nothing itself
+        wait_until(lambda: not any(alive(pid) for pid in pids), 30, "the workers to stop")
+        assert alive(valkey)  # left behind: see docs/cluster.md
+    finally:
+        os.kill(valkey, signal.SIGKILL)
 
 
 def test_a_killed_worker_is_restarted_and_its_persistent_session_kept(
