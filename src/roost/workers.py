@@ -43,6 +43,7 @@ from roost.cluster.supervisor import (
     wait_ready,
 )
 from roost.config import ENV_PREFIX, TLS_KINDS, Settings, listeners_of
+from roost.errors import ConfigError
 from roost.security.acl import read_acl
 from roost.security.passwords import PasswordFile
 from roost.transport.listeners import BoundListener
@@ -91,6 +92,11 @@ def check_settings(settings: Settings, count: int) -> None:
     """Raise ConfigError (or ServerNotFound) for what would stop every worker at start:
     run in the parent, so that a bad setting is reported once and nothing is started."""
     check_http_ports(settings, count)
+    if settings.redirect != "never" and not settings.cluster:
+        raise ConfigError(
+            f"setting 'redirect' = {settings.redirect!r} sends clients to other nodes, and "
+            "workers without 'cluster' all have the same address; use redirect = 'never'"
+        )
     if settings.password_file:
         PasswordFile.load(settings.password_file)
     if settings.acl_file:

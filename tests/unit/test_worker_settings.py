@@ -21,6 +21,7 @@ from roost.worker_settings import (
     worker_node_id,
     write_settings,
 )
+from roost.workers import check_settings
 
 
 def test_the_toml_file_reads_back_to_the_same_settings(tmp_path: Path) -> None:
@@ -109,3 +110,10 @@ def test_workers_always_log_the_line_that_says_they_listen(
 def test_a_bad_workers_value_is_refused_naming_the_setting(value: str) -> None:
     with pytest.raises(ConfigError, match="setting 'workers'"):
         load_settings(env={"ROOST_WORKERS": value})
+
+
+def test_redirects_among_workers_of_one_address_are_refused() -> None:
+    settings = Settings(workers="2", redirect="always")
+    with pytest.raises(ConfigError, match="setting 'redirect' = 'always'"):
+        check_settings(settings, 2)
+    check_settings(replace(settings, cluster="redis://10.0.0.5:6379/0"), 2)  # other nodes
