@@ -25,6 +25,8 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from bench import loadgen as lg
@@ -198,13 +200,17 @@ def run_workers(ctx: Ctx) -> Outcome:
 
     for _ in range(ctx.rounds):
         for load, roles in LOADS.items():
-            setups: list[tuple[str, Ctx, BrokerProcess]] = [
-                ("one", ctx, Roost(ctx.broker_cpus, list(ctx.roost_args))),
-                ("two", whole, RoostWorkers(set(every), 2, list(ctx.roost_args))),
+            # Each broker is made (its free port picked) just before it runs: a port picked
+            # earlier may meanwhile be a source port of the generator's connections.
+            setups: list[tuple[str, Ctx, Callable[[], BrokerProcess]]] = [
+                ("one", ctx, lambda: Roost(ctx.broker_cpus, list(ctx.roost_args))),
+                ("two", whole, lambda: RoostWorkers(set(every), 2, list(ctx.roost_args))),
             ]
             if ctx.mosquitto:
-                setups.append(("mosq", ctx, Mosquitto(ctx.broker_cpus, ctx.mosquitto)))
-            for kind, run_ctx, broker in setups:
+                mosquitto = partial(Mosquitto, ctx.broker_cpus, ctx.mosquitto)
+                setups.append(("mosq", ctx, mosquitto))
+            for kind, run_ctx, make in setups:
+                broker = make()
                 try:
                     broker.start()
                     m = measure(run_ctx, broker, roles(ctx))
