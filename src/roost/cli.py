@@ -14,6 +14,7 @@ from typing import Any
 from roost.config import FIELD_TYPES, Settings, load_settings
 from roost.errors import ConfigError, RoostError
 from roost.logs import configure_logging
+from roost.worker_settings import worker_count
 
 CONFIG_ERROR_STATUS = 2  # the status argparse uses for usage errors
 
@@ -53,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         from roost.workers import stop_with_parent
 
         stop_with_parent(int(args.worker.partition(":")[2]))
-    elif settings.workers != "1":
+    elif worker_count(settings) > 1:
         return _serve_workers(settings)
     from roost.broker import run
 

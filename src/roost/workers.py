@@ -40,7 +40,6 @@ from roost.cluster.supervisor import (
     NodeProcess,
     environment_without,
     stop_nodes,
-    wait_ready,
 )
 from roost.config import ENV_PREFIX, TLS_KINDS, Settings, listeners_of
 from roost.errors import ConfigError
@@ -119,7 +118,7 @@ class Workers:
         self.config = config
         self.wake = threading.Event()  # a signal, or a worker's output ended
         self.stopping = threading.Event()  # SIGINT / SIGTERM
-        self.processes: list[NodeProcess] = []
+        self.processes: dict[int, NodeProcess] = {}  # by index
         self._lock = threading.Lock()
         self._env = environment_without(ENV_PREFIX)  # the TOML file holds every setting
         self._restarts: collections.deque[float] = collections.deque()
@@ -139,31 +138,32 @@ class Workers:
 
     def run(self) -> int:
         """Start the workers and watch them until SIGINT/SIGTERM (status 0) or until one
-        cannot start (status 1); stops them all before returning."""
+        cannot start (status 1); stops them all before returning.
+
+        Worker w0 starts first: it takes back what its former run held (if the node ran
+        before) and, as any node, adopts the former runs of the others, which are dead.
+        Each other worker starts once that is done, so that none finds its former run
+        being adopted (it would refuse to start)."""
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
         try:
-            self.processes = [self.spawn(index) for index in range(self.count)]
-            if not wait_ready(self.processes, self.wake, START_TIMEOUT):
-                if self.stopping.is_set():
-                    return 0
-                failed = [w.name for w in self.processes if not w.ready.is_set()]
-                log.error("worker %s could not start; stopping", ", ".join(failed))
-                return 1
+            first = self._bring_up([0], adopted=False)
+            if not (first and self._bring_up(list(range(1, self.count)))):
+                return 0 if self.stopping.is_set() else 1
             self._wait_acquainted()
             described = ", ".join(self._listeners())
             log.info("roost listening on %s (%d workers)", described, self.count)
             return self._watch()
         finally:
-            stop_nodes(self.processes)
+            stop_nodes(list(self.processes.values()))
 
     def _on_stop(self, signum: int, frame: object) -> None:
         self.stopping.set()
         self.wake.set()
 
     def _on_reload(self, signum: int, frame: object) -> None:
-        for worker in self.processes:
+        for worker in self.processes.values():
             worker.send_signal(signal.SIGHUP)
 
     def _listeners(self) -> list[str]:
@@ -176,41 +176,57 @@ class Workers:
             self.wake.clear()
             if self.stopping.is_set():
                 return 0
-            for index, worker in enumerate(self.processes):
+            for index, worker in list(self.processes.items()):
                 if not worker.exited.is_set():
                     continue
                 status = worker.wait()
                 log.warning("worker w%d (pid %d) ended, status %d", index, worker.pid, status)
-                restarted = self._restart(index)
-                if restarted is None:
+                if not self._restart(index):
                     return 1
-                self.processes[index] = restarted
 
-    def _restart(self, index: int) -> NodeProcess | None:
-        """Start worker ``index`` again once the cluster no longer counts its former run
-        as alive; None if it does not come up (or restarts come too often)."""
+    def _restart(self, index: int) -> bool:
+        """Start worker ``index`` again; False if it does not come up, or if restarts
+        come too often."""
         now = time.monotonic()
         self._restarts.append(now)
         while self._restarts[0] < now - RESTART_WINDOW:
             self._restarts.popleft()
         if len(self._restarts) > MAX_RESTARTS:
             log.error("%d worker restarts within %g s; stopping", MAX_RESTARTS, RESTART_WINDOW)
-            return None
+            return False
+        return self._bring_up([index], again=True)
+
+    def _bring_up(self, indexes: list[int], again: bool = False, adopted: bool = True) -> bool:
+        """Start the workers ``indexes`` together once the cluster is done with their
+        former runs (heartbeat expired and, if ``adopted``, adopted by another worker),
+        and wait until they listen; True if they all do. A worker that fails is tried
+        again (RESTART_ATTEMPTS in all) if it ran before (``again``) or if its former run
+        was still in the cluster: it may have met an adoption of that run. Otherwise it
+        cannot start at all (a bad setting)."""
+        pending = indexes
         for attempt in range(1, RESTART_ATTEMPTS + 1):
-            self._wait_departed(worker_node_id(self.settings, index))
-            worker = self.spawn(index)
-            if self._started(worker) or self.stopping.is_set():
-                return worker
-            status = worker.wait()
-            log.warning(
-                "worker w%d did not start again (status %d, attempt %d of %d)",
-                index,
-                status,
-                attempt,
-                RESTART_ATTEMPTS,
-            )
-        log.error("worker w%d cannot start again; stopping", index)
-        return None
+            former = [worker_node_id(self.settings, i) for i in pending]
+            transient = self._wait_departed(former, adopted)
+            for index in pending:
+                self.processes[index] = self.spawn(index)
+            failed = [i for i in pending if not self._started(self.processes[i])]
+            if not failed or self.stopping.is_set():
+                return not failed
+            for index in failed:
+                status = self.processes[index].wait()
+                log.warning(
+                    "worker w%d did not start (status %d, attempt %d of %d)",
+                    index,
+                    status,
+                    attempt,
+                    RESTART_ATTEMPTS,
+                )
+            if not (again or transient):
+                break
+            pending = failed
+        names = ", ".join(f"w{index}" for index in failed)
+        log.error("worker %s could not start; stopping", names)
+        return False
 
     def _started(self, worker: NodeProcess) -> bool:
         deadline = time.monotonic() + START_TIMEOUT
@@ -220,16 +236,24 @@ class Workers:
             worker.exited.wait(0.05)
         return True
 
-    def _wait_departed(self, node_id: str) -> None:
-        """Until the cluster is done with the former run of a dead worker: its heartbeat
-        record expired (a node refuses the id of one that looks alive) and another worker
-        adopted what it held (a node refuses to start while its former run is adopted).
-        If nobody adopts it (no other worker is alive), the new run takes it back."""
+    def _wait_departed(self, node_ids: list[str], adopted: bool) -> bool:
+        """Until the cluster is done with the former runs of these workers, if any: their
+        heartbeat records expired (a node refuses the id of one that looks alive), then
+        another worker adopted what they held (a node refuses to start while its former
+        run is adopted; waited for only if ``adopted``). Returns whether a failure to
+        start may yet pass: True if a former run is still waiting to be adopted after
+        DEPARTURE_TIMEOUTS; False if they are gone, or if a record stays alive (a live
+        node has the id: the worker says so)."""
 
-        def departed(redis: Redis) -> bool:
-            return not redis.exists(keys.node(node_id)) and not redis.sismember(keys.NODES, node_id)
+        def expired(redis: Redis) -> bool:
+            return not any(redis.exists(keys.node(node_id)) for node_id in node_ids)
 
-        self._wait_in_redis(departed, DEPARTURE_TIMEOUTS)
+        def left(redis: Redis) -> bool:
+            return not any(redis.sismember(keys.NODES, node_id) for node_id in node_ids)
+
+        if not self._wait_in_redis(expired, 2):
+            return False
+        return adopted and not self._wait_in_redis(left, DEPARTURE_TIMEOUTS)
 
     def _wait_acquainted(self) -> None:
         """Until every worker has read the others' heartbeat records, so that a message
@@ -249,17 +273,19 @@ class Workers:
 
         self._wait_in_redis(moved_twice, 2)
 
-    def _wait_in_redis(self, done: Callable[[Redis], bool], timeouts: float) -> None:
-        """Poll ``done`` on the cluster's Redis for up to ``timeouts`` node timeouts; give
-        up early on SIGTERM, or if Redis cannot be read."""
+    def _wait_in_redis(self, done: Callable[[Redis], bool], timeouts: float) -> bool:
+        """Poll ``done`` on the cluster's Redis for up to ``timeouts`` node timeouts;
+        whether it came true. Gives up early on SIGTERM, or if Redis cannot be read."""
         deadline = time.monotonic() + timeouts * self.settings.node_timeout_ms / 1000
         redis = Redis.from_url(self.settings.cluster, socket_timeout=2, socket_connect_timeout=2)
         try:
-            while not done(redis) and time.monotonic() < deadline:
-                if self.stopping.wait(0.05):
-                    return
+            while not done(redis):
+                if time.monotonic() > deadline or self.stopping.wait(0.05):
+                    return False
+            return True
         except RedisError as exc:
             log.warning("cannot read the cluster's Redis: %s", exc)
+            return False
         finally:
             redis.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -150,6 +151,39 @@ def reconnect(workers: WorkersProcess, clients: Clients, client_id: str) -> Conn
         assert time.monotonic() < deadline, f"{client_id} refused: {conn.connack_rc:#x}"
 
 
+def test_a_node_started_again_keeps_its_persistent_sessions(
+    start_workers: Start, clients: Clients
+) -> None:
+    """Stopped and started again on its port and data_dir: the workers come back under
+    their ids (w0 takes back its former run and adopts the others', each other worker
+    starts once that is done) and every session is there, with what was published."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    first = start_workers(2, "--port", port)
+    ids = [f"keep-{n}" for n in range(8)]
+    for client_id in ids:
+        assert clients.connect(first, client_id, clean=False, session_expiry=600).sub("k/#", 1)
+    stored = Redis.from_url(first.valkey_url())
+    for client_id in ids:
+        key = f"roost:{{c:{client_id}}}:subs"
+        wait_until(lambda key=key: stored.hexists(key, "k/#"), what=f"{key} stored")
+    stored.close()
+    clients.close_all()
+    assert first.terminate(60) == 0
+
+    second = WorkersProcess(first.data_dir, 2, "--port", port).start()
+    try:
+        clients.connect(second, "publisher").pub("k/x", b"while they were away", qos=1)
+        for client_id in ids:
+            back = reconnect(second, clients, client_id)
+            assert back.session_present == [True]
+            back.wait_for_payload(b"while they were away")
+        clients.close_all()
+    finally:
+        second.terminate(60)
+
+
 def test_one_worker_is_one_process_without_valkey(tmp_path: Path) -> None:
     broker = WorkersProcess(tmp_path / "data", 1)
     try:
@@ -204,7 +238,7 @@ def test_a_worker_that_cannot_start_stops_the_others_without_restarts(
     redis.hset(keys.node("edge/w1"), "token", "another-node")
     redis.pexpire(keys.node("edge/w1"), 120_000)
     redis.close()
-    cluster = ("--cluster", redis_server.url, "--node-id", "edge")
+    cluster = ("--cluster", redis_server.url, "--node-id", "edge", "--node-timeout-ms", "1000")
     done = run_serve("--workers", "2", *cluster, "--data-dir", str(redis_server.directory))
     assert done.returncode == 1, done.stderr
     assert "node id 'edge/w1' is already in use by a live node" in done.stderr
