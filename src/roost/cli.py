@@ -73,6 +73,8 @@ def _serve_workers(settings: Settings) -> int:
     except RoostError as exc:  # no Valkey to start, or it did not start
         print(f"roost: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # SIGINT or SIGTERM before the workers ran
+        return 0
 
 
 COMMAND_MODULES = ("roost.cli_clients", "roost.cli_cluster", "roost.cli_passwd")

@@ -9,11 +9,11 @@ SO_REUSEPORT, so that the kernel spreads connections over them, and announcing t
 address; a message published on one worker reaches subscribers on the others over the
 cluster bus. To a client it is one broker on one port.
 
-A worker that dies is started again, under its id, once its heartbeat record has expired
-(its sessions are meanwhile adopted by the others, as for any dead node); a worker that
-cannot start at all (before it ever listened) stops everything with status 1. SIGINT and
-SIGTERM stop the workers (MQTT 5 clients get DISCONNECT 0x8B), then the Valkey; SIGHUP is
-passed on to every worker (they read their rule files again).
+A worker that dies is a dead node: the others adopt its sessions, and it is started again
+under its id once the cluster is done with its former run; a worker that cannot start at
+all (before it ever listened) stops everything with status 1. SIGINT and SIGTERM stop the
+workers (MQTT 5 clients get DISCONNECT 0x8B), then the Valkey; SIGHUP is passed on to
+every worker (they read their rule files again). See docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -295,6 +295,8 @@ def run_workers(settings: Settings) -> int:
     ServerNotFound) before anything is started."""
     count = worker_count(settings)
     check_settings(settings, count)
+    # Until the workers run: SIGTERM unwinds as Ctrl-C does, so that the Valkey is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     reservation = PortReservation(listeners_of(settings))
     ports = reservation.bind()
     directory = Path(tempfile.mkdtemp(prefix="roost-workers-"))
