@@ -29,8 +29,10 @@ from bench.brokers import (
 from bench.cluster import CLUSTER_SCENARIOS
 from bench.runner import Ctx
 from bench.scenarios import SCENARIOS, Metric, Outcome, Scenario
+from bench.workers import WORKERS_SCENARIOS
 
 SCENARIOS.update(CLUSTER_SCENARIOS)
+SCENARIOS.update(WORKERS_SCENARIOS)
 GROUPS = {"cluster": list(CLUSTER_SCENARIOS)}
 
 
@@ -41,7 +43,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         description="Benchmark Roost against Mosquitto on 127.0.0.1.",
         epilog=f"scenarios: {', '.join(SCENARIOS)}; 'all' = every one but "
         "the cluster group; "
-        f"'cluster' = {' '.join(GROUPS['cluster'])}; default: {' '.join(default)}",
+        f"'cluster' = {' '.join(GROUPS['cluster'])}; 'workers' (roost --workers 2) is run "
+        f"only when named; default: {' '.join(default)}",
     )
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO")
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement window (5)")
@@ -89,7 +92,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     names: list[str] = []
     for name in args.scenarios or default:
         if name == "all":
-            names.extend(s for s in SCENARIOS if s not in CLUSTER_SCENARIOS)
+            names.extend(
+                s for s in SCENARIOS if s not in CLUSTER_SCENARIOS and s not in WORKERS_SCENARIOS
+            )
         elif name in GROUPS:
             names.extend(GROUPS[name])
         elif name in SCENARIOS:

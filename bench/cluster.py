@@ -28,7 +28,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from bench import brokers
 from bench import loadgen as lg
@@ -226,9 +226,20 @@ class Sample:
     commands: dict[str, int]
 
 
+@runtime_checkable
+class Parted(Protocol):
+    """A broker of several processes with a Redis of its own."""
+
+    def parts(self) -> dict[str, float]: ...
+
+    def commandstats(self) -> dict[str, int]: ...
+
+
 def sample(broker: BrokerProcess, cpus: set[int]) -> Sample:
     if isinstance(broker, Cluster):
         parts, commands = broker.parts(), broker.redis.commandstats()
+    elif isinstance(broker, Parted):  # roost serve --workers N (bench/workers.py)
+        parts, commands = broker.parts(), broker.commandstats()
     else:
         parts, commands = {broker.name: broker.cpu_seconds()}, {}
     return Sample(time.monotonic(), parts, cores_busy_seconds(cpus), commands)

@@ -108,8 +108,9 @@ class Broker:
         if self.settings.sys_interval:
             core.tick_hooks.append(SysTopics(core, self.settings.sys_interval).tick)
         try:
+            reuse_port = self.settings.workers != "1"  # one of several worker processes
             for listener in listeners_of(self.settings):
-                server, bound = await open_listener(listener, core, self.attacher)
+                server, bound = await open_listener(listener, core, self.attacher, reuse_port)
                 self._servers.append(server)
                 self.listeners.append(bound)
         except ConfigError:

@@ -12,8 +12,9 @@ from dataclasses import fields
 from typing import Any
 
 from roost.config import FIELD_TYPES, Settings, load_settings
-from roost.errors import ConfigError
+from roost.errors import ConfigError, RoostError
 from roost.logs import configure_logging
+from roost.worker_settings import worker_count
 
 CONFIG_ERROR_STATUS = 2  # the status argparse uses for usage errors
 
@@ -49,9 +50,31 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"roost: error: {exc}", file=sys.stderr)
         return CONFIG_ERROR_STATUS
     configure_logging(settings.log_level, settings.log_format, settings.log_levels)
+    if args.worker is not None:  # one of the processes of --workers N
+        from roost.workers import stop_with_parent
+
+        stop_with_parent(int(args.worker.partition(":")[2]))
+    elif worker_count(settings) > 1:
+        return _serve_workers(settings)
     from roost.broker import run
 
     return run(settings)
+
+
+def _serve_workers(settings: Settings) -> int:
+    """``workers`` above 1: run the worker processes (docs/cluster.md)."""
+    from roost.workers import run_workers
+
+    try:
+        return run_workers(settings)
+    except ConfigError as exc:
+        print(f"roost: error: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_STATUS
+    except RoostError as exc:  # no Valkey to start, or it did not start
+        print(f"roost: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # SIGINT or SIGTERM before the workers ran
+        return 0
 
 
 COMMAND_MODULES = ("roost.cli_clients", "roost.cli_cluster", "roost.cli_passwd")
@@ -75,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = subparsers.add_parser("serve", help="run the broker")
     serve.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    # Given by the parent of --workers N to each worker process: INDEX:PARENT PID.
+    serve.add_argument("--worker", help=argparse.SUPPRESS)
     _add_setting_flags(serve)
     serve.set_defaults(func=_serve)
     _register_commands(subparsers)

@@ -5,12 +5,10 @@ heartbeat records describe them."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from redis import Redis
@@ -18,7 +16,13 @@ from redis.exceptions import RedisError
 
 from roost.cluster import keys
 from roost.cluster.localserver import LocalServer
-from roost.cluster.supervisor import NodeProcess, node_arguments
+from roost.cluster.supervisor import (
+    NodeProcess,
+    install_stop_signals,
+    node_arguments,
+    stop_nodes,
+    wait_ready,
+)
 from roost.errors import RoostError
 
 DEFAULT_REDIS_PORT = 6379
@@ -71,12 +75,7 @@ def run_up(args: argparse.Namespace) -> int:
         print("roost cluster up: error: --nodes must be at least 1", file=sys.stderr)
         return 2
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
+    install_stop_signals(stop)
     data_dir = Path(args.data_dir)
     node_flags = [flag for flag in args.node_flags if flag != "--"]
     lock = threading.Lock()
@@ -96,7 +95,12 @@ def run_up(args: argparse.Namespace) -> int:
             node = NodeProcess(f"node{index}", arguments + node_flags, sys.stdout, lock)
             nodes.append(node.start(on_exit=stop))
             _say(lock, f"node{index} (pid {node.pid}) on port {args.base_port + index}")
-        if not _wait_ready(nodes, stop):
+        if not wait_ready(nodes, stop, START_TIMEOUT):
+            if not stop.is_set():
+                print(
+                    f"roost cluster up: error: nodes not up in {START_TIMEOUT:g} s",
+                    file=sys.stderr,
+                )
             return 1
         _say(lock, f"cluster up: {args.nodes} nodes on {redis_url}; Ctrl-C stops it")
         while not stop.wait(1.0):
@@ -112,23 +116,9 @@ def run_up(args: argparse.Namespace) -> int:
         _stop_all(nodes, server, lock)
 
 
-def _wait_ready(nodes: list[NodeProcess], stop: threading.Event) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not all(node.ready.is_set() for node in nodes):
-        if stop.wait(0.1):
-            return False
-        if time.monotonic() > deadline:
-            print(f"roost cluster up: error: nodes not up in {START_TIMEOUT:g} s", file=sys.stderr)
-            return False
-    return True
-
-
 def _stop_all(nodes: list[NodeProcess], server: LocalServer | None, lock: threading.Lock) -> None:
     """Nodes first (each leaves the cluster while Redis is still there), then Redis."""
-    for node in nodes:
-        node.terminate()
-    for node in nodes:
-        node.wait()
+    stop_nodes(nodes)
     if server is not None:
         server.stop()
     _say(lock, "cluster stopped")

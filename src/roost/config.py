@@ -140,6 +140,10 @@ class Settings:
     # Security hardening, see docs/authentication.md: password checks queued or running at
     # once; a login beyond them is refused with 0x89 Server busy (3.1.1: 3) at once
     auth_max_pending: int = 64
+    # Workers: every core of one machine, see docs/cluster.md. "1": one process, as ever;
+    # N or "auto" (one per core): N processes on the same ports (SO_REUSEPORT) forming a
+    # cluster (over ``cluster``, else over a Valkey started under ``data_dir``).
+    workers: str = "1"
 
 
 ENV_PREFIX = "ROOST_"
@@ -322,6 +326,20 @@ def validate(settings: Settings) -> None:
         if getattr(settings, burst) and not getattr(settings, rate):
             raise ConfigError(f"setting {burst!r} needs {rate} > 0")
     _validate_listeners(listeners_of(settings))
+    _check_workers(settings.workers)
+
+
+WORKERS_AUTO = "auto"
+MAX_WORKERS = 1024
+
+
+def _check_workers(text: str) -> None:
+    number = text.isascii() and text.isdecimal()
+    if text == WORKERS_AUTO or (number and 1 <= int(text) <= MAX_WORKERS):
+        return
+    raise ConfigError(
+        f"setting 'workers' = {text!r} is not allowed; allowed: 1..{MAX_WORKERS} or 'auto'"
+    )
 
 
 def _check_module_levels(text: str) -> None:

@@ -48,6 +48,9 @@ SHELL_MODULES = [
     "roost.transport.websocket",
     "roost.transport.listeners",
     "roost.client",
+    "roost.workers",
+    "roost.worker_settings",
+    "roost.cluster.supervisor",
 ]
 
 PROBE = textwrap.dedent(

@@ -84,6 +84,7 @@ class LocalServer:
                 cwd=self.directory,
                 stdout=None if self.log else subprocess.DEVNULL,
                 stderr=None if self.log else subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C reaches the owner, which stops it last
             )
             if self._wait_ready():
                 return self

@@ -51,9 +51,11 @@ class BoundListener:
 
 
 async def open_listener(
-    listener: Listener, core: BrokerCore, attach: Attach
+    listener: Listener, core: BrokerCore, attach: Attach, reuse_port: bool = False
 ) -> tuple[asyncio.Server, BoundListener]:
     """A server for ``listener``, bound but not serving yet (``start_serving``).
+    ``reuse_port``: SO_REUSEPORT, so that the processes of one node (``workers``) each
+    listen on the same port and the kernel spreads the connections over them.
 
     Raises ConfigError naming the listener when its certificate or key cannot be used or
     its address cannot be bound (taken, not an address of this machine).
@@ -69,6 +71,7 @@ async def open_listener(
             ssl=tls,
             ssl_handshake_timeout=CONNECT_TIMEOUT if tls is not None else None,
             reuse_address=True,
+            reuse_port=reuse_port,
             backlog=BACKLOG,
             start_serving=False,
         )
