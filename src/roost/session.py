@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from roost.store.base import Store
 
 NEVER_EXPIRES = 0xFFFFFFFF  # Session Expiry Interval meaning "does not expire" [MQTT-3.1.2.11.2]
+# Shared by every session without inbound QoS 2 flows: ``frozenset()`` makes a new 216-byte
+# object on each call.
+NO_PACKET_IDS: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +239,7 @@ class Session:
         # DeliveryQueue / set when first needed: most sessions never queue, and an empty
         # DeliveryQueue costs about 1.7 KB (an idle connection's budget is a few KB).
         self.queue: DeliveryQueue | tuple[()] = ()
-        self.inbound_qos2: set[int] | frozenset[int] = frozenset()  # PUBREC sent, no PUBREL
+        self.inbound_qos2: set[int] | frozenset[int] = NO_PACKET_IDS  # PUBREC sent, no PUBREL
         self.next_packet_id = 1
         self.next_seq = 1
         # While connected: the connection's will (stored, so a crash does not lose it);
@@ -426,6 +429,8 @@ class Session:
             return False
         assert isinstance(inbound, set)
         inbound.remove(packet_id)
+        if not inbound:
+            self.inbound_qos2 = NO_PACKET_IDS  # an emptied set keeps its table
         if self.store is not None:
             self.store.delete_inbound_qos2(self.client_id, packet_id)
         return True
