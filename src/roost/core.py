@@ -274,8 +274,12 @@ class BrokerCore:
             session.set_expiry_interval(expiry, self.store)
         self.connections[client_id] = connection
         self.traffic.connected(len(self.connections))
-        self._announce_presence(client_id, CONNECTED)
         return session, present
+
+    def session_attached(self, client_id: str) -> None:
+        """The connection that opened the session of ``client_id`` holds it now: its
+        presence event goes out (the session itself may be subscribed to it)."""
+        self._announce_presence(client_id, CONNECTED)
 
     def connection_ended(self, connection: Connection) -> None:
         """A network connection closed: forget it everywhere (it may never have attached)."""

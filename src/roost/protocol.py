@@ -375,6 +375,7 @@ class ServerConnection:
         )
         users.add(self.username, terms.client_id)
         self.session = session
+        core.session_attached(terms.client_id)
         if terms.keep_alive:
             core.watch_keepalive(self, self.last_received + 1.5 * terms.keep_alive)
         if self.level == MQTT_5:
