@@ -382,14 +382,17 @@ async def open_conn(
     timeout: float = 30.0,
     clean: bool = True,
     port: int = 0,
+    source: str | None = None,
 ) -> Conn:
-    """Connect to ``port`` (default: the worker's broker port)."""
+    """Connect to ``port`` (default: the worker's broker port), from local address
+    ``source`` if given (each source address has its own ephemeral ports)."""
     _, conn = await asyncio.wait_for(
         w.loop.create_connection(
             lambda: Conn(w, latency),
             HOST,
             port or w.port,
             ssl=None if port else w.tls,
+            local_addr=(source, 0) if source else None,
         ),
         timeout,
     )
@@ -415,6 +418,7 @@ async def connect_many(
     latency: bool = False,
     clean: bool = True,
     port: int = 0,
+    source: str | None = None,
 ) -> list[Conn]:
     """Connect (and subscribe) every client id, at most ``sem`` at a time, each with a
     bounded number of attempts. Failed clients are reported and left out."""
@@ -425,9 +429,17 @@ async def connect_many(
             for attempt in range(CONNECT_ATTEMPTS):
                 try:
                     conn = await open_conn(
-                        w, client_ids[index], keepalive, latency, clean=clean, port=port
+                        w,
+                        client_ids[index],
+                        keepalive,
+                        latency,
+                        clean=clean,
+                        port=port,
+                        source=source,
                     )
-                except (TimeoutError, OSError, MqttError) as exc:
+                # RuntimeError: uvloop's, for a write to a transport the broker closed
+                # already (e.g. a broker out of file descriptors accepts and closes at once)
+                except (TimeoutError, OSError, MqttError, RuntimeError) as exc:
                     last = exc
                     w.add(CONN_FAIL)
                     await asyncio.sleep(0.1 * (attempt + 1))
@@ -624,6 +636,7 @@ async def _setup_role(
             latency=bool(role.get("latency")),
             clean=bool(role.get("clean", True)),
             port=port,
+            source=role.get("source"),
         )
     elif kind == "pub0":
         conns = await connect_many(w, ids, keepalive, None, sem, port=port)
