@@ -366,7 +366,7 @@ class BrokerCore:
             return
         held = self.sessions[client_id] = Session(client_id, NEVER_EXPIRES)  # not stored
         for topic_filter, options in subscriptions.items():
-            held.subscriptions[topic_filter] = options
+            held.subscribe(topic_filter, options)  # not stored: the session has no store
             self._router_subscribe(client_id, topic_filter, options)
 
     def take_held_session(self, client_id: str, session: Session | None) -> None:

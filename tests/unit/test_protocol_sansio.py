@@ -33,6 +33,7 @@ from roost.codec import (
 from roost.config import Settings
 from roost.core import BrokerCore
 from roost.protocol import CONNECT_TIMEOUT, ServerConnection, Transport
+from roost.session import NO_INFLIGHT, NO_PACKET_IDS, NO_SUBSCRIPTIONS
 from roost.store.memory import MemoryStore
 
 
@@ -591,7 +592,9 @@ def test_an_idle_attached_connection_holds_no_outbox_queue_or_connect_terms(
     assert connection.outbox is None  # made on the first delivery
     assert connection.terms is None  # the password with it
     assert session.queue == ()
-    assert session.inbound_qos2 == frozenset()
+    assert session.inbound_qos2 is NO_PACKET_IDS
+    assert session.inflight is NO_INFLIGHT
+    assert session.subscriptions is NO_SUBSCRIPTIONS
     assert connection.framer.buffered == 0
 
 

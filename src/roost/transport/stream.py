@@ -67,7 +67,7 @@ class StreamConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._client: ServerConnection | None = None
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None  # writes gathered since the last flush
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
@@ -132,7 +132,7 @@ class StreamConnection(asyncio.Protocol):
             if handle is not None:
                 handle.cancel()
         self._deadline = self._flush_handle = self._linger_handle = None
-        self._out.clear()
+        self._out = None
         client, self._client = self._client, None
         if client is not None:
             client.connection_lost()
@@ -146,7 +146,11 @@ class StreamConnection(asyncio.Protocol):
     # -- the Transport interface of ServerConnection ----------------------------------------
 
     def write(self, data: bytes) -> None:
-        self._out.append(data)
+        out = self._out
+        if out is None:
+            self._out = [data]  # a list only while writes wait: idle connections hold none
+        else:
+            out.append(data)
         self._out_size += len(data)
         if self._out_size >= FLUSH_BYTES:
             if self._flush_handle is not None:
@@ -186,13 +190,12 @@ class StreamConnection(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_handle = None
         out = self._out
+        self._out = None
         self._out_size = 0
         transport = self._transport
         if not out or transport is None or transport.is_closing() or self._linger_handle:
-            out.clear()
             return
         data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
         self._send(transport, data)
         self._core.traffic.bytes_out += len(data)
 
