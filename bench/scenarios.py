@@ -439,7 +439,7 @@ WILDCARD = Scenario(
 # -- 5. 10k idle connections -------------------------------------------------------------------
 
 WORKER_FILES_SPARE = 512  # open files a generator worker needs beyond its connections
-ONE_SOURCE_MAX = 20_000  # connections from 127.0.0.1 alone (well within the ephemeral ports)
+ONE_SOURCE_MAX = 10_000  # connections from 127.0.0.1 alone (finding a free port slows beyond)
 
 
 def ephemeral_ports() -> int:
