@@ -374,6 +374,22 @@ class Conn(asyncio.Protocol):
             transport.abort()
 
 
+async def _connected_from(w: Worker, source: str, port: int) -> socket.socket:
+    """A socket connected to ``port`` from ``source``. The local port is chosen at
+    connect time (IP_BIND_ADDRESS_NO_PORT), not by ``bind``, whose search for a free port
+    slows down as thousands are taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        await w.loop.sock_connect(sock, (HOST, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def open_conn(
     w: Worker,
     client_id: str,
@@ -386,16 +402,24 @@ async def open_conn(
 ) -> Conn:
     """Connect to ``port`` (default: the worker's broker port), from local address
     ``source`` if given (each source address has its own ephemeral ports)."""
-    _, conn = await asyncio.wait_for(
-        w.loop.create_connection(
-            lambda: Conn(w, latency),
-            HOST,
-            port or w.port,
-            ssl=None if port else w.tls,
-            local_addr=(source, 0) if source else None,
-        ),
-        timeout,
-    )
+
+    async def connect() -> Conn:
+        tls = None if port else w.tls
+        if source is None:
+            _, made = await w.loop.create_connection(
+                lambda: Conn(w, latency), HOST, port or w.port, ssl=tls
+            )
+        else:
+            sock = await _connected_from(w, source, port or w.port)
+            _, made = await w.loop.create_connection(
+                lambda: Conn(w, latency),
+                sock=sock,
+                ssl=tls,
+                server_hostname=HOST if tls else None,
+            )
+        return made
+
+    conn = await asyncio.wait_for(connect(), timeout)
     try:
         first, body = await conn.request(connect_packet(client_id, keepalive, clean), timeout)
         if first != 0x20 or len(body) != 2 or body[1] != 0:
