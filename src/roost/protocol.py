@@ -415,13 +415,14 @@ class ServerConnection:
         if self.terms is not None and self.terms.auth_method is None:
             self.terms = None  # done with (it holds the password, the CONNACK properties)
         self._send(connack)
-        log.info(
-            "client %s connected from %s (MQTT %s)",
-            self.client_id,
-            self.transport.peer,
-            self._protocol(),
-            extra=self._log_fields(),
-        )
+        if log.isEnabledFor(logging.INFO):  # its fields are built only when it is logged
+            log.info(
+                "client %s connected from %s (MQTT %s)",
+                self.client_id,
+                self.transport.peer,
+                self._protocol(),
+                extra=self._log_fields(),
+            )
         outbox = self.outbox  # made while attaching if something was delivered meanwhile
         if outbox is not None:
             outbox.resend_inflight()
@@ -495,14 +496,15 @@ class ServerConnection:
         if self.state is State.CLOSED:
             return
         if self.state is State.CONNECTED:
-            log.info(
-                "client %s disconnected from %s (MQTT %s): %s",
-                self.client_id,
-                self.transport.peer,
-                self._protocol(),
-                why,
-                extra=self._log_fields(why),
-            )
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "client %s disconnected from %s (MQTT %s): %s",
+                    self.client_id,
+                    self.transport.peer,
+                    self._protocol(),
+                    why,
+                    extra=self._log_fields(why),
+                )
         else:
             log.info("closing %s: %s", self._name(), why)
         self.state = State.CLOSED
