@@ -303,10 +303,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("bench: WARNING single core: broker and generator share it")
 
     def make(kind: str) -> BrokerProcess:
+        broker: BrokerProcess
         if kind == "roost":
-            return Roost(broker_cpus, args.roost_arg)
-        assert mosq_path is not None
-        return Mosquitto(broker_cpus, mosq_path, args.mosquitto_nodelay, args.mosquitto_inflight)
+            broker = Roost(broker_cpus, args.roost_arg)
+        else:
+            assert mosq_path is not None
+            broker = Mosquitto(
+                broker_cpus, mosq_path, args.mosquitto_nodelay, args.mosquitto_inflight
+            )
+        broker.connections = max(broker.connections, args.connections)
+        return broker
 
     started = time.monotonic()
     results: dict[str, dict[str, list[Outcome]]] = {}

@@ -25,12 +25,14 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 NOFILE_TARGET = 65536
+NOFILE_SPARE = 4096  # open files a broker needs beyond one per client
 REPO = Path(__file__).resolve().parent.parent
 
 # Limits given to both brokers so that neither drops or throttles in the throughput tests.
 MAX_QUEUED_MESSAGES = 100_000
 MAX_INFLIGHT = 1024
 MAX_CONNECTIONS = 20_000
+SPARE_CONNECTIONS = 1000  # over the clients of a run, when they are more than MAX_CONNECTIONS
 MAX_KEEPALIVE = 65535
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -38,7 +40,8 @@ _live: set[BrokerProcess] = set()
 
 
 def raise_nofile(target: int = NOFILE_TARGET) -> int:
-    """Raise RLIMIT_NOFILE towards ``target`` (the hard limit too when allowed); new soft."""
+    """Raise RLIMIT_NOFILE towards ``target`` (the hard limit too when allowed: it takes
+    CAP_SYS_RESOURCE); returns the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     unlimited = resource.RLIM_INFINITY
     if hard != unlimited and hard < target:
@@ -101,10 +104,30 @@ def src_env() -> dict[str, str]:
     return env
 
 
-def _child_setup(cpus: set[int]) -> Callable[[], None]:
+def hard_nofile() -> int:
+    """The hard open-file limit: what no process started from here can exceed without
+    CAP_SYS_RESOURCE."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return sys.maxsize if hard == resource.RLIM_INFINITY else int(hard)
+
+
+def proc_nofile(pid: int) -> int:
+    """The soft open-file limit of a running process (0 when it has gone)."""
+    try:
+        with open(f"/proc/{pid}/limits") as fh:
+            for line in fh:
+                if line.startswith("Max open files"):
+                    soft = line.split()[3]
+                    return sys.maxsize if soft == "unlimited" else int(soft)
+    except OSError:
+        pass
+    return 0
+
+
+def _child_setup(cpus: set[int], nofile: int) -> Callable[[], None]:
     def setup() -> None:
         os.sched_setaffinity(0, cpus)
-        raise_nofile()
+        raise_nofile(nofile)
 
     return setup
 
@@ -185,9 +208,16 @@ class BrokerProcess:
         self.tmpdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         self.log_path = self.tmpdir / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # The most clients a run opens (--connections may ask for more than the default
+        # limits): sets the open-file limit it gets, and Roost's --max-connections.
+        self.connections = MAX_CONNECTIONS
 
     def argv(self) -> list[str]:
         raise NotImplementedError
+
+    @property
+    def nofile(self) -> int:
+        return max(NOFILE_TARGET, self.connections + NOFILE_SPARE)
 
     def env(self) -> dict[str, str] | None:
         return None
@@ -206,7 +236,7 @@ class BrokerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env(),
-                preexec_fn=_child_setup(self.cpus),
+                preexec_fn=_child_setup(self.cpus, self.nofile),
                 start_new_session=True,
             )
         _live.add(self)
@@ -278,7 +308,7 @@ class Roost(BrokerProcess):
             "--log-level",
             "warning",
             "--max-connections",
-            str(MAX_CONNECTIONS),
+            str(max(MAX_CONNECTIONS, self.connections + SPARE_CONNECTIONS)),
             "--max-queued-messages",
             str(MAX_QUEUED_MESSAGES),
             "--max-inflight",

@@ -409,6 +409,22 @@ class Conn(asyncio.Protocol):
             transport.abort()
 
 
+async def _connected_from(w: Worker, source: str, port: int) -> socket.socket:
+    """A socket connected to ``port`` from ``source``. The local port is chosen at
+    connect time (IP_BIND_ADDRESS_NO_PORT), not by ``bind``, whose search for a free port
+    slows down as thousands are taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        await w.loop.sock_connect(sock, (HOST, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def open_conn(
     w: Worker,
     client_id: str,
@@ -418,17 +434,28 @@ async def open_conn(
     clean: bool = True,
     port: int = 0,
     timing: bool = False,
+    source: str | None = None,
 ) -> Conn:
-    """Connect to ``port`` (default: the worker's broker port)."""
-    _, conn = await asyncio.wait_for(
-        w.loop.create_connection(
-            lambda: Conn(w, latency, timing),
-            HOST,
-            port or w.port,
-            ssl=None if port else w.tls,
-        ),
-        timeout,
-    )
+    """Connect to ``port`` (default: the worker's broker port), from local address
+    ``source`` if given (each source address has its own ephemeral ports)."""
+
+    async def connect() -> Conn:
+        tls = None if port else w.tls
+        if source is None:
+            _, made = await w.loop.create_connection(
+                lambda: Conn(w, latency, timing), HOST, port or w.port, ssl=tls
+            )
+        else:
+            sock = await _connected_from(w, source, port or w.port)
+            _, made = await w.loop.create_connection(
+                lambda: Conn(w, latency, timing),
+                sock=sock,
+                ssl=tls,
+                server_hostname=HOST if tls else None,
+            )
+        return made
+
+    conn = await asyncio.wait_for(connect(), timeout)
     try:
         first, body = await conn.request(connect_packet(client_id, keepalive, clean), timeout)
         if first != 0x20 or len(body) != 2 or body[1] != 0:
@@ -452,6 +479,7 @@ async def connect_many(
     clean: bool = True,
     port: int = 0,
     timing: bool = False,
+    source: str | None = None,
 ) -> list[Conn]:
     """Connect (and subscribe) every client id, at most ``sem`` at a time, each with a
     bounded number of attempts. Failed clients are reported and left out."""
@@ -469,8 +497,11 @@ async def connect_many(
                         clean=clean,
                         port=port,
                         timing=timing,
+                        source=source,
                     )
-                except (TimeoutError, OSError, MqttError) as exc:
+                # RuntimeError: uvloop's, for a write to a transport the broker closed
+                # already (e.g. a broker out of file descriptors accepts and closes at once)
+                except (TimeoutError, OSError, MqttError, RuntimeError) as exc:
                     last = exc
                     w.add(CONN_FAIL)
                     await asyncio.sleep(0.1 * (attempt + 1))
@@ -676,6 +707,7 @@ async def _setup_role(
             clean=bool(role.get("clean", True)),
             port=port,
             timing=bool(role.get("timing")),
+            source=role.get("source"),
         )
     elif kind == "pub0":
         conns = await connect_many(w, ids, keepalive, None, sem, port=port)

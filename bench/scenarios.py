@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import loadgen as lg
-from bench.brokers import BrokerProcess, NullBroker, Roost, RoostTls
+from bench.brokers import (
+    NOFILE_TARGET,
+    BrokerProcess,
+    NullBroker,
+    Roost,
+    RoostTls,
+    hard_nofile,
+    proc_nofile,
+)
 from bench.runner import Ctx, LoadRun, Snapshot, cpu_percent, other_load_percent, rate, split
 
 GEN_SATURATED = 85.0  # generator CPU % (per generator core) above which it may be the limit
@@ -450,17 +458,46 @@ WILDCARD = Scenario(
 
 # -- 5. 10k idle connections -------------------------------------------------------------------
 
+WORKER_FILES_SPARE = 512  # open files a generator worker needs beyond its connections
+ONE_SOURCE_MAX = 10_000  # connections from 127.0.0.1 alone (finding a free port slows beyond)
+
+
+def ephemeral_ports() -> int:
+    """How many local ports the kernel hands out to one source address."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low, high = map(int, fh.read().split())
+    except (OSError, ValueError):
+        return ONE_SOURCE_MAX
+    return high - low + 1
+
+
+def idle_roles(ctx: Ctx) -> list[list[dict[str, Any]]]:
+    """``ctx.connections`` idle clients over as many workers as their open-file limit
+    needs (at least 2); beyond ONE_SOURCE_MAX each worker connects from its own
+    127.0.0.x, so the ephemeral ports of one source address do not run out."""
+    n = ctx.connections
+    per_worker = max(1, min(NOFILE_TARGET, hard_nofile()) - WORKER_FILES_SPARE)
+    per_worker = min(per_worker, ephemeral_ports() * 9 // 10)
+    nw = max(2, ctx.workers, -(-n // per_worker))
+    role: dict[str, Any] = {"role": "idle", "prefix": "i", "keepalive": 60}
+    placed = place(nw, n, role)
+    if n > ONE_SOURCE_MAX:
+        for wid, worker_role in enumerate(placed):
+            worker_role["source"] = f"127.0.0.{2 + wid}"
+    return merge(placed)
+
 
 def run_idle(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     assert broker is not None
-    nw = max(2, ctx.workers)
     n = ctx.connections
-    roles = merge(place(nw, n, {"role": "idle", "prefix": "i", "keepalive": 60}))
+    roles = idle_roles(ctx)
     time.sleep(0.5)
     rss_before = broker.rss_kb()
+    broker_files = proc_nofile(broker.pid)
     with LoadRun(ctx, broker, roles) as run:
         before = run.snapshot()
-        elapsed = run.setup()
+        elapsed = run.setup(timeout=max(180.0, n / 250))
         after = run.snapshot()
         connected = run.total(lg.CONNECTED)
         run.sleep(1.0)
@@ -487,6 +524,11 @@ def run_idle(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     out.metrics["idle_cpu"] = cpu_percent(a, b)
     if connected != n:
         out.notes.append(f"only {connected} of {n} connections were accepted")
+    if broker_files < n:
+        out.notes.append(
+            f"the broker may open {broker_files} files (the hard limit here is "
+            f"{hard_nofile()}; raising it needs CAP_SYS_RESOURCE): it cannot hold {n} clients"
+        )
     return out
 
 

@@ -286,8 +286,12 @@ class BrokerCore:
             session.set_expiry_interval(expiry, self.store)
         self.connections[client_id] = connection
         self.traffic.connected(len(self.connections))
-        self._announce_presence(client_id, CONNECTED)
         return session, present
+
+    def session_attached(self, client_id: str) -> None:
+        """The connection that opened the session of ``client_id`` holds it now: its
+        presence event goes out (the session itself may be subscribed to it)."""
+        self._announce_presence(client_id, CONNECTED)
 
     def connection_ended(self, connection: Connection) -> None:
         """A network connection closed: forget it everywhere (it may never have attached)."""
@@ -374,7 +378,7 @@ class BrokerCore:
             return
         held = self.sessions[client_id] = Session(client_id, NEVER_EXPIRES)  # not stored
         for topic_filter, options in subscriptions.items():
-            held.subscriptions[topic_filter] = options
+            held.subscribe(topic_filter, options)  # not stored: the session has no store
             self._router_subscribe(client_id, topic_filter, options)
 
     def take_held_session(self, client_id: str, session: Session | None) -> None:

@@ -191,12 +191,14 @@ class ServerConnection:
         "problem_information",
         "qos1_awaiting_commit",
         "rate",
+        "send_window",
         "session",
         "session_expiry",
         "settings",
         "state",
         "terms",
         "throttled",
+        "topic_alias_maximum",
         "transport",
         "username",
         "will",
@@ -225,9 +227,13 @@ class ServerConnection:
         # Set by an attach that is waiting (e.g. for a password check): called if the
         # connection closes meanwhile, so that work for a client that is gone is dropped.
         self.attach_abort: Callable[[], object] | None = None
+        # The terms of its CONNECT, until CONNACK (kept after it for re-authentication only)
         self.terms: ConnectTerms | None = None
         self.session: Session | None = None
+        # Made on first need (see _open_outbox): an idle connection has none.
         self.outbox: Outbox | None = None
+        self.send_window = 0  # the client's Receive Maximum, for the outbox
+        self.topic_alias_maximum = 0  # the client's, for the outbox
         self.session_expiry = 0
         self.keep_alive = 0
         self.last_received = self.opened_at = core.clock()
@@ -383,19 +389,7 @@ class ServerConnection:
         )
         users.add(self.username, terms.client_id)
         self.session = session
-        self.outbox = Outbox(
-            session,
-            self.transport.write,
-            core.clock,
-            core.note_dropped,
-            core.traffic,
-            level=self.level,
-            send_window=terms.send_window,
-            max_packet=terms.max_outgoing_packet,
-            max_queued=self.settings.max_queued_messages,
-            topic_alias_maximum=terms.topic_alias_maximum,
-        )
-        self.outbox.hold()
+        core.session_attached(terms.client_id)
         if terms.keep_alive:
             core.watch_keepalive(self, self.last_received + 1.5 * terms.keep_alive)
         if self.level == MQTT_5:
@@ -427,21 +421,30 @@ class ServerConnection:
 
     def _start(self, connack: ConnAck) -> None:
         """CONNACK goes out first, then unacknowledged messages, the queue, and input."""
-        outbox = self.outbox
-        if self.state is not State.CONNECTING or outbox is None:
+        session = self.session
+        if self.state is not State.CONNECTING or session is None:
             return  # closed before the session was durable
         self.state = State.CONNECTED
         self.handlers = _HANDLERS[State.CONNECTED]
+        if self.terms is not None and self.terms.auth_method is None:
+            self.terms = None  # done with (it holds the password, the CONNACK properties)
         self._send(connack)
-        log.info(
-            "client %s connected from %s (MQTT %s)",
-            self.client_id,
-            self.transport.peer,
-            self._protocol(),
-            extra=self._log_fields(),
-        )
-        outbox.resend_inflight()
-        outbox.release()
+        if log.isEnabledFor(logging.INFO):  # its fields are built only when it is logged
+            log.info(
+                "client %s connected from %s (MQTT %s)",
+                self.client_id,
+                self.transport.peer,
+                self._protocol(),
+                extra=self._log_fields(),
+            )
+        outbox = self.outbox  # made while attaching if something was delivered meanwhile
+        if outbox is not None:
+            outbox.resend_inflight()
+            outbox.release()
+        elif session.inflight or session.queue:
+            outbox = self._open_outbox()
+            outbox.resend_inflight()
+            outbox.pump()
         self.transport.resume_reading(WAITING_FOR_ATTACH)
         if not self._in_input:
             self.handle_input()
@@ -513,14 +516,15 @@ class ServerConnection:
         if self.state is State.CLOSED:
             return
         if self.state is State.CONNECTED:
-            log.info(
-                "client %s disconnected from %s (MQTT %s): %s",
-                self.client_id,
-                self.transport.peer,
-                self._protocol(),
-                why,
-                extra=self._log_fields(why),
-            )
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "client %s disconnected from %s (MQTT %s): %s",
+                    self.client_id,
+                    self.transport.peer,
+                    self._protocol(),
+                    why,
+                    extra=self._log_fields(why),
+                )
         else:
             log.info("closing %s: %s", self._name(), why)
         self.state = State.CLOSED
@@ -599,8 +603,30 @@ class ServerConnection:
 
     def deliver(self, delivery: Delivery) -> None:
         """Send a message now or queue it (see :class:`Outbox`)."""
-        assert self.outbox is not None
-        self.outbox.deliver(delivery)
+        (self.outbox or self._open_outbox()).deliver(delivery)
+
+    def _open_outbox(self) -> Outbox:
+        """The outbox of an attached connection, made when it is first needed: most
+        connections are idle most of the time, and an outbox with what it refers to costs
+        about 260 bytes. Made while attaching, it holds deliveries until CONNACK."""
+        session = self.session
+        assert session is not None, "no outbox before the attach or after the close"
+        core = self.core
+        outbox = self.outbox = Outbox(
+            session,
+            self.transport.write,
+            core.clock,
+            core.note_dropped,
+            core.traffic,
+            level=self.level,
+            send_window=self.send_window,
+            max_packet=self.max_outgoing_packet,
+            max_queued=self.settings.max_queued_messages,
+            topic_alias_maximum=self.topic_alias_maximum,
+        )
+        if self.state is State.CONNECTING:
+            outbox.hold()  # CONNACK first: _start releases it
+        return outbox
 
     def writing_paused(self) -> None:
         """The transport's buffer is full: queue deliveries (bounded, see Session.enqueue)
@@ -608,8 +634,8 @@ class ServerConnection:
         it was sent: its own acknowledgements and responses must not pile up either."""
         self.transport.pause_reading(WRITES_BACKED_UP)
         self.core.writes_blocked(self)
-        if self.outbox is not None:
-            self.outbox.writes_paused(True)
+        if self.session is not None:
+            (self.outbox or self._open_outbox()).writes_paused(True)
 
     def writing_resumed(self) -> None:
         self.core.writes_unblocked(self)
@@ -655,6 +681,8 @@ class ServerConnection:
         self.will = terms.will
         self.max_outgoing_packet = terms.max_outgoing_packet
         self.problem_information = terms.problem_information
+        self.send_window = terms.send_window
+        self.topic_alias_maximum = terms.topic_alias_maximum
         self.state = State.CONNECTING
         self.handlers = _HANDLERS[State.CONNECTING]
         self._attach(self)
@@ -760,23 +788,25 @@ class ServerConnection:
         return ReasonCode.NO_MATCHING_SUBSCRIBERS, NO_PROPERTIES
 
     def _on_puback(self, packet: PubAck) -> None:
-        assert self.outbox is not None
-        self.outbox.complete(packet.packet_id, OutboundState.AWAITING_PUBACK)
+        (self.outbox or self._open_outbox()).complete(
+            packet.packet_id, OutboundState.AWAITING_PUBACK
+        )
 
     def _on_pubcomp(self, packet: PubComp) -> None:
-        assert self.outbox is not None
-        self.outbox.complete(packet.packet_id, OutboundState.AWAITING_PUBCOMP)
+        (self.outbox or self._open_outbox()).complete(
+            packet.packet_id, OutboundState.AWAITING_PUBCOMP
+        )
 
     def _on_pubrec(self, packet: PubRec) -> None:
         session = self.session
-        assert session is not None and self.outbox is not None
+        assert session is not None
         inflight = session.inflight.get(packet.packet_id)
         if inflight is None or inflight.state is OutboundState.AWAITING_PUBACK:
             self._send(PubRel(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
             return
         if inflight.state is OutboundState.AWAITING_PUBREC:
-            if packet.reason_code >= 0x80:
-                self.outbox.complete(packet.packet_id, inflight.state)  # the flow ends [4.3.3]
+            if packet.reason_code >= 0x80:  # the flow ends [4.3.3]
+                (self.outbox or self._open_outbox()).complete(packet.packet_id, inflight.state)
                 return
             session.released(packet.packet_id)
         self._send_when_durable(PubRel(packet.packet_id))
@@ -791,16 +821,16 @@ class ServerConnection:
 
     def _on_subscribe(self, packet: Subscribe) -> None:
         session = self.session
-        outbox = self.outbox
-        assert session is not None and outbox is not None
+        assert session is not None
         suback, retained = self.core.subscribe(session, packet, self.level == MQTT_5)
         if session.store is None:
             self._send(suback)
         else:
-            outbox.hold()  # SUBACK first, once durable; then retained and newer messages
+            # SUBACK first, once durable; then retained and newer messages
+            (self.outbox or self._open_outbox()).hold()
             self.core.store.after_commit(partial(self._suback_durable, suback))
         for delivery in retained:
-            outbox.deliver(delivery)
+            self.deliver(delivery)
 
     def _suback_durable(self, suback: SubAck) -> None:
         outbox = self.outbox

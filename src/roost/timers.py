@@ -18,17 +18,28 @@ from typing import Generic, TypeVar
 T = TypeVar("T", bound=Hashable)
 
 
+class _Bucket(dict[T, None]):
+    """The items of one slot, in insertion order (an item leaves without a search)."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: int) -> None:
+        super().__init__()
+        self.slot = slot
+
+
 class TimingWheel(Generic[T]):
     """Buckets of items by deadline, ``resolution`` seconds wide (a hashed timing wheel).
 
     ``schedule`` and ``discard`` are O(1); ``due`` visits only the buckets whose time has
-    come. A bucket is an insertion-ordered dict, so an item leaves it without a search.
+    come. Each item maps to its bucket, shared with the other items of its slot, not to a
+    slot number of its own: one int object less per item (32 bytes per connection).
     """
 
     def __init__(self, now: float, resolution: float = 0.25) -> None:
         self._resolution = resolution
-        self._buckets: dict[int, dict[T, None]] = {}
-        self._slot_of: dict[T, int] = {}
+        self._buckets: dict[int, _Bucket[T]] = {}
+        self._bucket_of: dict[T, _Bucket[T]] = {}
         self._cursor = math.floor(now / resolution)  # last slot already handed out
 
     def schedule(self, item: T, deadline: float) -> None:
@@ -37,19 +48,18 @@ class TimingWheel(Generic[T]):
         slot = max(math.ceil(deadline / self._resolution), self._cursor + 1)
         bucket = self._buckets.get(slot)
         if bucket is None:
-            bucket = self._buckets[slot] = {}
+            bucket = self._buckets[slot] = _Bucket(slot)
         bucket[item] = None
-        self._slot_of[item] = slot
+        self._bucket_of[item] = bucket
 
     def discard(self, item: T) -> None:
         """Forget ``item`` (no-op if it is not scheduled); the wheel keeps no reference."""
-        slot = self._slot_of.pop(item, None)
-        if slot is None:
+        bucket = self._bucket_of.pop(item, None)
+        if bucket is None:
             return
-        bucket = self._buckets[slot]
         del bucket[item]
         if not bucket:
-            del self._buckets[slot]
+            del self._buckets[bucket.slot]
 
     def due(self, now: float) -> list[T]:
         """Remove and return every item whose bucket's time is <= ``now``."""
@@ -61,18 +71,18 @@ class TimingWheel(Generic[T]):
             slots = sorted(s for s in buckets if s <= current)
         else:
             slots = [s for s in range(self._cursor + 1, current + 1) if s in buckets]
-        slot_of = self._slot_of
+        bucket_of = self._bucket_of
         for slot in slots:
             bucket = buckets.pop(slot)
             for item in bucket:
-                del slot_of[item]
+                del bucket_of[item]
             found.extend(bucket)
         self._cursor = max(self._cursor, current)
         return found
 
     def __len__(self) -> int:
         """Number of scheduled items."""
-        return len(self._slot_of)
+        return len(self._bucket_of)
 
     @property
     def occupied_slots(self) -> int:

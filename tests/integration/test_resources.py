@@ -4,6 +4,7 @@ its transport, whatever keep alive it asked for."""
 from __future__ import annotations
 
 import gc
+import socket
 
 from paho_helpers import wait_until
 from rawmqtt import utf8
@@ -31,3 +32,22 @@ def test_a_closed_connection_is_released_at_once(make_broker, raw) -> None:
     wait_until(lambda: not core.open_connections, what="every connection closed")
     assert live_connections() == before
     assert len(core.keepalive) == 0
+
+
+def test_accepted_connections_send_without_delay(make_broker, raw) -> None:
+    """Roost gathers its writes per loop turn itself; the event loop turns Nagle off on
+    every accepted TCP socket (Roost does not ask for the socket: uvloop would keep an
+    object per connection for it)."""
+    broker = make_broker(store="memory")
+    client = raw(broker, 4)
+    client.connect("nodelay")
+
+    async def nodelay() -> list[int]:
+        return [
+            connection.transport._transport.get_extra_info("socket").getsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY
+            )
+            for connection in broker.broker.core.open_connections
+        ]
+
+    assert broker.call(nodelay()) == [1]

@@ -34,6 +34,7 @@ from roost.codec import (
 from roost.config import Settings
 from roost.core import BrokerCore
 from roost.protocol import CONNECT_TIMEOUT, ServerConnection, Transport
+from roost.session import NO_INFLIGHT, NO_PACKET_IDS, NO_SUBSCRIPTIONS
 from roost.store.memory import MemoryStore
 
 
@@ -597,3 +598,52 @@ def test_session_expires_while_offline(clock: FakeClock, core: BrokerCore) -> No
     core.tick()
     assert "sub" not in core.sessions
     assert core.router.subscription_count() == 0
+
+
+# -- what an idle connection holds ------------------------------------------------------------
+
+
+def test_an_idle_attached_connection_holds_no_outbox_queue_or_connect_terms(
+    core: BrokerCore,
+) -> None:
+    client = Client(core)
+    client.connect("idle", password=b"secret", username="u")
+    client.send(PingReq())
+    assert client.received() == [PingResp()]
+    connection = client.protocol
+    session = connection.session
+    assert session is not None
+    assert connection.outbox is None  # made on the first delivery
+    assert connection.terms is None  # the password with it
+    assert session.queue == ()
+    assert session.inbound_qos2 is NO_PACKET_IDS
+    assert session.inflight is NO_INFLIGHT
+    assert session.subscriptions is NO_SUBSCRIPTIONS
+    assert connection.framer.buffered == 0
+
+
+def test_the_outbox_is_made_by_the_first_delivery(core: BrokerCore) -> None:
+    sub = Client(core)
+    sub.connect("sub")
+    sub.subscribe("t", qos=0)
+    assert sub.protocol.outbox is None
+    pub = Client(core)
+    pub.connect("pub")
+    pub.send(Publish("t", b"x"))
+    assert [p.payload for p in publishes(sub.received())] == [b"x"]
+    assert sub.protocol.outbox is not None
+
+
+def test_a_resumed_session_delivers_its_own_connect_event_after_connack(
+    core: BrokerCore,
+) -> None:
+    """The presence event of a reconnect is published while the connection attaches:
+    a session that subscribed to it gets it behind its CONNACK."""
+    first = Client(core)
+    first.connect("watcher", properties=Properties(session_expiry_interval=60))
+    first.subscribe("$SYS/roost/clients/+/connected", qos=0)
+    first.send(Disconnect())
+    back = Client(core)
+    assert back.connect("watcher", clean_start=False).session_present is True
+    (event,) = publishes(back.received())
+    assert event.topic == "$SYS/roost/clients/watcher/connected"

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from roost.message import Message
 from roost.session import (
     Delivery,
-    Inflight,
     OutboundState,
     PacketIdsExhausted,
     Session,
@@ -115,7 +114,7 @@ def delivery(topic: str = "t", qos: int = 1) -> Delivery:
 
 def fill_inflight(session: Session, packet_ids: range | list[int]) -> None:
     for packet_id in packet_ids:
-        session.inflight[packet_id] = Inflight(delivery(), OutboundState.AWAITING_PUBACK)
+        session.send(delivery(), packet_id)
 
 
 # -- packet identifiers -------------------------------------------------------------------
@@ -175,7 +174,7 @@ def test_allocated_ids_are_valid_unused_and_distinct(
         assert packet_id not in session.inflight
         assert packet_id not in seen
         seen.add(packet_id)
-        session.inflight[packet_id] = Inflight(delivery(), OutboundState.AWAITING_PUBACK)
+        session.send(delivery(), packet_id)
 
 
 # -- the queue's drop policy --------------------------------------------------------------
@@ -426,3 +425,26 @@ def test_forget_deletes_the_record_once() -> None:
     writes = store.writes
     session.forget()
     assert store.writes == writes
+
+
+# -- containers made on first use -------------------------------------------------------------
+
+
+def test_containers_are_made_on_first_use_and_shared_while_empty() -> None:
+    session = Session("c")
+    other = Session("d")
+    assert session.subscriptions is other.subscriptions
+    assert session.inflight is other.inflight
+    assert session.inbound_qos2 is other.inbound_qos2
+    session.subscribe("a/b", SubscriptionOptions(qos=1))
+    session.send(delivery(), 7)
+    session.receive_qos2(3)
+    assert dict(session.subscriptions) == {"a/b": SubscriptionOptions(qos=1)}
+    assert list(session.inflight) == [7]
+    assert session.inbound_qos2 == {3}
+    assert (other.subscriptions, other.inflight, other.inbound_qos2) == ({}, {}, frozenset())
+    assert session.release_qos2(3)
+    assert session.inbound_qos2 is other.inbound_qos2  # emptied: the shared one again
+    session.unsubscribe("never/subscribed")
+    other.unsubscribe("never/subscribed")
+    assert other.complete(7, OutboundState.AWAITING_PUBACK) is False

@@ -1,7 +1,8 @@
 """Incremental framer: bytes from the network in, decoded packets out.
 
 Holds the unread input as one ``bytes`` object and an offset: a read that ends on a
-packet boundary (the usual case) is decoded in place without copying the buffer. A packet
+packet boundary (the usual case) is decoded in place without copying the buffer, and
+dropped once its last packet is out, so an idle connection holds no input. A packet
 split across reads whose size is known is gathered in a list of chunks and joined once,
 so a large packet arriving in many small reads costs linear, not quadratic, copying.
 """
@@ -96,7 +97,11 @@ class Framer:
             self._buf = b""
             self._pos = 0
             return None
-        self._pos = end
+        if end == size:  # all read: hold no input between reads (an idle connection's)
+            self._buf = b""
+            self._pos = 0
+        else:
+            self._pos = end
         packet = decode_packet(buf[start], buf[pos:end], self.protocol_level)
         if type(packet) is Publish:
             if not packet.qos:

@@ -15,7 +15,7 @@ import time
 from roost.codec import PacketType, Properties, Will
 from roost.codec.primitives import WILL_PROPERTIES, encode_property_section, read_properties
 from roost.message import Message
-from roost.session import Delivery, Inflight, OutboundState, Session, SubscriptionOptions
+from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
 from roost.transactions import HalfMessage
 
 
@@ -73,7 +73,7 @@ def restore_delivery(
     numbers and packet identifiers continue after the last one read."""
     session.next_seq = delivery.seq + 1
     if state:
-        session.inflight[packet_id] = Inflight(delivery, state)
+        session.restore_inflight(packet_id, delivery, state)
         session.next_packet_id = packet_id % 65535 + 1
     else:
         session.restore_queued(delivery)

@@ -173,7 +173,7 @@ class RedisStore(BatchingStore):
             self._clock.fix(now)
             session = self._session_from(client_id, record)
             for topic_filter, options in subscriptions.items():
-                session.subscriptions[topic_filter.decode()] = decode_options(options)
+                session.subscribe(topic_filter.decode(), decode_options(options))
             for seq, value in sorted((int(seq), value) for seq, value in deliveries.items()):
                 delivery, state, packet_id = decode_delivery(value, seq, self._clock)
                 restore_delivery(session, delivery, state, packet_id)

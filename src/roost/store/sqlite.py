@@ -271,8 +271,9 @@ class SqliteStore(BatchingStore):
         ):
             session = sessions.get(owner)
             if session is not None:
-                session.subscriptions[topic_filter] = SubscriptionOptions(
-                    qos, bool(no_local), bool(rap), handling, identifier
+                session.subscribe(  # not recorded: its store is set below
+                    topic_filter,
+                    SubscriptionOptions(qos, bool(no_local), bool(rap), handling, identifier),
                 )
         self._read_deliveries(sessions, where, args)
         for owner, packet_id in db.execute("SELECT * FROM inbound_qos2" + where, args):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from typing import cast
 
 from roost.config import Listener
@@ -72,7 +71,7 @@ class StreamConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._client: ServerConnection | None = None
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None  # writes gathered since the last flush
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
@@ -89,11 +88,10 @@ class StreamConnection(asyncio.Protocol):
             cast(asyncio.Transport, transport).abort()  # connection_lost sees no _transport
             return
         traffic.sockets += 1
+        # No TCP_NODELAY here: asyncio and uvloop set it on every TCP transport, and asking
+        # uvloop for the "socket" would cache a socket object on each transport (72 bytes).
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
@@ -146,7 +144,7 @@ class StreamConnection(asyncio.Protocol):
             if handle is not None:
                 handle.cancel()
         self._deadline = self._flush_handle = self._linger_handle = None
-        self._out.clear()
+        self._out = None
         client, self._client = self._client, None
         if client is not None:
             client.connection_lost()
@@ -160,7 +158,11 @@ class StreamConnection(asyncio.Protocol):
     # -- the Transport interface of ServerConnection ----------------------------------------
 
     def write(self, data: bytes) -> None:
-        self._out.append(data)
+        out = self._out
+        if out is None:
+            self._out = [data]  # a list only while writes wait: idle connections hold none
+        else:
+            out.append(data)
         self._out_size += len(data)
         if self._out_size >= FLUSH_BYTES:
             if self._flush_handle is not None:
@@ -200,13 +202,12 @@ class StreamConnection(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_handle = None
         out = self._out
+        self._out = None
         self._out_size = 0
         transport = self._transport
         if not out or transport is None or transport.is_closing() or self._linger_handle:
-            out.clear()
             return
         data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
         self._send(transport, data)
         self._core.traffic.bytes_out += len(data)
 
