@@ -56,6 +56,23 @@ LOCAL_TOPIC = "bench/local/{}"
 # -- processes ----------------------------------------------------------------------------
 
 
+def command_calls(host: str, port: int) -> dict[str, int]:
+    """Calls per command of the Redis/Valkey at host:port since it started (``INFO
+    commandstats``)."""
+    import redis
+
+    client = redis.Redis(host=host, port=port, socket_timeout=5)
+    try:
+        info = client.info("commandstats")
+    finally:
+        client.close()
+    return {
+        key.removeprefix("cmdstat_"): int(value["calls"])
+        for key, value in info.items()
+        if isinstance(value, dict)
+    }
+
+
 class RedisServer:
     """A LocalServer in a temporary directory, pinned to ``cpus`` (None: not pinned)."""
 
@@ -97,18 +114,7 @@ class RedisServer:
 
     def commandstats(self) -> dict[str, int]:
         """Calls per command since the server started (``INFO commandstats``)."""
-        import redis
-
-        client = redis.Redis(host=self.server.host, port=self.server.port, socket_timeout=5)
-        try:
-            info = client.info("commandstats")
-        finally:
-            client.close()
-        return {
-            key.removeprefix("cmdstat_"): int(value["calls"])
-            for key, value in info.items()
-            if isinstance(value, dict)
-        }
+        return command_calls(self.server.host, self.server.port)
 
     def stop(self) -> None:
         self.server.stop()

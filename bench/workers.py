@@ -31,7 +31,7 @@ from typing import Any
 
 from bench import loadgen as lg
 from bench.brokers import BrokerProcess, Mosquitto, Roost, proc_cpu_seconds, proc_rss_kb
-from bench.cluster import by_round, measure, med
+from bench.cluster import by_round, command_calls, measure, med
 from bench.runner import Ctx, rate, split
 from bench.scenarios import (
     FANOUT_TOPIC,
@@ -121,21 +121,10 @@ class RoostWorkers(Roost):
 
     def commandstats(self) -> dict[str, int]:
         """Calls per command of the embedded Valkey since it started."""
-        import redis
-
         found = VALKEY_URL.search(self.log(100_000))
         if found is None:
             return {}
-        client = redis.Redis(host=found[1], port=int(found[2]), socket_timeout=5)
-        try:
-            info = client.info("commandstats")
-        finally:
-            client.close()
-        return {
-            key.removeprefix("cmdstat_"): int(value["calls"])
-            for key, value in info.items()
-            if isinstance(value, dict)
-        }
+        return command_calls(found[1], int(found[2]))
 
     def stop(self) -> None:
         """SIGTERM to the parent (it stops the workers, then the Valkey); whatever of the
