@@ -53,8 +53,6 @@ DROP_REPORT_CLIENTS = 20  # clients named per such log line; the rest are counte
 class Connection(Hashable, Protocol):
     """What the core needs of a client's connection."""
 
-    keepalive_due: float  # when its live keep-alive wheel entry comes due
-
     def deliver(self, delivery: Delivery) -> None: ...
 
     def take_over(self) -> None: ...
@@ -447,8 +445,8 @@ class BrokerCore:
         self.publish(message)
 
     def watch_keepalive(self, connection: Connection, deadline: float) -> None:
-        """Check ``connection`` at ``deadline``; it keeps one live entry in the wheel."""
-        connection.keepalive_due = deadline
+        """Check ``connection`` at ``deadline``; it keeps one live entry in the wheel (a new
+        deadline replaces the one before)."""
         self.keepalive.schedule(connection, deadline)
 
     # -- routing --------------------------------------------------------------------------
@@ -890,8 +888,6 @@ class BrokerCore:
             _guarded(hook, now)
 
     def _check_keepalive(self, connection: Connection, now: float) -> None:
-        if now < connection.keepalive_due:
-            return  # an older entry: the connection has a later one
         deadline = connection.keepalive_deadline()
         if deadline is None:
             return

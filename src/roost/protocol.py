@@ -182,7 +182,6 @@ class ServerConnection:
         "handlers",
         "inbound_aliases",
         "keep_alive",
-        "keepalive_due",
         "last_received",
         "level",
         "max_outgoing_packet",
@@ -246,7 +245,6 @@ class ServerConnection:
         self.rate = core.limits.client_rate(self.opened_at)  # None: its rate is not limited
         self.throttled = False  # over its rate: nothing is handled until it refills
         core.open_connections.add(self)
-        self.keepalive_due = 0.0  # when its live keep-alive wheel entry comes due
         core.watch_keepalive(self, self.opened_at + CONNECT_TIMEOUT)
 
     # -- input ----------------------------------------------------------------------------

@@ -22,7 +22,6 @@ class ExpiringConnection:
 
     def __init__(self, broken: bool) -> None:
         self.broken = broken
-        self.keepalive_due = 0.0
         self.expired = False
 
     def deliver(self, delivery: Delivery) -> None: ...
