@@ -123,6 +123,20 @@ def wait_routed(
     probe.drop()
 
 
+def burst_reaches(subscriber: RawClient, a: BrokerProcess, b: BrokerProcess, count: int) -> None:
+    """``count`` QoS 1 messages published on node ``a`` (WINDOW of them unacknowledged) reach
+    ``subscriber`` (on ``b``, acking each at once) whole and in order."""
+    receiver = AckingSubscriber(subscriber, count)
+    receiver.start()
+    sending = publisher(a, "flow/burst", count)
+    receiver.join(120)
+    sending.join(30)
+    assert sending.exitcode == 0
+    assert receiver.error is None, receiver.error
+    assert len(receiver.payloads) == count, (queue_full_drops(a), queue_full_drops(b))
+    assert receiver.payloads == [str(n).encode() for n in range(count)]
+
+
 def queue_full_drops(node: BrokerProcess) -> int:
     """The node's count of deliveries dropped because a session's queue was full (metrics)."""
     port = METRICS_PORT.search("".join(node.log))
@@ -145,15 +159,7 @@ def test_a_burst_from_another_node_reaches_a_prompt_subscriber_whole_and_in_orde
     a, b = cluster.start(2, "--http-port", "0")  # default max_inflight and queue limits
     subscriber = subscribed(raw, b, "prompt", "flow/#")
     wait_routed(raw, a, [subscriber])
-    receiver = AckingSubscriber(subscriber, count)
-    receiver.start()
-    sending = publisher(a, "flow/burst", count)
-    receiver.join(120)
-    sending.join(30)
-    assert sending.exitcode == 0
-    assert receiver.error is None, receiver.error
-    assert len(receiver.payloads) == count, (queue_full_drops(a), queue_full_drops(b))
-    assert receiver.payloads == [str(n).encode() for n in range(count)]
+    burst_reaches(subscriber, a, b, count)
     for node in (a, b):
         assert queue_full_drops(node) == 0
         assert "queue full" not in "".join(node.log)
@@ -172,14 +178,7 @@ def test_a_stuck_subscriber_fills_its_own_queue_and_does_not_hold_back_another(
     stuck = subscribed(raw, b, "stuck", "flow/#")  # reads nothing from now on
     prompt = subscribed(raw, b, "prompt", "flow/#")
     wait_routed(raw, a, [stuck, prompt])
-    receiver = AckingSubscriber(prompt, count)
-    receiver.start()
-    sending = publisher(a, "flow/burst", count)
-    receiver.join(120)
-    sending.join(30)
-    assert sending.exitcode == 0
-    assert receiver.error is None, receiver.error
-    assert receiver.payloads == [str(n).encode() for n in range(count)]
+    burst_reaches(prompt, a, b, count)
     wait_for_log(b, "client stuck does not keep up")
     # As on one node: what fits in its inflight window and its queue waits, the rest is
     # dropped by the queue-full policy, counted and logged.
