@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+from paho_helpers import wait_until
+
 LISTENING = re.compile(r"roost listening on [\d.]+:(\d+)")
 
 
@@ -59,6 +61,17 @@ class BrokerProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
+
+    def reload(self, expected_log: str) -> None:
+        """SIGHUP (the node reads its password and ACL files again); returns once a new
+        log line holds ``expected_log``."""
+        assert self.process is not None
+        seen = len(self.log)
+        self.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: any(expected_log in line for line in self.log[seen:]),
+            what=f"log line {expected_log!r} after SIGHUP",
+        )
 
     def restart(self) -> BrokerProcess:
         self.kill()

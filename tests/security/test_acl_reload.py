@@ -4,13 +4,11 @@ broken file keeps the rules in force and the log names the bad line."""
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 
 from aclclients import connect_as, publish_code
 from brokerproc import BrokerProcess
-from paho_helpers import V5, V311, wait_until
+from paho_helpers import V5, V311
 
 NOT_AUTHORIZED = 0x87
 
@@ -45,14 +43,8 @@ def served(tmp_path):
 
 
 def reload_with(process, acl, text, expected_log):
-    seen = len(process.log)
     acl.write_text(text)
-    assert process.process is not None
-    process.process.send_signal(signal.SIGHUP)
-    wait_until(
-        lambda: any(expected_log in line for line in process.log[seen:]),
-        what=f"log line {expected_log!r}",
-    )
+    process.reload(expected_log)
 
 
 @pytest.mark.parametrize("version", [pytest.param(V311, id="v311"), pytest.param(V5, id="v5")])
