@@ -49,7 +49,7 @@ class Adoption:
         redis: Any,
         node_id: str,
         dead: str,
-        fetch_session: Callable[[str, float], Awaitable[Session | None]] | None,
+        fetch_session: Callable[[str, float], Awaitable[Session | None]],
         claimed: Callable[[str, int], None],
         deal_to_groups: Callable[[Message, frozenset[str]], None] | None,
     ) -> None:
@@ -96,9 +96,7 @@ class Adoption:
                 continue  # it moved to another node since
             epoch, will = int(result[0]), result[1]
             self.claimed(client_id, epoch)
-            session = None
-            if self.fetch_session is not None:
-                session = await self.fetch_session(client_id, now)
+            session = await self.fetch_session(client_id, now)
             if session is not None:
                 sessions.append(session)
                 await self.redis.sadd(keys.clients(self.node_id), client_id)

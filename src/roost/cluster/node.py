@@ -82,9 +82,16 @@ class AdoptionInProgress(ClusterError):
 
 
 class SessionSource(Protocol):
-    """A store that loads one session on demand (the Redis store)."""
+    """A store that loads one session on demand and fences the writes of each client id
+    with the claim under which this node owns it (the Redis store)."""
 
     async def fetch_session(self, client_id: str, now: float) -> Session | None: ...
+
+    def fence_writes(self, node_id: str, on_fenced: Callable[[list[str]], None]) -> None: ...
+
+    def fence(self, client_id: str, epoch: int | None) -> None: ...
+
+    def release_owner(self, client_id: str) -> None: ...
 
     async def fetch_subscriptions(self, client_id: str) -> dict[str, SubscriptionOptions]: ...
 
@@ -105,7 +112,7 @@ class ClusterNode:
         reader: Redis,
         node_id: str,
         address: str,
-        sessions: SessionSource | None = None,
+        sessions: SessionSource,
         on_fatal: Callable[[RoostError], None] | None = None,
     ) -> None:
         """``redis`` runs commands (its socket timeout bounds a stalled Redis); ``reader``
@@ -152,7 +159,7 @@ class ClusterNode:
             self.sender,
             self.routes,
             self.peers.alive.keys,
-            None if sessions is None else sessions.fetch_transaction,
+            sessions.fetch_transaction,
         )
         self._epochs: dict[str, int] = {}  # client id -> epoch of this node's claim
         self._releases: dict[str, tuple[int, asyncio.Future[None]]] = {}
@@ -165,6 +172,7 @@ class ClusterNode:
         self._adoptions: dict[str, asyncio.Task[None]] = {}  # dead node -> its adoption
         self._beat: Any = redis.register_script(scripts.BEAT)
         self.forwarded_messages = 0  # records sent to other nodes
+        sessions.fence_writes(node_id, self._fenced)
 
     # -- joining and leaving ----------------------------------------------------------------
 
@@ -290,16 +298,8 @@ class ClusterNode:
         self.route_sync.removed(topic_filter)
 
     def session_ended(self, client_id: str) -> None:
-        epoch = self._epochs.pop(client_id, None)
-        if epoch is not None:
-            self.sender.command(
-                partial(
-                    eval_script,
-                    scripts.RELEASE_CLIENT,
-                    [keys.owner(client_id)],
-                    [self.node_id, epoch],
-                )
-            )
+        if self._epochs.pop(client_id, None) is not None:
+            self.sessions.release_owner(client_id)  # after the session's last writes
             self.sender.command(partial(_srem, keys.clients(self.node_id), client_id))
 
     def transaction_prepared(self, transaction_id: str) -> None:
@@ -407,7 +407,8 @@ class ClusterNode:
         if session is not None:  # the new owner subscribed already; it may not be heard yet
             for topic_filter in session.subscriptions:
                 self.routes.add(kick.reply_to, topic_filter)
-        self.core.kick(kick.client_id)
+        self.core.kick(kick.client_id)  # its last writes are recorded under the claim
+        self.sessions.fence(kick.client_id, None)
         released = encode_released(Released(kick.client_id, kick.epoch))
         self.core.store.after_commit(partial(self.sender.record, kick.reply_to, released))
 
@@ -438,8 +439,7 @@ class ClusterNode:
         previous, epoch = await self._claim_owner(client_id, terms)
         self._epochs[client_id] = epoch
         sessions = self.sessions
-        if sessions is None:
-            return
+        sessions.fence(client_id, epoch)
         if previous and previous != self.node_id and client_id not in self._transfers:
             self.core.hold_session(client_id, await sessions.fetch_subscriptions(client_id))
             await self.sender.sent()  # the routes are out before the old node lets go
@@ -468,7 +468,6 @@ class ClusterNode:
         dead node's inbox, now and once more after the adopter's grace period (senders
         that had not heard of the death yet).
         """
-        assert self.sessions is not None
         answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._releases[client_id] = (epoch, answered)
         self.sender.record(previous, encode_kick(Kick(client_id, epoch, self.node_id)))
@@ -476,6 +475,9 @@ class ClusterNode:
             while not answered.done() and previous in self.peers.alive:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(answered), self.timeout)
+            await self.redis.eval(  # the previous owner may write the session no more
+                scripts.END_HANDOVER, 1, keys.owner(client_id), self.node_id, epoch
+            )
             session = await self.sessions.fetch_session(client_id, self.clock())
             self.core.take_held_session(client_id, session)
         finally:
@@ -611,9 +613,16 @@ class ClusterNode:
     def _adoption(self, dead: str, deal_to_groups: bool = True) -> Adoption:
         """The adoption of ``dead``; without ``deal_to_groups``, for draining its inbox for
         a client taken over from it (its adopter deals the messages to shared groups)."""
-        fetch = None if self.sessions is None else self.sessions.fetch_session
         deal = self._deal_to_groups if deal_to_groups else None
-        return Adoption(self.core, self.redis, self.node_id, dead, fetch, self._claimed, deal)
+        return Adoption(
+            self.core,
+            self.redis,
+            self.node_id,
+            dead,
+            self.sessions.fetch_session,
+            self._claimed,
+            deal,
+        )
 
     def _deal_to_groups(self, message: Message, groups: frozenset[str]) -> None:
         """Give a message that waited in a dead node's inbox to each of the shared groups
@@ -634,6 +643,7 @@ class ClusterNode:
 
     def _claimed(self, client_id: str, epoch: int) -> None:
         self._epochs[client_id] = epoch
+        self.sessions.fence(client_id, epoch)
         if self._adopting is not None:
             self._adopting.add(client_id)
 
@@ -696,7 +706,21 @@ class ClusterNode:
         # The cluster adopts what this node held once its heartbeat record expires;
         # on rejoining, it takes back what is still its own.
         self.core.let_go_of_sessions()
+        for client_id in self._epochs:
+            self.sessions.fence(client_id, None)
         self._epochs.clear()
+
+    def _fenced(self, client_ids: list[str]) -> None:
+        """Redis refused writes to sessions this node took for its own: it lost them
+        without knowing (it was frozen, or cut off, and the cluster adopted its clients).
+        Its view is stale: it stops serving before acknowledging any of that batch."""
+        log.error(
+            "node %s no longer owns client %s (and %d more): its writes were refused",
+            self.node_id,
+            client_ids[0],
+            len(client_ids) - 1,
+        )
+        self._become_cut_off()
 
     async def _rejoin(self) -> None:
         """After Redis was out of reach (or restarted, maybe without its data): announce

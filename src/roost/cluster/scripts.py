@@ -32,17 +32,59 @@ return version
 
 # Makes a node the owner of a client id if the owner is still the one it read (ARGV[2],
 # '' for none), keeping the will to publish if the node dies (for a session that is not
-# stored; '' otherwise). Returns the new epoch, which fences out what the previous owner
-# still does, or 0 if the owner changed meanwhile.
+# stored; '' otherwise). Every claim moves the epoch on; a claim from another node leaves
+# that node's claim as ``handover`` (NODE:EPOCH), so that it can still write what it has
+# of the session until the new owner ends the hand-over (END_HANDOVER). Returns the new
+# epoch, or 0 if the owner changed meanwhile.
 CLAIM_CLIENT = """
-if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[2] then return 0 end
+local owner = redis.call('HMGET', KEYS[1], 'node', 'epoch')
+local previous = owner[1] or ''
+if previous ~= ARGV[2] then return 0 end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'node', ARGV[1], 'will', ARGV[3])
+if previous ~= '' and previous ~= ARGV[1] then
+  redis.call('HSET', KEYS[1], 'handover', previous .. ':' .. owner[2])
+else
+  redis.call('HDEL', KEYS[1], 'handover')
+end
 return epoch
 """
 
+# Ends the hand-over of a claim (ARGV: owner node, epoch): the previous owner may no
+# longer write the client's keys.
+END_HANDOVER = """
+local owner = redis.call('HMGET', KEYS[1], 'node', 'epoch')
+if owner[1] == ARGV[1] and owner[2] == ARGV[2] then redis.call('HDEL', KEYS[1], 'handover') end
+return 0
+"""
+
+# Writes the keys of a client id (KEYS[2..]) only while the writer owns it (fencing: a
+# node that lost the client id, having been cut off or frozen, cannot overwrite what the
+# new owner has). ARGV[1] and ARGV[2] are the writer's node id and the epoch of its claim;
+# it owns the client id under that claim or a later one of its own, or while it hands the
+# session over from that claim. Then come the commands, each as its argument count and its
+# arguments; RELEASE forgets the owner record (KEYS[1]) if the claim is still that one.
+# Returns 1, or 0 if the writer owns the client id no longer and nothing was written.
+FENCED_WRITE = """
+local owner = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'handover')
+local mine = owner[1] == ARGV[1] and tonumber(owner[2]) >= tonumber(ARGV[2])
+if not mine and owner[3] ~= ARGV[1] .. ':' .. ARGV[2] then return 0 end
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  if ARGV[i + 1] == 'RELEASE' then
+    if owner[1] == ARGV[1] and owner[2] == ARGV[2] then redis.call('DEL', KEYS[1]) end
+  else
+    redis.call(unpack(ARGV, i + 1, i + n))
+  end
+  i = i + n + 1
+end
+return 1
+"""
+
 # Takes a client id over from a dead node, if that node still owns it; returns the new
-# epoch and the will kept with the claim, or nil.
+# epoch and the will kept with the claim, or nil. A hand-over from a live node to the dead
+# one stays open: that node may still be writing what it had of the session.
 ADOPT_CLIENT = """
 if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return false end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)

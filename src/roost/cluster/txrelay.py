@@ -46,7 +46,7 @@ class TransactionRelay:
         sender: Sender,
         routes: ClusterRoutes,
         peers: Callable[[], Iterable[str]],
-        fetch: FetchTransaction | None,
+        fetch: FetchTransaction,
     ) -> None:
         """``peers`` gives the live other nodes; ``fetch`` reads one stored half
         message (to take over a dead node's)."""
@@ -124,7 +124,7 @@ class TransactionRelay:
             moved = await self.redis.eval(
                 scripts.MOVE_FIELD, 1, keys.TRANSACTION_HOMES, transaction_id, dead, self.node_id
             )
-            if not moved or self.fetch is None:
+            if not moved:
                 continue
             half = await self.fetch(transaction_id, self.core.clock())
             if half is not None:

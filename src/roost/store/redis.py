@@ -12,6 +12,7 @@ pipeline the client retries after a lost connection leaves the same state.
 Keys, under a configurable prefix ``<p>`` (``roost``), named by :mod:`roost.cluster.keys`
 with the cluster's own::
 
+    <p>:{c:<client id>}:owner    hash: node, epoch, will, handover (the cluster's claim)
     <p>:{c:<client id>}:session  hash: expiry, expires_at, will, will_due, owner
     <p>:{c:<client id>}:subs     hash: topic filter -> subscription options
     <p>:{c:<client id>}:out      hash: seq -> delivery (message, state, packet id)
@@ -27,6 +28,13 @@ is kept inline in each delivery (not once, shared by its deliveries, as SQLite k
 deliveries of different sessions live in different slots, where no command could release
 a shared copy with its last reference.
 
+Fencing: in a cluster, the writes to a client id's keys carry the claim under which the
+node owns it (:meth:`RedisStore.fence`), and Redis applies them, in a script per client
+id and batch, only while that claim holds (``FENCED_WRITE`` in :mod:`roost.cluster.scripts`).
+A node that lost a client id without knowing it (it was frozen, or cut off, and the
+cluster adopted its clients) cannot overwrite what the new owner has; it is told, and
+stops serving before acknowledging anything of that batch.
+
 A node reads no sessions at start-up: it attaches one when its client connects, with
 :meth:`RedisStore.fetch_session`. The cluster layer makes the client (with
 ``decode_responses=False``: values are bytes) and decides on reconnection; the store
@@ -41,11 +49,12 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import chain
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from roost.cluster import keys
+from roost.cluster import keys, scripts
 from roost.errors import StoreError
 from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
@@ -70,6 +79,7 @@ from roost.store.records import (
 from roost.transactions import SETTLED_MEMORY, HalfMessage, Settled
 
 _SESSION_PARTS = ("session", "subs", "out", "qos2")
+Fence = tuple[str, str, str]  # client id, node id, epoch: whose writes Redis checks
 _OUTCOME_CODES = {Settled.COMMITTED: b"c", Settled.ROLLED_BACK: b"r"}
 _OUTCOMES = {code: outcome for outcome, code in _OUTCOME_CODES.items()}
 
@@ -108,9 +118,39 @@ class RedisStore(BatchingStore):
         # reference to a task.
         self._sender: asyncio.Task[None] | None = None
         self._waiting: set[asyncio.Future[None]] = set()  # woken by a failure too
+        # Fencing (see "Fencing" above): the node writing, what it is told when writes
+        # were refused, and the fence of each client id it owns.
+        self._writer = ""
+        self._on_fenced: Callable[[list[str]], None] | None = None
+        self._fences: dict[str, Fence] = {}
 
     def _key(self, client_id: str, part: str) -> str:
         return keys.client(client_id, part, self._prefix)
+
+    # -- fencing ------------------------------------------------------------------------------
+
+    def fence_writes(self, node_id: str, on_fenced: Callable[[list[str]], None]) -> None:
+        """Write as cluster node ``node_id``: the keys of a client id fenced with
+        :meth:`fence` are written only while the node owns it; ``on_fenced`` is told, on
+        the loop, of the client ids whose writes Redis refused (before the acknowledgements
+        of their batch run)."""
+        self._writer = node_id
+        self._on_fenced = on_fenced
+
+    def fence(self, client_id: str, epoch: int | None) -> None:
+        """Write the keys of ``client_id`` from now on only while this node owns it under
+        the claim of ``epoch`` (or a later one); None: write them without a check."""
+        if epoch is None:
+            self._fences.pop(client_id, None)
+        else:
+            self._fences[client_id] = (client_id, self._writer, str(epoch))
+
+    def release_owner(self, client_id: str) -> None:
+        """After what was recorded for ``client_id`` so far, forget its owner record if the
+        claim of its fence still holds; the client id is no longer fenced."""
+        if client_id in self._fences:
+            self._record_client(client_id, ["RELEASE"])
+            del self._fences[client_id]
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -233,7 +273,8 @@ class RedisStore(BatchingStore):
 
     def save_session(self, session: Session) -> None:
         will = session.will
-        self._record(
+        self._record_client(
+            session.client_id,
             [
                 "HSET",
                 self._key(session.client_id, "session"),
@@ -247,7 +288,7 @@ class RedisStore(BatchingStore):
                 _time(self._clock.to_wall(session.will_due) if will is not None else None),
                 "owner",
                 owner_text(session) or "",
-            ]
+            ],
         )
 
     def delete_session(self, session: Session) -> None:
@@ -257,19 +298,25 @@ class RedisStore(BatchingStore):
         for delivery in chain(sent, session.queue):
             if delivery.seq:  # stored (queued QoS 0 never is)
                 self._cancel_insert(client_id, delivery)
-        self._record(["UNLINK", *(self._key(client_id, part) for part in _SESSION_PARTS)])
+        self._record_client(
+            client_id, ["UNLINK", *(self._key(client_id, part) for part in _SESSION_PARTS)]
+        )
 
     def save_subscription(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions
     ) -> None:
-        self._record(["HSET", self._key(client_id, "subs"), topic_filter, encode_options(options)])
+        self._record_client(
+            client_id, ["HSET", self._key(client_id, "subs"), topic_filter, encode_options(options)]
+        )
 
     def delete_subscription(self, client_id: str, topic_filter: str) -> None:
-        self._record(["HDEL", self._key(client_id, "subs"), topic_filter])
+        self._record_client(client_id, ["HDEL", self._key(client_id, "subs"), topic_filter])
 
     def save_delivery(self, client_id: str, delivery: Delivery) -> None:
         value = encode_delivery(delivery, OutboundState.QUEUED, 0, self._clock)
-        insert = self._record(["HSET", self._key(client_id, "out"), delivery.seq, value])
+        insert = self._record_client(
+            client_id, ["HSET", self._key(client_id, "out"), delivery.seq, value]
+        )
         self._unwritten[client_id, delivery.seq] = insert
 
     def update_delivery(
@@ -280,56 +327,103 @@ class RedisStore(BatchingStore):
         value = encode_delivery(delivery, state, packet_id, self._clock)
         insert = self._unwritten.get((client_id, delivery.seq))
         if insert is None:
-            self._record(["HSET", self._key(client_id, "out"), delivery.seq, value])
+            self._record_client(
+                client_id, ["HSET", self._key(client_id, "out"), delivery.seq, value]
+            )
         else:
-            insert[3] = value
+            insert[4] = value  # [fence, HSET, key, seq, value]
 
     def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
         if not self._cancel_insert(client_id, delivery):
-            self._record(["HDEL", self._key(client_id, "out"), delivery.seq])
+            self._record_client(client_id, ["HDEL", self._key(client_id, "out"), delivery.seq])
 
     def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
-        self._record(["SADD", self._key(client_id, "qos2"), packet_id])
+        self._record_client(client_id, ["SADD", self._key(client_id, "qos2"), packet_id])
 
     def delete_inbound_qos2(self, client_id: str, packet_id: int) -> None:
-        self._record(["SREM", self._key(client_id, "qos2"), packet_id])
+        self._record_client(client_id, ["SREM", self._key(client_id, "qos2"), packet_id])
 
     def save_retained(self, message: Message) -> None:
         value = encode_message(message, self._clock)
-        self._record(["HSET", self._retained_key, message.topic, value])
+        self._record_shared(["HSET", self._retained_key, message.topic, value])
 
     def delete_retained(self, topic: str) -> None:
-        self._record(["HDEL", self._retained_key, topic])
+        self._record_shared(["HDEL", self._retained_key, topic])
 
     def save_transaction(self, half: HalfMessage) -> None:
         value = encode_half(half, self._clock)
-        self._record(["HSET", self._half_key, half.transaction_id, value])
+        self._record_shared(["HSET", self._half_key, half.transaction_id, value])
 
     def settle_transaction(self, transaction_id: str, outcome: Settled) -> None:
         """Drop the half message and remember the decision; only the newest
         ``SETTLED_MEMORY`` decisions are kept."""
         member = _OUTCOME_CODES[outcome] + transaction_id.encode()
-        self._record(["HDEL", self._half_key, transaction_id])
-        self._record(["ZADD", self._settled_key, time.time(), member])
-        self._record(["ZREMRANGEBYRANK", self._settled_key, 0, -SETTLED_MEMORY - 1])
+        self._record_shared(["HDEL", self._half_key, transaction_id])
+        self._record_shared(["ZADD", self._settled_key, time.time(), member])
+        self._record_shared(["ZREMRANGEBYRANK", self._settled_key, 0, -SETTLED_MEMORY - 1])
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _write_batch(self, ops: list[Op], callbacks: list[Callable[[], None]]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for op in ops:
-            pipe.execute_command(*op)
-        self._sender = self._loop.create_task(self._send(pipe, callbacks))
+    def _record_client(self, client_id: str, op: Op) -> Op:
+        """Queue a write of ``client_id``'s keys, under its fence if it has one."""
+        return self._record([self._fences.get(client_id), *op])
 
-    async def _send(self, pipe: Pipeline, callbacks: list[Callable[[], None]]) -> None:
+    def _record_shared(self, op: Op) -> Op:
+        """Queue a write of keys no client id owns (retained messages, transactions)."""
+        return self._record([None, *op])
+
+    def _write_batch(self, ops: list[Op], callbacks: list[Callable[[], None]]) -> None:
+        """One pipeline: unfenced writes as they are, in order, and the writes under each
+        fence as one FENCED_WRITE script, where that fence first comes (a client's writes
+        keep their order; different clients' keys are independent)."""
+        commands: list[list[Any]] = []
+        fenced: dict[Fence, tuple[int, list[Any]]] = {}  # -> its script, and where it runs
+        for op in ops:
+            fence = op[0]
+            if fence is None:
+                commands.append(op[1:])
+                continue
+            found = fenced.get(fence)
+            if found is None:
+                client_id, node_id, epoch = fence
+                script = [
+                    "EVAL",
+                    scripts.FENCED_WRITE,
+                    1 + len(_SESSION_PARTS),
+                    self._key(client_id, "owner"),
+                    *(self._key(client_id, part) for part in _SESSION_PARTS),
+                    node_id,
+                    epoch,
+                ]
+                found = fenced[fence] = (len(commands), script)
+                commands.append(script)
+            found[1].append(len(op) - 1)
+            found[1].extend(op[1:])
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        scripts_at = [(fence[0], at) for fence, (at, _) in fenced.items()]
+        self._sender = self._loop.create_task(self._send(pipe, callbacks, scripts_at))
+
+    async def _send(
+        self,
+        pipe: Pipeline,
+        callbacks: list[Callable[[], None]],
+        scripts_at: list[tuple[str, int]],
+    ) -> None:
         """Send a pipeline and wait for Redis to answer: every command done, or the store
-        fails."""
+        fails. ``scripts_at`` holds each fenced client id and where its script is in the
+        pipeline; the client ids whose writes were refused go to ``on_fenced`` first."""
         try:
-            await pipe.execute()
+            results = await pipe.execute()
         except Exception as exc:  # whatever it is, memory and Redis may now disagree
             self._failure = self._error("writing failed", exc)
             self._failed()
             return
+        if scripts_at:
+            refused = [client_id for client_id, at in scripts_at if not results[at]]
+            if refused and self._on_fenced is not None:
+                self._on_fenced(refused)
         self._batch_done(callbacks)
 
     def _failed(self) -> None:
