@@ -5,10 +5,12 @@ live member of the group; the wills of its clients are published once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -164,30 +166,71 @@ def test_the_wills_of_a_killed_nodes_clients_are_published_once(
     assert topics == ["status/stored", "status/volatile"]
 
 
-def test_a_frozen_node_that_was_adopted_stops_serving_when_it_wakes(
-    cluster: Cluster, clients: Clients
-) -> None:
-    nodes = cluster.start(3, *ROOMY_QUEUES)
-    sleeper, publisher = stream_to_a_stored_session(clients, nodes, "sleeper", 50)
+@contextlib.contextmanager
+def frozen_and_adopted(nodes: list[Any]) -> Iterator[Any]:
+    """Freeze node 0 (SIGSTOP: alive, but silent past its timeout) until another node has
+    taken over what it held; yields that node, and wakes node 0 after the block, which
+    then finds itself cut off."""
     process = nodes[0].process
     assert process is not None
-    os.kill(process.pid, signal.SIGSTOP)  # alive, but silent past its timeout
+    os.kill(process.pid, signal.SIGSTOP)
     try:
         wait_until(
-            lambda: "took over node n0" in "".join(nodes[1].log + nodes[2].log),
+            lambda: any("took over node n0" in "".join(node.log) for node in nodes[1:]),
             timeout=10 * NODE_TIMEOUT,
             what="the frozen node's clients to be adopted",
         )
+        yield next(node for node in nodes[1:] if "took over node n0" in "".join(node.log))
     finally:
         os.kill(process.pid, signal.SIGCONT)
     # Whichever it notices first, a failed beat or its expired record: it is cut off. A
     # process woken on a loaded machine may wait for the CPU: as long as a death takes.
     wait_for_log(nodes[0], "cut off from the cluster", timeout=10 * NODE_TIMEOUT)
+
+
+def test_a_frozen_node_that_was_adopted_stops_serving_when_it_wakes(
+    cluster: Cluster, clients: Clients
+) -> None:
+    nodes = cluster.start(3, *ROOMY_QUEUES)
+    sleeper, publisher = stream_to_a_stored_session(clients, nodes, "sleeper", 50)
+    with frozen_and_adopted(nodes):
+        pass
     wait_until(lambda: sleeper.disconnected.is_set(), what="the frozen node to drop its client")
     resumed = connect_when_possible(
         clients, nodes[2], "sleeper", clean=False, session_expiry=EXPIRY
     )
     every_acknowledged_arrives(publisher, sleeper, resumed)
+
+
+def test_a_woken_node_cannot_overwrite_a_session_it_lost_while_frozen(
+    cluster: Cluster, clients: Clients
+) -> None:
+    """An offline persistent session on node 0 gets a stream from a publisher on node 1
+    and one from a publisher on node 0 itself. Node 0 freezes and the cluster adopts the
+    session, which goes on filling on its adopter. On waking, node 0 reads what its own
+    publisher sent meanwhile and writes it to the session it had, but Redis refuses those
+    writes (fencing): they would overwrite the adopter's queued messages. Taken over on the
+    third node, the session has every PUBACKed message."""
+    nodes = cluster.start(3, *ROOMY_QUEUES)
+    sleeper = clients.connect(nodes[0], "sleeper", clean=False, session_expiry=EXPIRY)
+    sleeper.sub("sleeper/#", qos=1)
+    wait_routed(clients, nodes[1], sleeper, "sleeper/probe")
+    sleeper.stop()
+    remote = Publisher(clients.connect(nodes[1], "remote"), "sleeper/remote").start()
+    local = Publisher(clients.connect(nodes[0], "local"), "sleeper/local").start()
+    wait_until(lambda: len(local.acknowledged) >= 50, what="a stream of PUBACKs")
+    with frozen_and_adopted(nodes) as adopter:
+        pass
+    wait_for_log(nodes[0], "no longer owns client sleeper (and 0 more): its writes were refused")
+    remote_acknowledged, local_acknowledged = remote.stop(), local.stop()
+    third = next(node for node in nodes[1:] if node is not adopter)
+    resumed = connect_when_possible(clients, third, "sleeper", clean=False, session_expiry=EXPIRY)
+    acknowledged = remote_acknowledged | local_acknowledged
+    wait_until(
+        lambda: acknowledged <= set(resumed.payloads()),
+        timeout=20 + len(acknowledged) / 200,
+        what=f"every PUBACKed message ({len(acknowledged)})",
+    )
 
 
 def test_the_sessions_of_a_node_that_stops_are_adopted_at_once(
