@@ -153,11 +153,11 @@ def session_memory(client: Any, count: int, filters: int) -> dict[str, tuple[flo
 
     def session(pipe: Any, cid: str) -> None:
         fields = {"expiry": 3600, "expires_at": "", "will": b"", "will_due": ""}
-        pipe.hset(f"roost:{{c:{cid}}}:session", mapping=fields)
+        pipe.hset(keys.client(cid, "session"), mapping=fields)
 
     def subs(pipe: Any, cid: str) -> None:
         mapping = {f"sensors/{cid}/{j}/#": options for j in range(filters)}
-        pipe.hset(f"roost:{{c:{cid}}}:subs", mapping=mapping)
+        pipe.hset(keys.client(cid, "subs"), mapping=mapping)
 
     def owner(pipe: Any, cid: str) -> None:
         pipe.hset(keys.owner(cid), mapping={"epoch": 1, "node": "A", "will": b""})
@@ -165,9 +165,9 @@ def session_memory(client: Any, count: int, filters: int) -> dict[str, tuple[flo
     def member(pipe: Any, cid: str) -> None:
         pipe.sadd(node_clients, cid)
 
-    grow("session hash", session, lambda cid: f"roost:{{c:{cid}}}:session")
+    grow("session hash", session, lambda cid: keys.client(cid, "session"))
     label = f"subscription hash ({filters} filter{'s' if filters > 1 else ''})"
-    grow(label, subs, lambda cid: f"roost:{{c:{cid}}}:subs")
+    grow(label, subs, lambda cid: keys.client(cid, "subs"))
     grow("owner hash", owner, keys.owner)
     grow("node's clients set member", member, None)
     empty(client)
