@@ -13,7 +13,9 @@ tells that the broker has read and handled one more PUBLISH. Each PUBLISH to the
 persistent subscriber queues at least one write (its message and its delivery), and the
 broker handles at most ``PACKET_BUDGET`` packets of a connection per loop turn before it
 checks the backlog: while the writer is stuck, no more than ``MAX_PENDING +
-PACKET_BUDGET`` publishes can be read.
+PACKET_BUDGET`` publishes can be read. The publisher sends all its publishes in one write,
+so the broker's first read holds most of them: what is already read must wait too, not
+only the socket.
 """
 
 from __future__ import annotations
