@@ -680,9 +680,10 @@ class Probe:
     on an open connection (the next one ``ping_interval`` after the last answer), and a
     new TCP connect + CONNECT until its CONNACK (every ``connect_interval``).
 
-    Only requests sent while the run is measuring count. The probe stops once the
-    measurement is over; a request still unanswered then counts with the time it has
-    waited so far (a lower bound) and in ``unanswered``."""
+    Only requests sent while the run is measuring count. The probe sends no more once the
+    measurement is over, but waits for the answers still due until the load stops; one
+    still unanswered then counts with the time it has waited (a lower bound) and in
+    ``unanswered``."""
 
     def __init__(
         self, w: Worker, conn: Conn, prefix: str, ping_interval: float, connect_interval: float
@@ -704,11 +705,11 @@ class Probe:
         return (self.measured and not self.w.ctrl[MEASURING]) or self.w.phase() >= P_STOP
 
     async def timed(self, what: str, answer: asyncio.Future[Any]) -> None:
-        """Wait for ``answer`` until it comes or the measurement is over; keep its delay if
-        the request went out while measuring."""
+        """Wait for ``answer`` until it comes or the load stops; keep its delay if the
+        request went out while measuring."""
         start = time.perf_counter_ns()
         counted = bool(self.w.ctrl[MEASURING])
-        while not answer.done() and not self.over():
+        while not answer.done() and self.w.phase() < P_STOP:
             await asyncio.wait({answer}, timeout=0.05)
         if counted:
             getattr(self, what).append(time.perf_counter_ns() - start)
