@@ -152,6 +152,7 @@ class Worker:
         self.latencies: list[int] = []
         self.delays: dict[int, int] = {}  # timed subscribers: delay bucket -> deliveries
         self.errors: list[str] = []
+        self.probe: Probe | None = None
         self.credit = 0  # deliveries written off as lost by stalled publishers
         # Delivery windows count this worker's own counters only (its publishers and
         # subscribers form a workload of their own, e.g. one per cluster node).
@@ -231,6 +232,7 @@ class Conn(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.publisher: Qos1Publisher | None = None
         self.expect_close = False
+        self.ping_waiter: asyncio.Future[None] | None = None  # a probe's PINGREQ
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -371,7 +373,10 @@ class Conn(asyncio.Protocol):
             else:
                 self.w.note(f"unexpected packet 0x{first:02x}")
         elif kind == 0xD0:  # PINGRESP
-            pass
+            pong = self.ping_waiter
+            if pong is not None and not pong.done():
+                self.ping_waiter = None
+                pong.set_result(None)
         else:
             self.w.note(f"unexpected packet 0x{first:02x}")
 
@@ -400,6 +405,9 @@ class Conn(asyncio.Protocol):
         self.expect_close = True
         transport = self.transport
         if transport is None or self.closed.done():
+            return
+        if not transport.is_reading():  # a stalled reader would never see the close
+            transport.abort()
             return
         if not transport.is_closing():
             transport.write(DISCONNECT)
@@ -664,6 +672,87 @@ class Qos1Publisher:
             self.fill()
 
 
+# -- the responsiveness probe ---------------------------------------------------------------------
+
+
+class Probe:
+    """Times how fast the broker answers a client that is not part of the load: a PINGREQ
+    on an open connection (the next one ``ping_interval`` after the last answer), and a
+    new TCP connect + CONNECT until its CONNACK (every ``connect_interval``).
+
+    Only requests sent while the run is measuring count. The probe sends no more once the
+    measurement is over, but waits for the answers still due until the load stops; one
+    still unanswered then counts with the time it has waited (a lower bound) and in
+    ``unanswered``."""
+
+    def __init__(
+        self, w: Worker, conn: Conn, prefix: str, ping_interval: float, connect_interval: float
+    ) -> None:
+        self.w = w
+        self.conn = conn  # the connection that pings
+        self.prefix = prefix
+        self.ping_interval = ping_interval
+        self.connect_interval = connect_interval
+        self.pings: list[int] = []  # ns
+        self.connects: list[int] = []  # ns
+        self.unanswered = {"pings": 0, "connects": 0}
+        self.measured = False
+
+    def over(self) -> bool:
+        """True once the measurement window has opened and closed again (or the run ended)."""
+        if self.w.ctrl[MEASURING]:
+            self.measured = True
+        return (self.measured and not self.w.ctrl[MEASURING]) or self.w.phase() >= P_STOP
+
+    async def timed(self, what: str, answer: asyncio.Future[Any]) -> None:
+        """Wait for ``answer`` until it comes or the load stops; keep its delay if the
+        request went out while measuring."""
+        start = time.perf_counter_ns()
+        counted = bool(self.w.ctrl[MEASURING])
+        while not answer.done() and self.w.phase() < P_STOP:
+            await asyncio.wait({answer}, timeout=0.05)
+        if counted:
+            getattr(self, what).append(time.perf_counter_ns() - start)
+            if not answer.done():
+                self.unanswered[what] += 1
+        if not answer.done():
+            answer.cancel()
+        elif not answer.cancelled() and answer.exception() is not None:
+            self.w.note(f"probe: {what} failed: {answer.exception()!r}")
+
+    async def ping_loop(self) -> None:
+        await self.w.wait_phase(P_RUN)
+        while not self.over():
+            waiter: asyncio.Future[None] = self.w.loop.create_future()
+            self.conn.ping_waiter = waiter
+            self.conn.write(PINGREQ)
+            await self.timed("pings", waiter)
+            await asyncio.sleep(self.ping_interval)
+
+    async def connect_loop(self) -> None:
+        await self.w.wait_phase(P_RUN)
+        n = 0
+        while not self.over():
+            n += 1
+            attempt = asyncio.ensure_future(open_conn(self.w, f"{self.prefix}c{n}", 60))
+            await self.timed("connects", attempt)
+            if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+                await attempt.result().close(1.0)
+            await asyncio.sleep(self.connect_interval)
+
+    async def run(self) -> None:
+        """Probe until the measurement is over. The pinging connection is the probe's own
+        (not in ``Worker.conns``: the keep-alive pinger would add PINGRESPs it did not ask
+        for)."""
+        try:
+            await asyncio.gather(self.ping_loop(), self.connect_loop())
+        finally:
+            await self.conn.close(1.0)
+
+    def report(self) -> dict[str, Any]:
+        return {"pings": self.pings, "connects": self.connects, "unanswered": self.unanswered}
+
+
 # -- roles and the worker entry point -------------------------------------------------------------
 
 
@@ -697,7 +786,7 @@ async def _setup_role(
             chosen = per_conn[index] if per_conn is not None else shared
             return [(f, qos) for f in chosen]
 
-        await connect_many(
+        conns = await connect_many(
             w,
             ids,
             keepalive,
@@ -709,6 +798,14 @@ async def _setup_role(
             timing=bool(role.get("timing")),
             source=role.get("source"),
         )
+        if role.get("stalled"):  # subscribed, but never reads again
+            for conn in conns:
+                assert conn.transport is not None
+                conn.transport.pause_reading()
+    elif kind == "probe":
+        conn = await open_conn(w, f"{prefix}ping", keepalive)
+        w.probe = Probe(w, conn, prefix, role["ping_interval"], role["connect_interval"])
+        tasks.append(w.probe.run())
     elif kind == "pub0":
         conns = await connect_many(w, ids, keepalive, None, sem, port=port)
         batches = role["batches"]
@@ -786,6 +883,7 @@ async def _worker_async(
         "delays": w.delays,
         "gaps": [c.max_gap for c in w.conns if c.timing],  # each timed one's longest gap
         "errors": w.errors,
+        "probe": w.probe.report() if w.probe is not None else None,
         "connect_seconds": w.connect_done - w.connect_started,
     }
 

@@ -28,6 +28,7 @@ TOPIC = "bench/fanin"
 FANOUT_TOPIC = "bench/fanout"
 LATENCY_TOPIC = "bench/latency"
 SOAK_TOPIC = "bench/soak"
+FLOOD_TOPIC = "bench/flood"
 
 
 @dataclass(frozen=True)
@@ -813,6 +814,103 @@ TLS = Scenario(
 )
 
 
+# -- 10. fairness under a flood ----------------------------------------------------------------
+
+PROBE_PING_INTERVAL = 0.005  # s between a PINGRESP and the probe's next PINGREQ
+PROBE_CONNECT_INTERVAL = 0.2  # s between a probe connection's CONNACK and the next connect
+PROBE_SETTLE = 0.5  # s the probe's last requests get to be answered before the load stops
+
+
+def fairness_roles(ctx: Ctx) -> list[list[dict[str, Any]]]:
+    """The flood on the generator workers; the probe in a process of its own, so that the
+    publisher's loop does not delay the probe's reads."""
+    nw = ctx.workers
+    batch = qos0_batch(FLOOD_TOPIC, ctx.payload, 32, 2)
+    flood = merge(
+        single(nw, {"role": "sub", "filters": [FLOOD_TOPIC], "qos": 0, "prefix": "reader"}),
+        single(
+            nw,
+            {
+                "role": "sub",
+                "filters": [FLOOD_TOPIC],
+                "qos": 0,
+                "prefix": "stalled",
+                "stalled": True,
+            },
+        ),
+        single(nw, {"role": "pub0", "batches": [batch], "window": 0}, worker=nw - 1),
+    )
+    probe = {
+        "role": "probe",
+        "n": 1,
+        "ping_interval": PROBE_PING_INTERVAL,
+        "connect_interval": PROBE_CONNECT_INTERVAL,
+    }
+    return [*flood, [probe]]
+
+
+def run_fairness(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    """One publisher floods QoS 0 flat out (no window) to a subscriber that reads and one
+    that stopped reading; meanwhile a probe times PINGREQ -> PINGRESP on a connection of
+    its own and new TCP connect + CONNECT -> CONNACK."""
+    assert broker is not None
+    with LoadRun(ctx, broker, fairness_roles(ctx)) as run:
+        run.setup()
+        run.go()
+        run.sleep(ctx.warmup)
+        run.measuring(True)
+        a = run.snapshot()
+        run.sleep(ctx.seconds)
+        b = run.snapshot()
+        run.measuring(False)
+        run.sleep(PROBE_SETTLE)
+        run.stop_load()
+        outputs = run.finish()
+    out = Outcome(notes=run.problems())
+    reports = [o["probe"] for o in outputs if o.get("probe")]
+    if not reports:
+        out.notes.append("the probe reported nothing")
+        out.failed = True
+        return out
+    report = reports[0]
+    for kind in ("pings", "connects"):
+        samples = sorted(report[kind])
+        out.metrics[f"{kind}_p50"] = percentile(samples, 0.50) / 1e6
+        if kind == "pings":
+            out.metrics["pings_p99"] = percentile(samples, 0.99) / 1e6
+        out.metrics[f"{kind}_max"] = (samples[-1] / 1e6) if samples else 0.0
+        out.metrics[f"{kind}_n"] = len(samples)
+        if report["unanswered"][kind]:
+            out.notes.append(
+                f"{report['unanswered'][kind]} {kind} still unanswered {PROBE_SETTLE} s after "
+                "the window closed (counted with the time waited, a lower bound)"
+            )
+    out.metrics["sent"] = rate(a, b, lg.SENT)
+    out.metrics["recv"] = rate(a, b, lg.RECV)
+    cpu_metrics(ctx, out, a, b)
+    return out
+
+
+FAIRNESS = Scenario(
+    "fairness",
+    "1 QoS 0 publisher flat out -> 1 reading + 1 stalled subscriber; "
+    "another client's PINGRESP and a new client's CONNACK",
+    (
+        Metric("pings_p50", "PINGREQ -> PINGRESP p50 ms", "lower", 2),
+        Metric("pings_p99", "PINGREQ -> PINGRESP p99 ms", "lower", 2),
+        Metric("pings_max", "PINGREQ -> PINGRESP max ms (target < 100)", "lower", 2),
+        Metric("pings_n", "  pings", ""),
+        Metric("connects_p50", "connect -> CONNACK p50 ms", "lower", 2),
+        Metric("connects_max", "connect -> CONNACK max ms (target < 1000)", "lower", 2),
+        Metric("connects_n", "  connects", ""),
+        Metric("sent", "flood published msg/s", "higher"),
+        Metric("recv", "flood received msg/s (reading subscriber)", "higher"),
+        *CPU_METRICS,
+    ),
+    run_fairness,
+)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -826,5 +924,6 @@ SCENARIOS: dict[str, Scenario] = {
         SOAK,
         DURABLE,
         TLS,
+        FAIRNESS,
     )
 }

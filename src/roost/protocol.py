@@ -270,9 +270,17 @@ class ServerConnection:
         """Handle buffered packets, at most PACKET_BUDGET of them, and no more once they
         caused DELIVERY_BUDGET deliveries, in this loop turn (then reading pauses and the
         shell calls again later, so one flooding client cannot starve the others and the
-        deliveries of a fan-out go out turn by turn); stops while CONNECTING or over its
-        rate."""
+        deliveries of a fan-out go out turn by turn); stops while CONNECTING, over its
+        rate, or while the store is backlogged."""
         if self.state is State.CONNECTING or self.state is State.CLOSED or self.throttled:
+            return
+        store = self.core.store
+        if store.backlogged and self.state is State.CONNECTED:
+            # Its writer is behind: neither read nor handle what is buffered (a single read
+            # can hold thousands of packets) until it catches up. A CONNECT still gets its
+            # answer; the new client waits once attached.
+            self.transport.pause_reading(STORE_BACKLOGGED)
+            store.when_drained(self._store_caught_up)
             return
         self._in_input = True
         budget = PACKET_BUDGET
@@ -295,10 +303,6 @@ class ServerConnection:
                     break
             else:
                 self.transport.resume_reading(OVER_BUDGET)
-            store = self.core.store
-            if store.backlogged:  # its writer is behind: read no more until it catches up
-                self.transport.pause_reading(STORE_BACKLOGGED)
-                store.when_drained(partial(self.transport.resume_reading, STORE_BACKLOGGED))
         except ProtocolError as exc:
             self._violation(exc)
         except Exception:
@@ -306,6 +310,10 @@ class ServerConnection:
             self._close_with(ReasonCode.UNSPECIFIED_ERROR, "internal error", publish_will=True)
         finally:
             self._in_input = False
+
+    def _store_caught_up(self) -> None:
+        self.transport.resume_reading(STORE_BACKLOGGED)
+        self.transport.continue_later()  # what was read before the pause
 
     @property
     def closed(self) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from itertools import count, islice
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from roost.codec import Will
 from roost.errors import PacketIdsExhausted
@@ -21,7 +21,6 @@ from roost.message import Message
 
 if TYPE_CHECKING:
     from roost.core import ClientRights
-    from roost.store.base import Store
 
 NEVER_EXPIRES = 0xFFFFFFFF  # Session Expiry Interval meaning "does not expire" [MQTT-3.1.2.11.2]
 # Shared by every session without inbound QoS 2 flows: ``frozenset()`` makes a new 216-byte
@@ -211,6 +210,33 @@ NO_SUBSCRIPTIONS: Mapping[str, SubscriptionOptions] = MappingProxyType({})
 NO_INFLIGHT: Mapping[int, Inflight] = MappingProxyType({})
 
 
+class SessionRecorder(Protocol):
+    """What a persistent session needs of the store that records it: one call per change
+    (every store satisfies it)."""
+
+    def save_session(self, session: Session) -> None: ...
+
+    def delete_session(self, session: Session) -> None: ...
+
+    def save_subscription(
+        self, client_id: str, topic_filter: str, options: SubscriptionOptions
+    ) -> None: ...
+
+    def delete_subscription(self, client_id: str, topic_filter: str) -> None: ...
+
+    def save_delivery(self, client_id: str, delivery: Delivery) -> None: ...
+
+    def update_delivery(
+        self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
+    ) -> None: ...
+
+    def delete_delivery(self, client_id: str, delivery: Delivery) -> None: ...
+
+    def save_inbound_qos2(self, client_id: str, packet_id: int) -> None: ...
+
+    def delete_inbound_qos2(self, client_id: str, packet_id: int) -> None: ...
+
+
 class Session:
     """The server-side state of one ClientID, which may outlive its network connections.
 
@@ -255,7 +281,7 @@ class Session:
         # after the connection ended: a will waiting for its delay (will_due is set).
         self.will: Will | None = None
         self.will_due: float | None = None
-        self.store: Store | None = None
+        self.store: SessionRecorder | None = None
         # Whose session it is, for authorization: the user name of the connection that
         # opened it (None: anonymous). Not identified: made or loaded without an owner (a
         # session held for a client on its way from another node, or stored by a version
@@ -275,13 +301,13 @@ class Session:
 
     # -- persistence ------------------------------------------------------------------------
 
-    def attach_store(self, store: Store) -> None:
+    def attach_store(self, store: SessionRecorder) -> None:
         """Record this (new) session if it is persistent."""
         if self.expiry_interval:
             self.store = store
             store.save_session(self)
 
-    def set_expiry_interval(self, interval: int, store: Store) -> None:
+    def set_expiry_interval(self, interval: int, store: SessionRecorder) -> None:
         """Change the expiry interval; a session that stops being persistent leaves the
         store (one that was not persistent never becomes so after creation)."""
         self.expiry_interval = interval
