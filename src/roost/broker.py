@@ -91,7 +91,7 @@ class Broker:
             self.reloadables.append(self.acl)
             self._warn_unchecked_user_names(self.acl)
         if self.settings.cluster:
-            self._redis = RedisClients.for_settings(self.settings)
+            self._redis = await RedisClients.for_settings(self.settings)
             store = self._redis_store = RedisStore(
                 self._redis.store,
                 loop,

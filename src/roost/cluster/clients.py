@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,7 +31,9 @@ class RedisClients:
     store: Redis
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> RedisClients:
+    async def for_settings(cls, settings: Settings) -> RedisClients:
+        """Clients of the server at ``settings.cluster``: of the Redis Cluster it belongs
+        to if it is a cluster node (``cluster_enabled``), else of that one server."""
         timeout = settings.node_timeout_ms / 1000
         url = settings.cluster
         retry = Retry(
@@ -38,19 +41,33 @@ class RedisClients:
             STORE_RETRIES,
             supported_errors=(RedisConnectionError, RedisTimeoutError),
         )
+        connect: Any = Redis.from_url
+        if await _is_cluster_node(url, timeout):
+            connect = RedisCluster.from_url
         return cls(
-            commands=Redis.from_url(
-                url, socket_timeout=timeout / 2, socket_connect_timeout=timeout / 2
-            ),
-            reader=Redis.from_url(
+            commands=connect(url, socket_timeout=timeout / 2, socket_connect_timeout=timeout / 2),
+            reader=connect(
                 url,
                 socket_timeout=READ_BLOCK_MS / 1000 + timeout,
                 socket_connect_timeout=timeout / 2,
             ),
-            store=Redis.from_url(url, socket_connect_timeout=timeout, retry=retry),
+            store=connect(url, socket_connect_timeout=timeout, retry=retry),
         )
 
     async def aclose(self) -> None:
         for client in (self.commands, self.reader, self.store):
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
+
+
+async def _is_cluster_node(url: str, timeout: float) -> bool:
+    """Whether the server at ``url`` is a node of a Redis Cluster (not if it cannot be
+    asked: the store then says that it cannot reach it)."""
+    probe = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        info = await probe.info("cluster")
+    except (RedisError, OSError):
+        return False
+    finally:
+        await probe.aclose()
+    return bool(info.get("cluster_enabled"))

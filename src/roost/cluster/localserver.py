@@ -60,12 +60,19 @@ class LocalServer:
     host = "127.0.0.1"
 
     def __init__(
-        self, directory: Path, port: int = 0, appendfsync: str = "everysec", log: bool = False
+        self,
+        directory: Path,
+        port: int = 0,
+        appendfsync: str = "everysec",
+        log: bool = False,
+        extra_arguments: tuple[str, ...] = (),
     ) -> None:
+        """``extra_arguments``: more server options (``--cluster-enabled yes`` ...)."""
         self.directory = directory
         self.port = port
         self.appendfsync = appendfsync
         self.log = log
+        self.extra_arguments = extra_arguments
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -100,6 +107,7 @@ class LocalServer:
             "--appendonly", "yes",
             "--appendfsync", self.appendfsync,
             "--protected-mode", "no",
+            *self.extra_arguments,
         ]  # fmt: skip
 
     def _wait_ready(self) -> bool:

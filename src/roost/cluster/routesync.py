@@ -97,10 +97,14 @@ class RouteSync:
 
     async def load(self, node: str) -> None:
         """Read a node's whole set (and its version) again."""
-        pipe = self.redis.pipeline(transaction=True)  # both keys share the node's slot
-        pipe.get(keys.routes_version(node))
-        pipe.smembers(keys.routes(node))
-        version, filters = await pipe.execute()
+        version, filters = await self.redis.eval(
+            scripts.READ_TOGETHER,
+            2,
+            keys.routes_version(node),
+            keys.routes(node),
+            "GET",
+            "SMEMBERS",
+        )
         self.table.replace(node, (topic_filter.decode() for topic_filter in filters))
         self._known[node] = int(version or 0)
 

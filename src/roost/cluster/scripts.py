@@ -108,3 +108,12 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 """
+
+# Reads what the commands in ARGV (one argument each: HGETALL, SMEMBERS, GET) return for
+# the keys in KEYS, at one moment: the keys of one hash tag read together (a MULTI does
+# the same on one server, but not through every Redis Cluster client).
+READ_TOGETHER = """
+local replies = {}
+for i = 1, #KEYS do replies[i] = redis.call(ARGV[i], KEYS[i]) end
+return replies
+"""

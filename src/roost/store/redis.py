@@ -22,7 +22,7 @@ with the cluster's own::
     <p>:{tx}:settled             sorted set: outcome code + transaction id, by time
 
 All keys of a client share its hash tag (with its owner record), so a session lives in one
-Redis Cluster slot and is read in one MULTI. Values
+Redis Cluster slot and is read in one script. Values
 are the binary records of :mod:`roost.store.records`, times on the wall clock. A message
 is kept inline in each delivery (not once, shared by its deliveries, as SQLite keeps it):
 deliveries of different sessions live in different slots, where no command could release
@@ -51,8 +51,9 @@ from functools import partial
 from itertools import chain
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 
 from roost.cluster import keys, scripts
 from roost.errors import StoreError
@@ -93,7 +94,7 @@ class RedisStore(BatchingStore):
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         loop: asyncio.AbstractEventLoop,
         *,
         prefix: str = "roost",
@@ -108,9 +109,7 @@ class RedisStore(BatchingStore):
         self._retained_key = keys.retained(prefix)
         self._half_key = keys.transactions("half", prefix)
         self._settled_key = keys.transactions("settled", prefix)
-        kwargs = client.connection_pool.connection_kwargs
-        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
-        self.address = f"redis {where} db {kwargs.get('db', 0)}"
+        self.address = _address(client)
         self._clock = WallClock()
         self._prefetched: tuple[dict[bytes, bytes], dict[bytes, bytes], list[bytes]] | None
         self._prefetched = None  # what open() read for load()
@@ -159,11 +158,10 @@ class RedisStore(BatchingStore):
         messages, pending transactions, settled decisions); StoreError if it cannot."""
         with self._reading("the store"):
             pipe = self._client.pipeline(transaction=False)
-            pipe.ping()
             pipe.hgetall(self._retained_key)
             pipe.hgetall(self._half_key)
             pipe.zrange(self._settled_key, 0, -1)
-            _, retained, halves, settled = await pipe.execute()
+            retained, halves, settled = await pipe.execute()
         self._prefetched = (retained, halves, settled)
 
     def load(self, now: float) -> LoadedState:
@@ -197,17 +195,22 @@ class RedisStore(BatchingStore):
 
         Everything this store recorded before the call is written first, so a session this
         node let go of comes back with all its changes. The session's keys (one slot) are
-        read in one MULTI: no other command lands between those reads.
+        read in one script: no other command lands between those reads.
         StoreError if Redis cannot be read or the store has failed.
         """
         await self._written()
         with self._reading(f"the session of {client_id!r}"):
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hgetall(self._key(client_id, "session"))
-            pipe.hgetall(self._key(client_id, "subs"))
-            pipe.hgetall(self._key(client_id, "out"))
-            pipe.smembers(self._key(client_id, "qos2"))
-            record, subscriptions, deliveries, inbound = await pipe.execute()
+            replies = await self._client.eval(
+                scripts.READ_TOGETHER,
+                len(_SESSION_PARTS),
+                *(self._key(client_id, part) for part in _SESSION_PARTS),
+                "HGETALL",
+                "HGETALL",
+                "HGETALL",
+                "SMEMBERS",
+            )
+            record, subscriptions, deliveries = map(_pairs, replies[:3])
+            inbound = replies[3]
             if not record:
                 return None
             self._clock.fix(now)
@@ -407,7 +410,7 @@ class RedisStore(BatchingStore):
 
     async def _send(
         self,
-        pipe: Pipeline,
+        pipe: Pipeline | ClusterPipeline,
         callbacks: list[Callable[[], None]],
         scripts_at: list[tuple[str, int]],
     ) -> None:
@@ -460,6 +463,20 @@ class RedisStore(BatchingStore):
         if self._failure is not None:
             raise self._failure
         self._flush()
+
+
+def _address(client: Redis | RedisCluster) -> str:
+    """Where the store's Redis is, for messages."""
+    if isinstance(client, RedisCluster):
+        return "redis cluster of " + ", ".join(client.nodes_manager.startup_nodes)
+    kwargs = client.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+    return f"redis {where} db {kwargs.get('db', 0)}"
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A hash as a script returns it (field, value, field, value, ...)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _wake(waiting: asyncio.Future[None]) -> None:
