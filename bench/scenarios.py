@@ -85,20 +85,27 @@ def loss_percent(expected: int, received: int) -> float:
     return 100.0 * (expected - received) / expected if expected else 0.0
 
 
+def measured_window(ctx: Ctx, run: LoadRun) -> tuple[Snapshot, Snapshot]:
+    """Set up, start the load, warm up, then measure ``ctx.seconds`` (timed subscribers
+    time that window only); the snapshots at its start and end."""
+    run.setup()
+    run.go()
+    run.sleep(ctx.warmup)
+    run.measuring(True)
+    start = run.snapshot()
+    run.sleep(ctx.seconds)
+    end = run.snapshot()
+    run.measuring(False)
+    return start, end
+
+
 def throughput(
     ctx: Ctx, broker: BrokerProcess, roles: list[list[dict[str, Any]]], drain: bool = True
 ) -> tuple[Snapshot, Snapshot, Snapshot, LoadRun]:
     """Set up, warm up, measure ``ctx.seconds`` (timed subscribers time that window only),
     stop publishing and drain. Returns (start, end, final) snapshots and the finished run."""
     with LoadRun(ctx, broker, roles) as run:
-        run.setup()
-        run.go()
-        run.sleep(ctx.warmup)
-        run.measuring(True)
-        start = run.snapshot()
-        run.sleep(ctx.seconds)
-        end = run.snapshot()
-        run.measuring(False)
+        start, end = measured_window(ctx, run)
         run.stop_load()
         if drain:
             run.drain()
@@ -855,14 +862,7 @@ def run_fairness(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     its own and new TCP connect + CONNECT -> CONNACK."""
     assert broker is not None
     with LoadRun(ctx, broker, fairness_roles(ctx)) as run:
-        run.setup()
-        run.go()
-        run.sleep(ctx.warmup)
-        run.measuring(True)
-        a = run.snapshot()
-        run.sleep(ctx.seconds)
-        b = run.snapshot()
-        run.measuring(False)
+        a, b = measured_window(ctx, run)
         run.sleep(PROBE_SETTLE)
         run.stop_load()
         outputs = run.finish()
