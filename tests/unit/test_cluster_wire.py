@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from roost.cluster.wire import Relayed, decode_entry, encode_publish, inbox_entry
+from roost.cluster.wire import (
+    CHECK,
+    GROUPS,
+    Check,
+    ForGroups,
+    Relayed,
+    decode_batch,
+    decode_entry,
+    encode_publish,
+    inbox_entry,
+)
 from roost.codec.properties import Properties
 from roost.errors import MalformedPacket
 from roost.message import Message
@@ -34,3 +44,57 @@ def test_an_entry_from_a_clock_ahead_of_the_readers_does_not_extend_the_expiry()
 def test_a_bad_entry_is_refused(fields: dict[bytes, bytes]) -> None:
     with pytest.raises(MalformedPacket):
         list(decode_entry(fields, 0.0, 0.0))
+
+
+RICH = Message(
+    "plant/7/temperature",
+    b"\x00\xff payload",
+    2,
+    True,
+    Properties(content_type="text/plain", user_properties=(("k", "v"), ("k", "w"))),
+    origin="sensor-7",
+)
+
+
+def test_a_relayed_message_arrives_with_every_field() -> None:
+    (record,) = decode_batch(encode_publish(RICH, ("$share/g/plant/#",), 0.0), 0.0)
+    assert isinstance(record, Relayed)
+    message = record.message
+    assert (message.topic, message.payload, message.qos, message.retain, message.origin) == (
+        RICH.topic,
+        RICH.payload,
+        RICH.qos,
+        RICH.retain,
+        RICH.origin,
+    )
+    assert message.properties == RICH.properties
+    assert record.shared == {"$share/g/plant/#"}
+
+
+def test_records_of_one_batch_come_in_order_with_their_kinds() -> None:
+    plain = Message("a", b"1", 0, False)
+    batch = b"".join(
+        [
+            encode_publish(plain, (), 0.0),
+            encode_publish(RICH, ("$share/g/#",), 0.0, GROUPS),
+            encode_publish(RICH, (), 0.0, CHECK),
+        ]
+    )
+    first, groups, check = decode_batch(batch, 0.0)
+    assert isinstance(first, Relayed) and first.message.topic == "a" and first.shared == set()
+    assert isinstance(groups, ForGroups) and groups.groups == {"$share/g/#"}
+    assert isinstance(check, Check) and check.request.properties == RICH.properties
+
+
+def test_every_truncation_of_a_record_is_refused_as_malformed() -> None:
+    record = encode_publish(RICH, ("$share/g/plant/#",), 0.0)
+    for end in range(1, len(record)):
+        with pytest.raises(MalformedPacket):
+            list(decode_batch(record[:end], 0.0))
+
+
+def test_a_topic_that_is_not_utf8_is_refused_as_malformed() -> None:
+    record = encode_publish(Message("ab", b"", 0, False), (), 0.0)
+    broken = record.replace(b"ab", b"\xff\xfe", 1)
+    with pytest.raises(MalformedPacket):
+        list(decode_batch(broken, 0.0))
