@@ -122,6 +122,10 @@ class Transport(Protocol):
         """Call :meth:`ServerConnection.handle_input` again on a later loop turn."""
         ...
 
+    def flush(self) -> None:
+        """Send what was written so far now, not at the end of the loop turn."""
+        ...
+
 
 Attach = Callable[["ServerConnection"], None]
 
@@ -303,6 +307,10 @@ class ServerConnection:
                     break
             else:
                 self.transport.resume_reading(OVER_BUDGET)
+            # The answers to what was read (PINGRESP, PUBACK, SUBACK ...) go out now, not
+            # after whatever else this loop turn handles; deliveries to other connections
+            # are still gathered over the turn.
+            self.transport.flush()
         except ProtocolError as exc:
             self._violation(exc)
         except Exception:

@@ -78,6 +78,9 @@ class FakeTransport:
     def continue_later(self) -> None:
         self.later = True  # the test's loop calls handle_input again
 
+    def flush(self) -> None:
+        pass  # written at once
+
     def packets(self) -> list[Packet]:
         """Packets written since the last call."""
         return list(self.framer)

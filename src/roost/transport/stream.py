@@ -195,6 +195,11 @@ class StreamConnection(asyncio.Protocol):
     def continue_later(self) -> None:
         self._loop.call_soon(self._continue)
 
+    def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
+
     def _continue(self) -> None:
         if self._client is not None:
             self._client.handle_input()
