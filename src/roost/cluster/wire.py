@@ -25,7 +25,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from roost.codec import NO_PROPERTIES, PacketType
 from roost.codec.primitives import (
@@ -66,9 +66,9 @@ _QOS_MASK = 0x03
 _RETAIN = 0x04
 
 
-@dataclass(frozen=True, slots=True)
-class Relayed:
-    """A message received from another node and the shared filters it is to serve."""
+class Relayed(NamedTuple):
+    """A message received from another node and the shared filters it is to serve (a
+    named tuple: one is made per relayed message, a frozen dataclass costs more)."""
 
     message: Message
     shared: frozenset[str]
