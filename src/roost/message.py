@@ -77,6 +77,20 @@ class Message:
             self._properties_bytes = encode_properties(self.properties)
         return self._properties_bytes
 
+    def encoded_frame(self) -> tuple[bytes, bool] | None:
+        """A QoS 0 PUBLISH of this message with its own retain flag, already encoded (the
+        one it arrived in, or one made for a subscriber), and whether it is MQTT 5's; None
+        if there is none, or the message expires (its interval is sent as what remains).
+        A message with properties has them only in an MQTT 5 packet."""
+        cache = self._encoded
+        if cache is None or self.expires_at is not None:
+            return None
+        plain = self.properties is NO_PROPERTIES
+        for (mqtt5, retain), data in cache.items():
+            if retain == self.retain and (mqtt5 or plain):
+                return data, mqtt5
+        return None
+
     def encode_qos0(self, protocol_level: int, retain: bool, now: float) -> bytes:
         """The QoS 0 PUBLISH bytes for subscribers without per-delivery properties.
 

@@ -7,7 +7,9 @@ import pytest
 
 from roost.cluster.wire import (
     CHECK,
+    FRAME,
     GROUPS,
+    PUBLISH,
     Check,
     ForGroups,
     Relayed,
@@ -16,6 +18,8 @@ from roost.cluster.wire import (
     encode_publish,
     inbox_entry,
 )
+from roost.codec import MQTT_3_1_1, MQTT_5, NO_PROPERTIES, encode_properties
+from roost.codec import encode_publish as encode_mqtt_publish
 from roost.codec.properties import Properties
 from roost.errors import MalformedPacket
 from roost.message import Message
@@ -98,3 +102,68 @@ def test_a_topic_that_is_not_utf8_is_refused_as_malformed() -> None:
     broken = record.replace(b"ab", b"\xff\xfe", 1)
     with pytest.raises(MalformedPacket):
         list(decode_batch(broken, 0.0))
+
+
+def arrived(level: int, retain: bool = False, properties: Properties = NO_PROPERTIES) -> Message:
+    """A QoS 0 message as a broker makes it from the PUBLISH packet it arrived in."""
+    props = encode_properties(properties) if level == MQTT_5 else None
+    frame = encode_mqtt_publish(b"plant/7", b"21.5", 0, retain, False, 0, props, level)
+    return Message("plant/7", b"21.5", 0, retain, properties, "sensor-7", 0.0, frame, level)
+
+
+@pytest.mark.parametrize("level", [MQTT_3_1_1, MQTT_5])
+def test_a_message_that_arrived_as_a_packet_is_relayed_as_that_packet(level: int) -> None:
+    properties = Properties(content_type="text/plain") if level == MQTT_5 else NO_PROPERTIES
+    message = arrived(level, retain=True, properties=properties)
+    record = encode_publish(message, ("$share/g/plant/#",), 0.0)
+    assert record[0] == FRAME
+    (relayed,) = decode_batch(record, 0.0)
+    assert isinstance(relayed, Relayed) and relayed.shared == {"$share/g/plant/#"}
+    copy = relayed.message
+    assert (copy.topic, copy.payload, copy.qos, copy.retain, copy.origin) == (
+        "plant/7",
+        b"21.5",
+        0,
+        True,
+        "sensor-7",
+    )
+    assert copy.properties == message.properties
+    # sent on as it is, to subscribers of its MQTT version
+    frame = message.encoded_frame()
+    assert frame is not None
+    assert copy.encode_qos0(level, True, 0.0) is not frame[0]
+    assert copy.encode_qos0(level, True, 0.0) == frame[0]
+
+
+def test_a_message_that_expires_is_relayed_field_by_field() -> None:
+    expiring = Message("t", b"x", 0, False, Properties(message_expiry_interval=60), now=0.0)
+    expiring.encode_qos0(MQTT_5, False, 0.0)  # a packet at hand, with an interval that runs
+    assert encode_publish(expiring, (), 0.0)[0] == PUBLISH
+
+
+def test_every_truncation_of_a_packet_record_is_refused_as_malformed() -> None:
+    record = encode_publish(arrived(MQTT_5), ("$share/g/plant/#",), 0.0)
+    assert record[0] == FRAME
+    for end in range(1, len(record)):
+        with pytest.raises(MalformedPacket):
+            list(decode_batch(record[:end], 0.0))
+
+
+def test_a_packet_record_holding_anything_but_a_qos0_publish_is_refused() -> None:
+    record = encode_publish(arrived(MQTT_3_1_1), (), 0.0)
+    qos1 = encode_mqtt_publish(b"plant/7", b"21.5", 1, False, False, 9, None, MQTT_3_1_1)
+    broken = record.replace(
+        encode_mqtt_publish(b"plant/7", b"21.5", 0, False, False, 0, None, MQTT_3_1_1), qos1
+    )
+    broken = broken.replace(b"\x00\x00\x00\x0f", len(qos1).to_bytes(4, "big"), 1)
+    with pytest.raises(MalformedPacket):
+        list(decode_batch(broken, 0.0))
+
+
+def test_a_message_with_properties_is_not_relayed_as_a_packet_without_them() -> None:
+    """Its MQTT 3.1.1 packet (made for a 3.1.1 subscriber) has no properties."""
+    message = Message("t", b"x", 0, False, Properties(content_type="text/plain"))
+    message.encode_qos0(MQTT_3_1_1, False, 0.0)
+    (relayed,) = decode_batch(encode_publish(message, (), 0.0), 0.0)
+    assert isinstance(relayed, Relayed)
+    assert relayed.message.properties.content_type == "text/plain"

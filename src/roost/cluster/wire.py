@@ -7,7 +7,9 @@ wall clock, as they do for what they store). A record is one of
 
 - ``PUBLISH``: a message for the receiving node's local subscribers, with the shared
   filters the sender chose that node for (each message reaches one member of a shared
-  group cluster-wide);
+  group cluster-wide); ``FRAME`` is the same with the message as a QoS 0 MQTT PUBLISH
+  packet the sender had at hand (the one it arrived in), which the receiver decodes and
+  then sends as it is to its subscribers of that MQTT version, instead of encoding it;
 - ``KICK``: a client id now owned by another node under a newer epoch: close its
   connection here (session taken over, [MQTT-3.1.4-3]) and let the session go;
 - ``RELEASED``: the answer to a KICK, sent once the session is durable in Redis;
@@ -27,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
-from roost.codec import NO_PROPERTIES, PacketType
+from roost.codec import MQTT_3_1_1, MQTT_5, NO_PROPERTIES, PacketType, Publish, decode_packet
 from roost.codec.primitives import (
     encode_string,
     encode_u8,
@@ -36,6 +38,7 @@ from roost.codec.primitives import (
     read_properties,
     read_string,
     read_u8,
+    read_u16,
     read_u32,
 )
 from roost.errors import MalformedPacket
@@ -49,6 +52,8 @@ _FLAGS_ORIGIN = struct.Struct("!BH")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _NO_SHARED: frozenset[str] = frozenset()
+_FRAME_HEAD = struct.Struct("!BI")  # fixed-header length, packet length
+_MQTT5 = 0x80  # in a FRAME record's flags: the packet is MQTT 5's
 
 PUBLISH = 1
 KICK = 2
@@ -58,6 +63,7 @@ SETTLED = 5
 DECIDE = 6
 CHECK = 7
 GROUPS = 8
+FRAME = 9
 
 _OUTCOMES = tuple(Settled)
 _DECISIONS = tuple(Decision)
@@ -125,12 +131,24 @@ def encode_publish(
     message: Message, shared: tuple[str, ...], now: float, kind: int = PUBLISH
 ) -> bytes:
     """A PUBLISH (or CHECK, or GROUPS) record; a message expiry interval is sent as what remains at
-    ``now``. The hot path of relaying: fixed-size fields packed by struct, not field by field."""
-    properties = message.properties_bytes(now)
+    ``now``. The hot path of relaying: fixed-size fields packed by struct, not field by field;
+    a FRAME record for a PUBLISH whose packet is at hand."""
     origin = message.origin.encode()
+    flags = message.qos | (_RETAIN if message.retain else 0)
+    if kind == PUBLISH:
+        encoded = message.encoded_frame()
+        if encoded is not None:
+            frame, mqtt5 = encoded
+            parts = [
+                _HEAD.pack(FRAME, flags | (_MQTT5 if mqtt5 else 0), len(origin)),
+                origin,
+                _FRAME_HEAD.pack(_fixed_header_length(frame), len(frame)),
+                frame,
+            ]
+            return _with_shared(parts, shared)
+    properties = message.properties_bytes(now)
     topic = message.topic_bytes
     payload = message.payload
-    flags = message.qos | (_RETAIN if message.retain else 0)
     parts = [
         _HEAD.pack(kind, flags, len(origin)),
         origin,
@@ -140,10 +158,23 @@ def encode_publish(
         payload,
         encode_varint(len(properties)) if properties else b"\0",
         properties,
-        _U16.pack(len(shared)),
     ]
+    return _with_shared(parts, shared)
+
+
+def _with_shared(parts: list[bytes], shared: tuple[str, ...]) -> bytes:
+    parts.append(_U16.pack(len(shared)))
     parts.extend(encode_string(topic_filter) for topic_filter in shared)
     return b"".join(parts)
+
+
+def _fixed_header_length(packet: bytes) -> int:
+    """The bytes of an MQTT packet's fixed header: its first byte and the remaining
+    length (a varint of up to 4 bytes)."""
+    end = 1
+    while packet[end] & 0x80:
+        end += 1
+    return end + 1
 
 
 def encode_kick(kick: Kick) -> bytes:
@@ -207,7 +238,10 @@ def decode_batch(data: bytes, now: float) -> Iterator[Record]:
     end = len(data)
     while pos < end:
         kind, pos = read_u8(data, pos, "record kind")
-        if kind == PUBLISH:
+        if kind == FRAME:
+            relayed, pos = _read_frame(data, pos, now)
+            yield relayed
+        elif kind == PUBLISH:
             relayed, pos = _read_publish(data, pos, now)
             yield relayed
         elif kind == KICK:
@@ -268,10 +302,51 @@ def _read_publish(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
             properties, pos = read_properties(data, pos, PacketType.PUBLISH)
         else:
             properties, pos = NO_PROPERTIES, pos + 1
-        (count,) = _U16.unpack_from(data, pos)
-        pos += 2
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise MalformedPacket(f"a relayed message is truncated or not UTF-8: {exc}") from None
+    shared, pos = _read_shared(data, pos)
+    message = Message(
+        topic, payload, flags & _QOS_MASK, bool(flags & _RETAIN), properties, origin, now
+    )
+    return Relayed(message, shared), pos
+
+
+def _read_frame(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
+    """The rest of a FRAME record: the message decoded from its packet, which it keeps
+    as its encoding for subscribers of that MQTT version."""
+    try:
+        flags, size = _FLAGS_ORIGIN.unpack_from(data, pos)
+        pos += 3
+        origin = data[pos : pos + size].decode()
+        pos += size
+        head, size = _FRAME_HEAD.unpack_from(data, pos)
+        pos += 5
+        frame = data[pos : pos + size]
+        pos += size
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise MalformedPacket(f"a relayed packet is truncated or not UTF-8: {exc}") from None
+    shared, pos = _read_shared(data, pos)
+    level = MQTT_5 if flags & _MQTT5 else MQTT_3_1_1
+    packet = decode_packet(frame[0], frame[head:], level)
+    if not isinstance(packet, Publish) or packet.qos or packet.retain != bool(flags & _RETAIN):
+        raise MalformedPacket("a relayed packet that is not the QoS 0 PUBLISH of its message")
+    message = Message(
+        packet.topic,
+        packet.payload,
+        flags & _QOS_MASK,
+        packet.retain,
+        packet.properties,
+        origin,
+        now,
+        frame,
+        level,
+    )
+    return Relayed(message, shared), pos
+
+
+def _read_shared(data: bytes, pos: int) -> tuple[frozenset[str], int]:
+    """The shared filters closing a PUBLISH or FRAME record (checks the record's end)."""
+    count, pos = read_u16(data, pos, "shared filters")
     shared = _NO_SHARED
     if count:
         filters: list[str] = []
@@ -281,7 +356,4 @@ def _read_publish(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
         shared = frozenset(filters)
     if pos > len(data):
         raise MalformedPacket("a relayed message is truncated")
-    message = Message(
-        topic, payload, flags & _QOS_MASK, bool(flags & _RETAIN), properties, origin, now
-    )
-    return Relayed(message, shared), pos
+    return shared, pos
