@@ -40,6 +40,7 @@ SHELL_MODULES = [
     "roost.attach",
     "roost.broker",
     "roost.store.sqlite",
+    "roost.store.sqlite_batch",
     "roost.store.redis",
     "roost.cluster.node",
     "roost.cluster.flow",

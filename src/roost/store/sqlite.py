@@ -24,7 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from itertools import chain
 from pathlib import Path
@@ -46,6 +46,7 @@ from roost.store.records import (
     restore_owner,
     stored_message,
 )
+from roost.store.sqlite_batch import BatchPlan, Kind, values
 from roost.transactions import SETTLED_MEMORY, HalfMessage, Settled
 
 DATABASE_NAME = "roost.db"
@@ -143,21 +144,38 @@ _SAVE_SESSION = (
     " will_payload, will_qos, will_retain, will_properties, will_due, owner)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SAVE_MESSAGE = (
+_MESSAGE_INSERT = (
     "INSERT OR IGNORE INTO messages (id, topic, payload, qos, retain, properties, origin,"
-    " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " expires_at) VALUES"
 )
-_SAVE_DELIVERY = (
+_SAVE_MESSAGE = _MESSAGE_INSERT + " (?, ?, ?, ?, ?, ?, ?, ?)"
+_DELIVERY_INSERT = (
     "INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain,"
-    " subscription_ids, state, packet_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " subscription_ids, state, packet_id) VALUES"
 )
+_SAVE_DELIVERY = _DELIVERY_INSERT + " (?, ?, ?, ?, ?, ?, ?, ?)"
 _UPDATE_DELIVERY = "UPDATE deliveries SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?"
-_DELETE_DELIVERY = "DELETE FROM deliveries WHERE client_id = ? AND seq = ?"
+_DELETE_DELIVERIES = "DELETE FROM deliveries WHERE {}"
+_DELETE_DELIVERY = _DELETE_DELIVERIES.format("client_id = ? AND seq = ?")
 # Guarded by the database itself: sessions read separately (load_session) hold separate
 # Message objects, whose reference counts each see only their own session's deliveries.
-_DELETE_MESSAGE = (
-    "DELETE FROM messages WHERE id = ? AND NOT EXISTS"
-    " (SELECT 1 FROM deliveries WHERE message_id = ?)"
+_DELETE_MESSAGES = (
+    "DELETE FROM messages WHERE id IN ({}) AND NOT EXISTS"
+    " (SELECT 1 FROM deliveries WHERE message_id = messages.id)"
+)
+_DELETE_MESSAGE = _DELETE_MESSAGES.format("?")
+_PLAN = BatchPlan(
+    (
+        Kind(_SAVE_MESSAGE, 0, values(_MESSAGE_INSERT, 8)),
+        Kind(_SAVE_DELIVERY, 1, values(_DELIVERY_INSERT, 8)),
+        Kind(_UPDATE_DELIVERY, 2, None),
+        Kind(  # an OR of primary-key lookups: SQLite would scan for a row-value IN
+            _DELETE_DELIVERY,
+            3,
+            lambda n: _DELETE_DELIVERIES.format(" OR ".join(["(client_id = ? AND seq = ?)"] * n)),
+        ),
+        Kind(_DELETE_MESSAGE, 4, lambda n: _DELETE_MESSAGES.format(", ".join("?" * n))),
+    )
 )
 _DELETE_SESSION = (
     "DELETE FROM sessions WHERE client_id = ?",
@@ -457,7 +475,7 @@ class SqliteStore(BatchingStore):
         insert = self._unwritten_messages.pop(message.store_id, None)
         if insert is not None:
             insert.clear()
-        self._sql(_DELETE_MESSAGE, (message.store_id, message.store_id))
+        self._sql(_DELETE_MESSAGE, (message.store_id,))
 
     def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
         self._sql("INSERT OR REPLACE INTO inbound_qos2 VALUES (?, ?)", (client_id, packet_id))
@@ -530,8 +548,7 @@ class SqliteStore(BatchingStore):
         vacuum = [op for op in ops if op[0].startswith("PRAGMA")]
         db.execute("BEGIN")
         try:
-            for sql, params in _runs(op for op in ops if not op[0].startswith("PRAGMA")):
-                db.executemany(sql, params)
+            _PLAN.run(db, (op for op in ops if not op[0].startswith("PRAGMA")))
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -561,17 +578,3 @@ class SqliteStore(BatchingStore):
             self._db.close()
         if self._failure is not None:
             raise self._failure
-
-
-def _runs(ops: Iterable[Op]) -> Iterable[tuple[str, list[tuple[Any, ...]]]]:
-    """Group consecutive statements with the same SQL, for ``executemany``."""
-    current_sql = ""
-    params: list[tuple[Any, ...]] = []
-    for sql, values in ops:
-        if sql != current_sql and params:
-            yield current_sql, params
-            params = []
-        current_sql = sql
-        params.append(values)
-    if params:
-        yield current_sql, params
