@@ -24,7 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from itertools import chain
 from pathlib import Path
@@ -37,6 +37,7 @@ from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
 from roost.store.base import LoadedState
 from roost.store.batching import BatchingStore, Op
+from roost.store.deferred import Deferred, DeferredDeliveries, decode_recipients
 from roost.store.records import (
     WallClock,
     owner_text,
@@ -51,6 +52,7 @@ from roost.transactions import SETTLED_MEMORY, HalfMessage, Settled
 
 DATABASE_NAME = "roost.db"
 VACUUM_EVERY = 60.0  # seconds between incremental vacuums
+DEFER_SECONDS = 0.5  # a QoS 1 delivery unfinished this long gets a row (store.deferred)
 
 # Each entry migrates the schema from version N to N + 1 (index N).
 MIGRATIONS: tuple[str, ...] = (
@@ -134,6 +136,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Who owns each session (records.owner_text), for authorization; NULL: unknown.
     "ALTER TABLE sessions ADD COLUMN owner TEXT",
+    # QoS 1 deliveries of the message without a row of their own (store.deferred).
+    "ALTER TABLE messages ADD COLUMN recipients TEXT",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -146,9 +150,10 @@ _SAVE_SESSION = (
 )
 _MESSAGE_INSERT = (
     "INSERT OR IGNORE INTO messages (id, topic, payload, qos, retain, properties, origin,"
-    " expires_at) VALUES"
+    " expires_at, recipients) VALUES"
 )
-_SAVE_MESSAGE = _MESSAGE_INSERT + " (?, ?, ?, ?, ?, ?, ?, ?)"
+_SAVE_MESSAGE = _MESSAGE_INSERT + " (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SAVE_RECIPIENTS = "UPDATE messages SET recipients = ? WHERE id = ?"
 _DELIVERY_INSERT = (
     "INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain,"
     " subscription_ids, state, packet_id) VALUES"
@@ -166,7 +171,7 @@ _DELETE_MESSAGES = (
 _DELETE_MESSAGE = _DELETE_MESSAGES.format("?")
 _PLAN = BatchPlan(
     (
-        Kind(_SAVE_MESSAGE, 0, values(_MESSAGE_INSERT, 8)),
+        Kind(_SAVE_MESSAGE, 0, values(_MESSAGE_INSERT, 9)),
         Kind(_SAVE_DELIVERY, 1, values(_DELIVERY_INSERT, 8)),
         Kind(_UPDATE_DELIVERY, 2, None),
         Kind(  # an OR of primary-key lookups: SQLite would scan for a row-value IN
@@ -174,7 +179,8 @@ _PLAN = BatchPlan(
             3,
             lambda n: _DELETE_DELIVERIES.format(" OR ".join(["(client_id = ? AND seq = ?)"] * n)),
         ),
-        Kind(_DELETE_MESSAGE, 4, lambda n: _DELETE_MESSAGES.format(", ".join("?" * n))),
+        Kind(_SAVE_RECIPIENTS, 4, None),
+        Kind(_DELETE_MESSAGE, 5, lambda n: _DELETE_MESSAGES.format(", ".join("?" * n))),
     )
 )
 _DELETE_SESSION = (
@@ -197,9 +203,11 @@ class SqliteStore(BatchingStore):
         *,
         max_pending_writes: int,
         on_failure: Callable[[StoreError], None],
+        defer_seconds: float = DEFER_SECONDS,
     ) -> None:
         """``on_failure`` is called on the loop, once, if a write fails: the store then
-        accepts no more work and acknowledgements waiting for a commit are dropped."""
+        accepts no more work and acknowledgements waiting for a commit are dropped.
+        ``defer_seconds``: how long a QoS 1 delivery may live in its message's row only."""
         super().__init__(loop, max_pending_writes=max_pending_writes, on_failure=on_failure)
         self.path = Path(data_dir) / DATABASE_NAME
         self._durability = durability
@@ -212,6 +220,12 @@ class SqliteStore(BatchingStore):
         # inserts are in _unwritten): a message whose deliveries all completed before it
         # reached the disk never needs to.
         self._unwritten_messages: dict[int, Op] = {}  # message id -> its insert
+        # Messages given their id since the last hand-over: their insert creates the row,
+        # so it may list their QoS 1 deliveries.
+        self._new_messages: set[int] = set()
+        self._deferred = DeferredDeliveries()
+        self._defer = defer_seconds
+        self._promotion: asyncio.TimerHandle | None = None
         self._last_vacuum = time.monotonic()
         self._batches: queue.SimpleQueue[tuple[list[Op], list[Callable[[], None]]] | None]
         self._batches = queue.SimpleQueue()
@@ -240,6 +254,7 @@ class SqliteStore(BatchingStore):
                     f"BEGIN; {MIGRATIONS[index]}; PRAGMA user_version = {index + 1}; COMMIT;"
                 )
             db.execute("SELECT count(*) FROM sessions").fetchone()
+            _write_listed_deliveries(db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"{self.path}: cannot use the database ({exc}). Roost will not start over"
@@ -401,6 +416,7 @@ class SqliteStore(BatchingStore):
         for delivery in chain(sent, session.queue):
             if delivery.seq:  # stored (queued QoS 0 never is)
                 self._cancel_insert(client_id, delivery)
+                self._deferred.finish(client_id, delivery.seq)
                 self._release(delivery.message)
 
     def save_subscription(
@@ -426,19 +442,55 @@ class SqliteStore(BatchingStore):
         )
 
     def save_delivery(self, client_id: str, delivery: Delivery) -> None:
+        """A QoS 1 delivery of a message whose row is still to be inserted is listed in
+        that row (store.deferred); any other gets a row of its own."""
         message = delivery.message
-        if not message.store_id:
-            message.store_id = self._next_message_id
+        store_id = message.store_id
+        if not store_id:
+            store_id = message.store_id = self._next_message_id
             self._next_message_id += 1
+            self._new_messages.add(store_id)
         message.stored_deliveries += 1
-        if message.store_id not in self._unwritten_messages:
+        if store_id not in self._unwritten_messages:
             # Always (INSERT OR IGNORE): the row goes when its last delivery does, and a
             # message kept in memory (a retained one) may be delivered again later.
-            insert = self._sql(_SAVE_MESSAGE, self._message_row(message, message.store_id))
-            self._unwritten_messages[message.store_id] = insert
+            row = (*self._message_row(message, store_id), None)
+            self._unwritten_messages[store_id] = self._sql(_SAVE_MESSAGE, row)
+        if delivery.qos == 1 and store_id in self._new_messages:
+            self._deferred.add(client_id, delivery, self._loop.time() + self._defer)
+            if self._promotion is None:
+                self._promotion = self._loop.call_later(self._defer, self._write_due)
+            return
+        self._insert_delivery(client_id, delivery, OutboundState.QUEUED, 0)
+
+    def _insert_delivery(
+        self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
+    ) -> None:
         ids = ",".join(map(str, delivery.subscription_ids))
-        row = (client_id, delivery.seq, message.store_id, delivery.qos, int(delivery.retain), ids)
-        self._unwritten[client_id, delivery.seq] = self._sql(_SAVE_DELIVERY, (*row, 0, 0))
+        row = (
+            client_id,
+            delivery.seq,
+            delivery.message.store_id,
+            delivery.qos,
+            int(delivery.retain),
+            ids,
+            int(state),
+            packet_id,
+        )
+        self._unwritten[client_id, delivery.seq] = self._sql(_SAVE_DELIVERY, row)
+
+    def _write_due(self) -> None:
+        """Give the listed deliveries unfinished after ``defer_seconds`` their rows."""
+        self._promotion = None
+        self._write_listed(self._deferred.fall_due(self._loop.time()))
+        due = self._deferred.next_due()
+        if due is not None:
+            delay = max(due - self._loop.time(), 0.0)
+            self._promotion = self._loop.call_later(delay, self._write_due)
+
+    def _write_listed(self, entries: Iterable[Deferred]) -> None:
+        for entry in entries:
+            self._insert_delivery(entry.client_id, entry.delivery, entry.state, entry.packet_id)
 
     def _message_row(self, message: Message, key: int | str) -> tuple[Any, ...]:
         properties = properties_blob(message.properties, PacketType.PUBLISH)
@@ -456,6 +508,11 @@ class SqliteStore(BatchingStore):
     def update_delivery(
         self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
     ) -> None:
+        listed = self._deferred.get(client_id, delivery.seq)
+        if listed is not None and not listed.written:  # its row, if it gets one, says so
+            listed.state = state
+            listed.packet_id = packet_id
+            return
         insert = self._unwritten.get((client_id, delivery.seq))
         if insert is None:
             self._sql(_UPDATE_DELIVERY, (int(state), packet_id, client_id, delivery.seq))
@@ -463,19 +520,27 @@ class SqliteStore(BatchingStore):
             insert[1] = (*insert[1][:6], int(state), packet_id)
 
     def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
-        if not self._cancel_insert(client_id, delivery):
+        listed = self._deferred.finish(client_id, delivery.seq)
+        has_row = listed is None or listed.written
+        if has_row and not self._cancel_insert(client_id, delivery):
             self._sql(_DELETE_DELIVERY, (client_id, delivery.seq))
         self._release(delivery.message)
+        if listed is not None and delivery.message.stored_deliveries:
+            self._request_flush()  # the message's list is to be rewritten
 
     def _release(self, message: Message) -> None:
         """One stored delivery fewer holds ``message``: its row goes with the last one."""
         message.stored_deliveries -= 1
         if message.stored_deliveries > 0:
             return
-        insert = self._unwritten_messages.pop(message.store_id, None)
+        store_id = message.store_id
+        insert = self._unwritten_messages.pop(store_id, None)
         if insert is not None:
             insert.clear()
-        self._sql(_DELETE_MESSAGE, (message.store_id,))
+        if store_id in self._new_messages:  # its row was never written
+            self._new_messages.discard(store_id)
+        else:
+            self._sql(_DELETE_MESSAGE, (store_id,))
 
     def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
         self._sql("INSERT OR REPLACE INTO inbound_qos2 VALUES (?, ?)", (client_id, packet_id))
@@ -512,9 +577,26 @@ class SqliteStore(BatchingStore):
 
     # -- committing ---------------------------------------------------------------------------
 
+    def _flush(self) -> None:
+        if not self._busy:
+            self._save_recipients()
+        super()._flush()
+
+    def _save_recipients(self) -> None:
+        """Write the lists of messages whose listed deliveries changed: into the insert
+        of the message's row if it is still to be written, else with an update."""
+        unwritten = self._unwritten_messages
+        for store_id, text in self._deferred.take_changed():
+            insert = unwritten.get(store_id)
+            if insert is None:
+                self._sql(_SAVE_RECIPIENTS, (text, store_id))
+            elif insert:
+                insert[1] = (*insert[1][:8], text)
+
     def _forget_unwritten(self) -> None:
         super()._forget_unwritten()
         self._unwritten_messages.clear()
+        self._new_messages.clear()
 
     def _write_batch(self, ops: list[Op], callbacks: list[Callable[[], None]]) -> None:
         """Hand a batch to the writer thread (with an incremental vacuum now and then)."""
@@ -567,6 +649,12 @@ class SqliteStore(BatchingStore):
         if self._writer_started:
             self._batches.put(None)
             self._writer.join()
+        if self._promotion is not None:
+            self._promotion.cancel()
+        # Rows for every listed delivery, so that a resumed session finds each one in its
+        # state and under its packet identifier.
+        self._write_listed(self._deferred.unwritten())
+        self._save_recipients()
         ops = [op for op in self._ops if op]
         self._ops = []
         try:
@@ -578,3 +666,33 @@ class SqliteStore(BatchingStore):
             self._db.close()
         if self._failure is not None:
             raise self._failure
+
+
+def _write_listed_deliveries(db: sqlite3.Connection) -> None:
+    """At start-up, give every delivery listed in a message's row (store.deferred) a row
+    of its own, queued (one that has a row already keeps it), and empty the lists: from
+    then on, the deliveries table holds every stored delivery."""
+    listed = db.execute(
+        "SELECT id, recipients FROM messages WHERE recipients IS NOT NULL"
+    ).fetchall()
+    if not listed:
+        return
+    rows = [
+        (client_id, seq, message_id, int(retain), ids, client_id)
+        for message_id, text in listed
+        for client_id, seq, retain, ids in decode_recipients(text)
+    ]
+    db.execute("BEGIN")
+    try:
+        db.executemany(
+            "INSERT OR IGNORE INTO deliveries (client_id, seq, message_id, qos, retain,"
+            " subscription_ids) SELECT ?, ?, ?, 1, ?, ?"
+            " WHERE EXISTS (SELECT 1 FROM sessions WHERE client_id = ?)",
+            rows,
+        )
+        db.execute("UPDATE messages SET recipients = NULL WHERE recipients IS NOT NULL")
+        db.executemany(_DELETE_MESSAGE, [(message_id,) for message_id, _ in listed])
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
