@@ -57,13 +57,10 @@ class BatchingStore:
         if self._failure is not None:
             return op
         self._ops.append(op)
-        self._request_flush()
-        return op
-
-    def _request_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._schedule_flush()
+        return op
 
     def _schedule_flush(self) -> None:
         """Have :meth:`_flush` run: on the next turn of the loop, one batch per turn."""

@@ -13,7 +13,6 @@ This module keeps that bookkeeping and the list's text form; the SQL is the stor
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator
 
 from roost.message import Message
@@ -25,9 +24,10 @@ SEPARATOR = "\x00"  # never in an MQTT string [MQTT-1.5.4-2], so never in a clie
 
 
 class Deferred:
-    """One delivery listed in its message's row; ``written`` once it has a row too."""
+    """One delivery listed in its message's row, in the state it was last recorded in;
+    ``written`` once it has a row too."""
 
-    __slots__ = ("client_id", "delivery", "due", "finished", "packet_id", "state", "written")
+    __slots__ = ("client_id", "delivery", "due", "packet_id", "state", "written")
 
     def __init__(self, client_id: str, delivery: Delivery, due: float) -> None:
         self.client_id = client_id
@@ -36,71 +36,76 @@ class Deferred:
         self.state = OutboundState.QUEUED
         self.packet_id = 0
         self.written = False
-        self.finished = False
 
 
 class DeferredDeliveries:
-    """The listed deliveries not yet finished, by message and in the order they fall due."""
+    """The listed deliveries not yet finished: those without a row in the order they fall
+    due, those with one, and each message's list."""
 
     def __init__(self) -> None:
-        self._entries: dict[Key, Deferred] = {}
+        self._unwritten: dict[Key, Deferred] = {}  # oldest first
+        self._written: dict[Key, Deferred] = {}  # given a row, still on their list
         self._by_message: dict[int, dict[Key, Deferred]] = {}  # store id -> its list
-        self._due: deque[Deferred] = deque()  # oldest first; finished ones are skipped
         self._changed: dict[int, Message] = {}  # store id -> message, since take_changed
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._unwritten) + len(self._written)
 
     def add(self, client_id: str, delivery: Delivery, due: float) -> None:
         entry = Deferred(client_id, delivery, due)
         key = (client_id, delivery.seq)
-        self._entries[key] = entry
+        self._unwritten[key] = entry
         message = delivery.message
-        listed = self._by_message.get(message.store_id)
+        store_id = message.store_id
+        listed = self._by_message.get(store_id)
         if listed is None:
-            listed = self._by_message[message.store_id] = {}
-        listed[key] = entry
-        self._due.append(entry)
-        self._changed[message.store_id] = message
+            self._by_message[store_id] = {key: entry}
+        else:
+            listed[key] = entry
+        self._changed[store_id] = message
 
-    def get(self, client_id: str, seq: int) -> Deferred | None:
-        return self._entries.get((client_id, seq))
+    def unwritten(self, client_id: str, seq: int) -> Deferred | None:
+        """The listed delivery without a row yet, or None."""
+        return self._unwritten.get((client_id, seq))
 
     def finish(self, client_id: str, seq: int) -> Deferred | None:
         """Take a delivery off its message's list (None if it was not listed)."""
         key = (client_id, seq)
-        entry = self._entries.pop(key, None)
+        entry = self._unwritten.pop(key, None)
         if entry is None:
-            return None
-        entry.finished = True
+            entry = self._written.pop(key, None)
+            if entry is None:
+                return None
         message = entry.delivery.message
-        listed = self._by_message[message.store_id]
+        store_id = message.store_id
+        listed = self._by_message[store_id]
         del listed[key]
         if not listed:
-            del self._by_message[message.store_id]
-        self._changed[message.store_id] = message
+            del self._by_message[store_id]
+        self._changed[store_id] = message
         return entry
 
-    def fall_due(self, now: float) -> Iterator[Deferred]:
-        """The unfinished deliveries listed at least ``defer`` ago and not yet written,
-        marked written (the caller writes their rows)."""
-        due = self._due
-        while due and (due[0].finished or due[0].due <= now):
-            entry = due.popleft()
-            if not entry.finished:
-                entry.written = True
-                yield entry
+    def fall_due(self, now: float) -> list[Deferred]:
+        """The listed deliveries without a row that were listed ``defer`` ago or more; they
+        count as written from now on (the caller writes their rows)."""
+        unwritten = self._unwritten
+        keys = []
+        for key, entry in unwritten.items():
+            if entry.due > now:
+                break
+            keys.append(key)
+        due = []
+        for key in keys:
+            entry = self._written[key] = unwritten.pop(key)
+            entry.written = True
+            due.append(entry)
+        return due
 
     def next_due(self) -> float | None:
-        """When the oldest unfinished delivery not yet written falls due (None: none)."""
-        due = self._due
-        while due and due[0].finished:
-            due.popleft()
-        return due[0].due if due else None
-
-    def unwritten(self) -> Iterator[Deferred]:
-        """Every unfinished delivery without a row, marked written (closing)."""
-        return self.fall_due(float("inf"))
+        """When the oldest listed delivery without a row falls due (None: there is none)."""
+        for entry in self._unwritten.values():
+            return entry.due
+        return None
 
     def take_changed(self) -> Iterator[tuple[int, str | None]]:
         """(store id, list text) of every message whose list changed and whose row stays
@@ -112,22 +117,19 @@ class DeferredDeliveries:
                 listed = by_message.get(store_id)
                 yield store_id, encode_recipients(listed.values()) if listed else None
 
-    def has_changes(self) -> bool:
-        return bool(self._changed)
-
 
 def encode_recipients(entries: Iterable[Deferred]) -> str:
     """Client id, seq, retain flag and subscription identifiers of each delivery."""
-    fields: list[str] = []
-    for entry in entries:
-        delivery = entry.delivery
-        fields += (
-            entry.client_id,
-            str(delivery.seq),
-            "1" if delivery.retain else "",
-            ",".join(map(str, delivery.subscription_ids)),
-        )
-    return SEPARATOR.join(fields)
+    return SEPARATOR.join(map(_entry_text, entries))
+
+
+def _entry_text(entry: Deferred) -> str:
+    delivery = entry.delivery
+    ids = delivery.subscription_ids
+    return (
+        f"{entry.client_id}\x00{delivery.seq}\x00{'1' if delivery.retain else ''}"
+        f"\x00{','.join(map(str, ids)) if ids else ''}"
+    )
 
 
 def decode_recipients(text: str) -> Iterator[tuple[str, int, bool, str]]:

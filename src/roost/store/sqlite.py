@@ -224,10 +224,12 @@ class SqliteStore(BatchingStore):
         # so it may list their QoS 1 deliveries.
         self._new_messages: set[int] = set()
         self._deferred = DeferredDeliveries()
+        self._list_updates: dict[int, Op] = {}  # message id -> update of its list
         self._defer = defer_seconds
         self._promotion: asyncio.TimerHandle | None = None
         self._last_vacuum = time.monotonic()
-        self._batches: queue.SimpleQueue[tuple[list[Op], list[Callable[[], None]]] | None]
+        # (operations, acknowledgements, whether to vacuum after the commit)
+        self._batches: queue.SimpleQueue[tuple[list[Op], list[Callable[[], None]], bool] | None]
         self._batches = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_batches, name="roost-store", daemon=True)
         self._writer_started = False
@@ -416,8 +418,10 @@ class SqliteStore(BatchingStore):
         for delivery in chain(sent, session.queue):
             if delivery.seq:  # stored (queued QoS 0 never is)
                 self._cancel_insert(client_id, delivery)
-                self._deferred.finish(client_id, delivery.seq)
+                listed = self._deferred.finish(client_id, delivery.seq)
                 self._release(delivery.message)
+                if listed is not None:
+                    self._list_changed(delivery.message)
 
     def save_subscription(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions
@@ -454,8 +458,9 @@ class SqliteStore(BatchingStore):
         if store_id not in self._unwritten_messages:
             # Always (INSERT OR IGNORE): the row goes when its last delivery does, and a
             # message kept in memory (a retained one) may be delivered again later.
-            row = (*self._message_row(message, store_id), None)
-            self._unwritten_messages[store_id] = self._sql(_SAVE_MESSAGE, row)
+            row = self._message_row(message, store_id)
+            row.append(None)  # its list of deliveries, set when the batch is handed over
+            self._unwritten_messages[store_id] = self._record([_SAVE_MESSAGE, row])
         if delivery.qos == 1 and store_id in self._new_messages:
             self._deferred.add(client_id, delivery, self._loop.time() + self._defer)
             if self._promotion is None:
@@ -477,7 +482,7 @@ class SqliteStore(BatchingStore):
             int(state),
             packet_id,
         )
-        self._unwritten[client_id, delivery.seq] = self._sql(_SAVE_DELIVERY, row)
+        self._unwritten[client_id, delivery.seq] = self._record([_SAVE_DELIVERY, row])
 
     def _write_due(self) -> None:
         """Give the listed deliveries unfinished after ``defer_seconds`` their rows."""
@@ -492,9 +497,9 @@ class SqliteStore(BatchingStore):
         for entry in entries:
             self._insert_delivery(entry.client_id, entry.delivery, entry.state, entry.packet_id)
 
-    def _message_row(self, message: Message, key: int | str) -> tuple[Any, ...]:
+    def _message_row(self, message: Message, key: int | str) -> list[Any]:
         properties = properties_blob(message.properties, PacketType.PUBLISH)
-        return (
+        return [
             key,
             message.topic,
             message.payload,
@@ -503,13 +508,13 @@ class SqliteStore(BatchingStore):
             properties,
             message.origin,
             self._clock.to_wall(message.expires_at),
-        )
+        ]
 
     def update_delivery(
         self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
     ) -> None:
-        listed = self._deferred.get(client_id, delivery.seq)
-        if listed is not None and not listed.written:  # its row, if it gets one, says so
+        listed = self._deferred.unwritten(client_id, delivery.seq)
+        if listed is not None:  # its row, if it gets one, says so
             listed.state = state
             listed.packet_id = packet_id
             return
@@ -525,8 +530,20 @@ class SqliteStore(BatchingStore):
         if has_row and not self._cancel_insert(client_id, delivery):
             self._sql(_DELETE_DELIVERY, (client_id, delivery.seq))
         self._release(delivery.message)
-        if listed is not None and delivery.message.stored_deliveries:
-            self._request_flush()  # the message's list is to be rewritten
+        if listed is not None:
+            self._list_changed(delivery.message)
+
+    def _list_changed(self, message: Message) -> None:
+        """A delivery left ``message``'s list. Unless the row goes, or is still to be
+        inserted (it gets the list then), record an update of the list, filled in when
+        the batch is handed over (one per message and batch)."""
+        store_id = message.store_id
+        if (
+            message.stored_deliveries
+            and store_id not in self._unwritten_messages
+            and store_id not in self._list_updates
+        ):
+            self._list_updates[store_id] = self._record([_SAVE_RECIPIENTS, [None, store_id]])
 
     def _release(self, message: Message) -> None:
         """One stored delivery fewer holds ``message``: its row goes with the last one."""
@@ -540,7 +557,7 @@ class SqliteStore(BatchingStore):
         if store_id in self._new_messages:  # its row was never written
             self._new_messages.discard(store_id)
         else:
-            self._sql(_DELETE_MESSAGE, (store_id,))
+            self._record([_DELETE_MESSAGE, (store_id,)])
 
     def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
         self._sql("INSERT OR REPLACE INTO inbound_qos2 VALUES (?, ?)", (client_id, packet_id))
@@ -583,38 +600,41 @@ class SqliteStore(BatchingStore):
         super()._flush()
 
     def _save_recipients(self) -> None:
-        """Write the lists of messages whose listed deliveries changed: into the insert
-        of the message's row if it is still to be written, else with an update."""
+        """Put the lists of messages whose listed deliveries changed into the insert of
+        the message's row, or into its update (see :meth:`_list_changed`)."""
         unwritten = self._unwritten_messages
+        updates = self._list_updates
         for store_id, text in self._deferred.take_changed():
-            insert = unwritten.get(store_id)
-            if insert is None:
-                self._sql(_SAVE_RECIPIENTS, (text, store_id))
-            elif insert:
-                insert[1] = (*insert[1][:8], text)
+            op = unwritten.get(store_id)
+            if op is not None:
+                if op:  # (cleared: the row is never written)
+                    op[1][8] = text
+            elif op := updates.get(store_id):  # (none once a write failed)
+                op[1][0] = text
 
     def _forget_unwritten(self) -> None:
         super()._forget_unwritten()
         self._unwritten_messages.clear()
         self._new_messages.clear()
+        self._list_updates.clear()
 
     def _write_batch(self, ops: list[Op], callbacks: list[Callable[[], None]]) -> None:
         """Hand a batch to the writer thread (with an incremental vacuum now and then)."""
-        if time.monotonic() - self._last_vacuum > VACUUM_EVERY:
+        vacuum = time.monotonic() - self._last_vacuum > VACUUM_EVERY
+        if vacuum:
             self._last_vacuum = time.monotonic()
-            ops.append(["PRAGMA incremental_vacuum(256)", ()])
         if not self._writer_started:
             self._writer_started = True
             self._writer.start()
-        self._batches.put((ops, callbacks))
+        self._batches.put((ops, callbacks, vacuum))
 
     def _write_batches(self) -> None:
         """The writer thread: one transaction per batch. A batch that fails to commit
         ends the thread, and its acknowledgements are never sent."""
         while (batch := self._batches.get()) is not None:
-            ops, callbacks = batch
+            ops, callbacks, vacuum = batch
             try:
-                self._write(ops)
+                self._write(ops, vacuum)
             except Exception as exc:  # whatever it is, memory and disk now disagree
                 self._failure = self._write_error(exc)
                 self._call_on_loop(self._failed)
@@ -625,18 +645,17 @@ class SqliteStore(BatchingStore):
         with contextlib.suppress(RuntimeError):  # the loop is closed: the broker is stopping
             self._loop.call_soon_threadsafe(callback)
 
-    def _write(self, ops: list[Op]) -> None:
+    def _write(self, ops: list[Op], vacuum: bool = False) -> None:
         db = self._db
-        vacuum = [op for op in ops if op[0].startswith("PRAGMA")]
         db.execute("BEGIN")
         try:
-            _PLAN.run(db, (op for op in ops if not op[0].startswith("PRAGMA")))
+            _PLAN.run(db, ops)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        for sql, _ in vacuum:
-            db.execute(sql)
+        if vacuum:
+            db.execute("PRAGMA incremental_vacuum(256)")
 
     def _write_error(self, exc: Exception) -> StoreError:
         error = StoreError(f"{self.path}: writing failed: {exc!r}")
@@ -651,9 +670,10 @@ class SqliteStore(BatchingStore):
             self._writer.join()
         if self._promotion is not None:
             self._promotion.cancel()
+        self._flush_scheduled = True  # no more turns of the loop: what is left is written here
         # Rows for every listed delivery, so that a resumed session finds each one in its
         # state and under its packet identifier.
-        self._write_listed(self._deferred.unwritten())
+        self._write_listed(self._deferred.fall_due(float("inf")))
         self._save_recipients()
         ops = [op for op in self._ops if op]
         self._ops = []
