@@ -116,3 +116,26 @@ def test_a_listed_delivery_of_a_session_that_is_gone_is_not_rebuilt(
     assert count(tmp_path, "deliveries") == 0
     assert count(tmp_path, "messages") == 0  # nothing holds it any more
     store.close()
+
+
+def test_a_message_saved_again_after_its_listed_delivery_finished_lists_nothing_stale(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    sub, other = subscriber(tmp_path, loop)
+    store = sub.store
+    assert store is not None
+    retained = Message("t/r", b"kept", 1, True)  # kept in memory: delivered again later
+    packet_id = sub.allocate_packet_id()
+    sub.send(Delivery(retained, 1, False, (5,)), packet_id)
+    commit(store, loop)
+    sub.complete(packet_id, OutboundState.AWAITING_PUBACK)
+    other.enqueue(Delivery(retained, 1, True), 10, now=0.0)  # within the same batch
+    commit(store, loop)
+    assert stored_deliveries(tmp_path) == [("other", 1)]
+
+    reopened = open_store(tmp_path, loop)  # after a crash
+    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    assert list(loaded["sub"].queue) == []
+    assert [d.message.payload for d in loaded["other"].queue] == [b"kept"]
+    reopened.close()
+    store.close()

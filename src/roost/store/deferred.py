@@ -64,6 +64,10 @@ class DeferredDeliveries:
             listed[key] = entry
         self._changed[store_id] = message
 
+    def touch(self, message: Message) -> None:
+        """Have ``message``'s list taken with the changed ones (its row is rewritten)."""
+        self._changed[message.store_id] = message
+
     def unwritten(self, client_id: str, seq: int) -> Deferred | None:
         """The listed delivery without a row yet, or None."""
         return self._unwritten.get((client_id, seq))

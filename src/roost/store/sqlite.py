@@ -149,10 +149,13 @@ _SAVE_SESSION = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _MESSAGE_INSERT = (
-    "INSERT OR IGNORE INTO messages (id, topic, payload, qos, retain, properties, origin,"
+    "INSERT INTO messages (id, topic, payload, qos, retain, properties, origin,"
     " expires_at, recipients) VALUES"
 )
-_SAVE_MESSAGE = _MESSAGE_INSERT + " (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# A message saved again while its row is still there (a retained one) keeps the row; its
+# list is rewritten (store.deferred).
+_MESSAGE_CONFLICT = " ON CONFLICT (id) DO UPDATE SET recipients = excluded.recipients"
+_SAVE_MESSAGE = _MESSAGE_INSERT + " (?, ?, ?, ?, ?, ?, ?, ?, ?)" + _MESSAGE_CONFLICT
 _SAVE_RECIPIENTS = "UPDATE messages SET recipients = ? WHERE id = ?"
 _DELIVERY_INSERT = (
     "INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain,"
@@ -171,7 +174,7 @@ _DELETE_MESSAGES = (
 _DELETE_MESSAGE = _DELETE_MESSAGES.format("?")
 _PLAN = BatchPlan(
     (
-        Kind(_SAVE_MESSAGE, 0, values(_MESSAGE_INSERT, 9)),
+        Kind(_SAVE_MESSAGE, 0, values(_MESSAGE_INSERT, 9, _MESSAGE_CONFLICT)),
         Kind(_SAVE_DELIVERY, 1, values(_DELIVERY_INSERT, 8)),
         Kind(_UPDATE_DELIVERY, 2, None),
         Kind(  # an OR of primary-key lookups: SQLite would scan for a row-value IN
@@ -456,11 +459,13 @@ class SqliteStore(BatchingStore):
             self._new_messages.add(store_id)
         message.stored_deliveries += 1
         if store_id not in self._unwritten_messages:
-            # Always (INSERT OR IGNORE): the row goes when its last delivery does, and a
-            # message kept in memory (a retained one) may be delivered again later.
+            # Always: the row goes when its last delivery does, and a message kept in
+            # memory (a retained one) may be delivered again later.
             row = self._message_row(message, store_id)
             row.append(None)  # its list of deliveries, set when the batch is handed over
             self._unwritten_messages[store_id] = self._record([_SAVE_MESSAGE, row])
+            if store_id not in self._new_messages:  # the row may hold an older list
+                self._deferred.touch(message)
         if delivery.qos == 1 and store_id in self._new_messages:
             self._deferred.add(client_id, delivery, self._loop.time() + self._defer)
             if self._promotion is None:

@@ -40,10 +40,10 @@ class Kind:
         self.many = cache(many) if many is not None else None
 
 
-def values(insert: str, width: int) -> Callable[[int], str]:
-    """``insert`` ("INSERT ... VALUES") followed by n tuples of ``width`` parameters."""
+def values(insert: str, width: int, tail: str = "") -> Callable[[int], str]:
+    """``insert`` ("INSERT ... VALUES"), n tuples of ``width`` parameters, ``tail``."""
     one = "(" + ", ".join("?" * width) + ")"
-    return lambda n: insert + " " + ", ".join([one] * n)
+    return lambda n: insert + " " + ", ".join([one] * n) + tail
 
 
 class BatchPlan:
