@@ -139,3 +139,20 @@ def test_a_message_saved_again_after_its_listed_delivery_finished_lists_nothing_
     assert [d.message.payload for d in loaded["other"].queue] == [b"kept"]
     reopened.close()
     store.close()
+
+
+def test_finished_messages_are_deleted_and_no_others(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    sub, _ = subscriber(tmp_path, loop)
+    store = sub.store
+    assert store is not None
+    for index in range(1, 8):
+        sub.send(Delivery(Message("t", b"%d" % index, 1, False), 1, False), index)
+    commit(store, loop)
+    for packet_id in (1, 2, 4, 6, 7):  # leaves gaps between runs of finished ids
+        sub.complete(packet_id, OutboundState.AWAITING_PUBACK)
+    commit(store, loop)
+    assert query(tmp_path, "SELECT payload FROM messages ORDER BY id") == [(b"3",), (b"5",)]
+    assert stored_deliveries(tmp_path) == [("sub", 3), ("sub", 5)]
+    store.close()

@@ -172,6 +172,8 @@ _DELETE_MESSAGES = (
     " (SELECT 1 FROM deliveries WHERE message_id = messages.id)"
 )
 _DELETE_MESSAGE = _DELETE_MESSAGES.format("?")
+# Messages no delivery row ever referred to (store.deferred), by runs of ids: no guard.
+_DELETE_MESSAGE_RUN = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
 _PLAN = BatchPlan(
     (
         Kind(_SAVE_MESSAGE, 0, values(_MESSAGE_INSERT, 9, _MESSAGE_CONFLICT)),
@@ -184,6 +186,7 @@ _PLAN = BatchPlan(
         ),
         Kind(_SAVE_RECIPIENTS, 4, None),
         Kind(_DELETE_MESSAGE, 5, lambda n: _DELETE_MESSAGES.format(", ".join("?" * n))),
+        Kind(_DELETE_MESSAGE_RUN, 5, None),
     )
 )
 _DELETE_SESSION = (
@@ -226,6 +229,11 @@ class SqliteStore(BatchingStore):
         # Messages given their id since the last hand-over: their insert creates the row,
         # so it may list their QoS 1 deliveries.
         self._new_messages: set[int] = set()
+        # Messages whose stored deliveries have all been listed, never given rows; those
+        # of them that went since the last hand-over, and the operation that deletes them.
+        self._listed_only: set[int] = set()
+        self._gone: set[int] = set()
+        self._gone_op: Op | None = None
         self._deferred = DeferredDeliveries()
         self._list_updates: dict[int, Op] = {}  # message id -> update of its list
         self._defer = defer_seconds
@@ -466,7 +474,10 @@ class SqliteStore(BatchingStore):
             self._unwritten_messages[store_id] = self._record([_SAVE_MESSAGE, row])
             if store_id not in self._new_messages:  # the row may hold an older list
                 self._deferred.touch(message)
+                self._gone.discard(store_id)  # and stays
         if delivery.qos == 1 and store_id in self._new_messages:
+            if message.stored_deliveries == 1:
+                self._listed_only.add(store_id)
             self._deferred.add(client_id, delivery, self._loop.time() + self._defer)
             if self._promotion is None:
                 self._promotion = self._loop.call_later(self._defer, self._write_due)
@@ -476,6 +487,7 @@ class SqliteStore(BatchingStore):
     def _insert_delivery(
         self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
     ) -> None:
+        self._listed_only.discard(delivery.message.store_id)
         ids = ",".join(map(str, delivery.subscription_ids))
         row = (
             client_id,
@@ -559,8 +571,15 @@ class SqliteStore(BatchingStore):
         insert = self._unwritten_messages.pop(store_id, None)
         if insert is not None:
             insert.clear()
+        listed_only = store_id in self._listed_only
+        if listed_only:
+            self._listed_only.remove(store_id)
         if store_id in self._new_messages:  # its row was never written
             self._new_messages.discard(store_id)
+        elif listed_only:
+            self._gone.add(store_id)
+            if self._gone_op is None:  # filled in at the hand-over
+                self._gone_op = self._record([_DELETE_MESSAGE_RUN, ()])
         else:
             self._record([_DELETE_MESSAGE, (store_id,)])
 
@@ -602,7 +621,26 @@ class SqliteStore(BatchingStore):
     def _flush(self) -> None:
         if not self._busy:
             self._save_recipients()
+            self._delete_gone()
         super()._flush()
+
+    def _delete_gone(self) -> None:
+        """Turn the messages gone since the last hand-over into deletions of id runs."""
+        op, self._gone_op = self._gone_op, None
+        if op is None:
+            return
+        ids = sorted(self._gone)
+        self._gone.clear()
+        if not ids:  # all saved again
+            op.clear()
+            return
+        first = last = ids[0]
+        for store_id in ids[1:]:
+            if store_id != last + 1:
+                self._record([_DELETE_MESSAGE_RUN, (first, last)])
+                first = store_id
+            last = store_id
+        op[1] = (first, last)
 
     def _save_recipients(self) -> None:
         """Put the lists of messages whose listed deliveries changed into the insert of
@@ -680,6 +718,7 @@ class SqliteStore(BatchingStore):
         # state and under its packet identifier.
         self._write_listed(self._deferred.fall_due(float("inf")))
         self._save_recipients()
+        self._delete_gone()
         ops = [op for op in self._ops if op]
         self._ops = []
         try:
