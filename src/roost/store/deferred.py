@@ -111,15 +111,22 @@ class DeferredDeliveries:
             return entry.due
         return None
 
-    def take_changed(self) -> Iterator[tuple[int, str | None]]:
+    def take_changed(self) -> list[tuple[int, str | None]]:
         """(store id, list text) of every message whose list changed and whose row stays
         (a message no stored delivery holds any more is deleted, or was never written)."""
         changed, self._changed = self._changed, {}
         by_message = self._by_message
+        texts: list[tuple[int, str | None]] = []
         for store_id, message in changed.items():
             if message.stored_deliveries:
                 listed = by_message.get(store_id)
-                yield store_id, encode_recipients(listed.values()) if listed else None
+                if listed is None:
+                    texts.append((store_id, None))
+                elif len(listed) == 1:  # the usual case, made short
+                    texts.append((store_id, _entry_text(*listed.values())))
+                else:
+                    texts.append((store_id, encode_recipients(listed.values())))
+        return texts
 
 
 def encode_recipients(entries: Iterable[Deferred]) -> str:

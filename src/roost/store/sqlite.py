@@ -516,6 +516,7 @@ class SqliteStore(BatchingStore):
 
     def _message_row(self, message: Message, key: int | str) -> list[Any]:
         properties = properties_blob(message.properties, PacketType.PUBLISH)
+        expires_at = message.expires_at
         return [
             key,
             message.topic,
@@ -524,7 +525,7 @@ class SqliteStore(BatchingStore):
             int(message.retain),
             properties,
             message.origin,
-            self._clock.to_wall(message.expires_at),
+            None if expires_at is None else self._clock.to_wall(expires_at),
         ]
 
     def update_delivery(
