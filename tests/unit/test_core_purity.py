@@ -32,6 +32,7 @@ PURE_MODULES = [
     "roost.security.passwords",
     "roost.security.limits",
     "roost.transport.certificate",
+    "roost.store.deferred",
 ]
 
 # threading is allowed: the standard logging module imports it.
