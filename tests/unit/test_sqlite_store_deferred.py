@@ -156,3 +156,32 @@ def test_finished_messages_are_deleted_and_no_others(
     assert query(tmp_path, "SELECT payload FROM messages ORDER BY id") == [(b"3",), (b"5",)]
     assert stored_deliveries(tmp_path) == [("sub", 3), ("sub", 5)]
     store.close()
+
+
+def test_a_list_updated_then_saved_again_in_one_batch_keeps_its_deliveries(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A retained message listed for two sessions: one finishes (its list is to be
+    rewritten) and, in the same batch, a third session is given the message again (its
+    row is saved again). Both carry the list; the one still listed survives a crash."""
+    sub, other = subscriber(tmp_path, loop)
+    store = sub.store
+    assert store is not None
+    late = persistent("late", store)  # subscribes later
+    retained = Message("t/r", b"kept", 1, True)
+    sub.enqueue(Delivery(retained, 1, True, (5,)), 10, now=0.0)  # offline: stays listed
+    packet_id = other.allocate_packet_id()
+    other.send(Delivery(retained, 1, False), packet_id)
+    commit(store, loop)
+    assert stored_deliveries(tmp_path) == [("other", 1), ("sub", 1)]
+
+    other.complete(packet_id, OutboundState.AWAITING_PUBACK)  # off the list
+    late.enqueue(Delivery(retained, 1, True), 10, now=0.0)  # the retained one, on subscribe
+    commit(store, loop)
+    assert stored_deliveries(tmp_path) == [("late", 1), ("sub", 1)]
+
+    reopened = open_store(tmp_path, loop)  # after a crash
+    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    assert [d.message.payload for d in loaded["sub"].queue] == [b"kept"]
+    reopened.close()
+    store.close()

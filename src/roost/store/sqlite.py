@@ -645,15 +645,15 @@ class SqliteStore(BatchingStore):
 
     def _save_recipients(self) -> None:
         """Put the lists of messages whose listed deliveries changed into the insert of
-        the message's row, or into its update (see :meth:`_list_changed`)."""
+        the message's row and into its update (see :meth:`_list_changed`): a message saved
+        again after its list was to be updated has both in one batch, and the writer may
+        run them in either order (store.sqlite_batch)."""
         unwritten = self._unwritten_messages
         updates = self._list_updates
         for store_id, text in self._deferred.take_changed():
-            op = unwritten.get(store_id)
-            if op is not None:
-                if op:  # (cleared: the row is never written)
-                    op[1][8] = text
-            elif op := updates.get(store_id):  # (none once a write failed)
+            if op := unwritten.get(store_id):  # (cleared: the row is never written)
+                op[1][8] = text
+            if op := updates.get(store_id):  # (none once a write failed)
                 op[1][0] = text
 
     def _forget_unwritten(self) -> None:
