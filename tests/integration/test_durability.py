@@ -32,10 +32,14 @@ def persistent_subscriber(broker: BrokerProcess, version: int, topic: str, qos: 
     disconnect(client)
 
 
-def publish_all(broker: BrokerProcess, version: int, count: int, qos: int) -> None:
-    """Publish ``count`` messages and wait for every PUBACK / PUBCOMP."""
+def publish_all(
+    broker: BrokerProcess, version: int, count: int, qos: int | tuple[int, ...]
+) -> None:
+    """Publish ``count`` messages and wait for every PUBACK / PUBCOMP; a tuple of QoS
+    levels is taken in turn."""
+    levels = qos if isinstance(qos, tuple) else (qos,)
     client, _ = connect(broker, "publisher", version)
-    infos = [client.publish("d/t", str(i).encode(), qos) for i in range(count)]
+    infos = [client.publish("d/t", str(i).encode(), levels[i % len(levels)]) for i in range(count)]
     for info in infos:
         info.wait_for_publish(20)
         assert info.is_published()
@@ -117,6 +121,24 @@ def test_unacknowledged_deliveries_to_a_connected_subscriber_survive_sigkill(
             if int(publish.payload) in before:
                 assert publish.dup
                 assert publish.packet_id == before[int(publish.payload)]
+
+
+def test_mixed_qos_to_a_connected_subscriber_keeps_its_order_across_sigkill(
+    broker_process: BrokerProcess,
+) -> None:
+    """One publisher alternates QoS 1 and QoS 2; the connected subscriber (QoS 2) has
+    acknowledged nothing when the broker is killed. On resume what was in flight is sent
+    first: a QoS 1 delivery sent before a QoS 2 one must be in flight again too, not
+    queued behind it."""
+    subscriber = live_subscriber(broker_process, 2)
+    publish_all(broker_process, V5, 500, (1, 2))
+    broker_process.kill()
+    subscriber.wait_closed()
+
+    broker_process.start()
+    publishes = receive_acknowledging(live_subscriber(broker_process), 500)
+    received = [int(p.payload) for p in publishes]
+    assert list(dict.fromkeys(received)) == list(range(500)), "missing or out of order"
 
 
 def test_retained_and_subscriptions_survive_sigkill(broker_process: BrokerProcess) -> None:

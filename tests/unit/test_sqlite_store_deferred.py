@@ -31,15 +31,15 @@ def test_listed_deliveries_are_rebuilt_in_order_after_a_crash(
     sub, other = subscriber(tmp_path, loop)
     store = sub.store
     assert store is not None
-    sent = Delivery(Message("t/1", b"one", 1, False), 1, False, (5,))
-    sub.send(sent, sub.allocate_packet_id())  # in flight to a connected subscriber
-    qos2 = Delivery(Message("t/2", b"two", 2, False), 2, False, (5,))
+    qos2 = Delivery(Message("t/1", b"one", 2, False), 2, False, (5,))
     sub.send(qos2, sub.allocate_packet_id())  # QoS 2 keeps a row of its own
+    sent = Delivery(Message("t/2", b"two", 1, False), 1, False, (5,))
+    sub.send(sent, sub.allocate_packet_id())  # in flight to a connected subscriber
     shared = Message("t/3", b"three", 1, True)
     sub.enqueue(Delivery(shared, 1, True, (5,)), 10, now=0.0)
     other.enqueue(Delivery(shared, 1, False), 10, now=0.0)
     commit(store, loop)
-    assert query(tmp_path, "SELECT seq FROM deliveries") == [(2,)]  # only the QoS 2 one
+    assert query(tmp_path, "SELECT seq FROM deliveries") == [(1,)]  # only the QoS 2 one
     other_packet = other.allocate_packet_id()
     other.send(other.dequeue(), other_packet)
     other.complete(other_packet, OutboundState.AWAITING_PUBACK)  # done: off the list
@@ -52,8 +52,8 @@ def test_listed_deliveries_are_rebuilt_in_order_after_a_crash(
     loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
     rebuilt = described(loaded["sub"])
     # Back in order; the one that was in flight is queued again (its row never existed).
-    assert rebuilt["queue"] == [expected["inflight"][0][2], *expected["queue"]]
-    assert rebuilt["inflight"] == [expected["inflight"][1]]
+    assert rebuilt["inflight"] == [expected["inflight"][0]]
+    assert rebuilt["queue"] == [expected["inflight"][1][2], *expected["queue"]]
     assert rebuilt["next"][0] == expected["next"][0]  # seqs go on after the last one
     assert list(loaded["other"].queue) == []
     # Rows of their own from now on: the lists are emptied.
@@ -183,5 +183,30 @@ def test_a_list_updated_then_saved_again_in_one_batch_keeps_its_deliveries(
     reopened = open_store(tmp_path, loop)  # after a crash
     loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
     assert [d.message.payload for d in loaded["sub"].queue] == [b"kept"]
+    reopened.close()
+    store.close()
+
+
+def test_a_crash_keeps_each_sessions_send_order(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A QoS 1 and then a QoS 2 message from one publisher, both in flight to a connected
+    subscriber when the broker is killed: on resume the session sends them again in that
+    order (what is in flight is resent first, then the queue)."""
+    sub, _ = subscriber(tmp_path, loop)
+    store = sub.store
+    assert store is not None
+    first = Delivery(Message("t/1", b"first", 1, False, origin="pub"), 1, False, (5,))
+    sub.send(first, sub.allocate_packet_id())
+    second = Delivery(Message("t/1", b"second", 2, False, origin="pub"), 2, False, (5,))
+    sub.send(second, sub.allocate_packet_id())
+    commit(store, loop)
+
+    reopened = open_store(tmp_path, loop)  # after a crash
+    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    resumed = loaded["sub"]
+    resent = [f.delivery.message.payload for f in resumed.inflight.values()]
+    resent += [d.message.payload for d in resumed.queue]
+    assert resent == [b"first", b"second"]
     reopened.close()
     store.close()

@@ -44,6 +44,7 @@ class DeferredDeliveries:
 
     def __init__(self) -> None:
         self._unwritten: dict[Key, Deferred] = {}  # oldest first
+        self._unwritten_of: dict[str, dict[int, Deferred]] = {}  # client id -> seq -> entry
         self._written: dict[Key, Deferred] = {}  # given a row, still on their list
         self._by_message: dict[int, dict[Key, Deferred]] = {}  # store id -> its list
         self._changed: dict[int, Message] = {}  # store id -> message, since take_changed
@@ -55,6 +56,11 @@ class DeferredDeliveries:
         entry = Deferred(client_id, delivery, due)
         key = (client_id, delivery.seq)
         self._unwritten[key] = entry
+        of_client = self._unwritten_of.get(client_id)
+        if of_client is None:
+            self._unwritten_of[client_id] = {delivery.seq: entry}
+        else:
+            of_client[delivery.seq] = entry
         message = delivery.message
         store_id = message.store_id
         listed = self._by_message.get(store_id)
@@ -80,6 +86,8 @@ class DeferredDeliveries:
             entry = self._written.pop(key, None)
             if entry is None:
                 return None
+        else:
+            self._forget_unwritten_of(client_id, seq)
         message = entry.delivery.message
         store_id = message.store_id
         listed = self._by_message[store_id]
@@ -102,8 +110,32 @@ class DeferredDeliveries:
         for key in keys:
             entry = self._written[key] = unwritten.pop(key)
             entry.written = True
+            self._forget_unwritten_of(*key)
             due.append(entry)
         return due
+
+    def write_all_of(self, client_id: str) -> list[Deferred]:
+        """Every listed delivery of ``client_id`` without a row, oldest first; they count as
+        written from now on (the caller writes their rows). A delivery given a row of its
+        own takes those listed before it along: a session's rows then never show a later
+        delivery in flight while an earlier one, sent before it, is only listed (and is
+        rebuilt queued after a crash, so it would go out after the later one)."""
+        of_client = self._unwritten_of.pop(client_id, None)
+        if of_client is None:
+            return []
+        unwritten, written = self._unwritten, self._written
+        for seq, entry in of_client.items():
+            key = (client_id, seq)
+            del unwritten[key]
+            written[key] = entry
+            entry.written = True
+        return list(of_client.values())
+
+    def _forget_unwritten_of(self, client_id: str, seq: int) -> None:
+        of_client = self._unwritten_of[client_id]
+        del of_client[seq]
+        if not of_client:
+            del self._unwritten_of[client_id]
 
     def next_due(self) -> float | None:
         """When the oldest listed delivery without a row falls due (None: there is none)."""

@@ -482,6 +482,7 @@ class SqliteStore(BatchingStore):
             if self._promotion is None:
                 self._promotion = self._loop.call_later(self._defer, self._write_due)
             return
+        self._write_listed(self._deferred.write_all_of(client_id))  # (see write_all_of)
         self._insert_delivery(client_id, delivery, OutboundState.QUEUED, 0)
 
     def _insert_delivery(
