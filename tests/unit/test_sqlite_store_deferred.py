@@ -210,3 +210,30 @@ def test_a_crash_keeps_each_sessions_send_order(
     assert resent == [b"first", b"second"]
     reopened.close()
     store.close()
+
+
+def test_a_session_started_clean_does_not_inherit_its_predecessors_listed_deliveries(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """The old session's listed delivery (seq 1) leaves its message's list in the batch that
+    deletes the session; the new session of the same client id, whose first delivery has seq
+    1 too, gets only its own after a crash."""
+    sub, other = subscriber(tmp_path, loop)
+    store = sub.store
+    assert store is not None
+    shared = Message("t/s", b"old", 1, False)
+    sub.enqueue(Delivery(shared, 1, False, (5,)), 10, now=0.0)
+    other.enqueue(Delivery(shared, 1, False), 10, now=0.0)  # keeps the message's row
+    commit(store, loop)
+
+    sub.forget()  # clean start
+    fresh = persistent("sub", store)
+    fresh.enqueue(Delivery(Message("t/n", b"new", 1, False), 1, False), 10, now=0.0)
+    commit(store, loop)
+
+    reopened = open_store(tmp_path, loop)  # after a crash
+    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    assert [(d.seq, d.message.payload) for d in loaded["sub"].queue] == [(1, b"new")]
+    assert [d.message.payload for d in loaded["other"].queue] == [b"old"]
+    reopened.close()
+    store.close()
