@@ -13,7 +13,8 @@ from typing import Any
 from roost.errors import StoreError
 from roost.session import SubscriptionOptions
 from roost.store.base import Store
-from roost.store.sqlite import DATABASE_NAME, SqliteStore
+from roost.store.deferred import decode_recipients
+from roost.store.sqlite import DATABASE_NAME, DEFER_SECONDS, SqliteStore
 
 TIMEOUT = 5.0
 
@@ -29,6 +30,7 @@ def open_store(
     commit_interval_ms: int = 50,
     max_pending_writes: int = 100_000,
     on_failure: Callable[[StoreError], None] = unexpected_failure,
+    defer_seconds: float = DEFER_SECONDS,
 ) -> SqliteStore:
     """A SqliteStore on ``data_dir``, loaded at broker time 0 as the broker would."""
     store = SqliteStore(
@@ -38,6 +40,7 @@ def open_store(
         loop,
         max_pending_writes=max_pending_writes,
         on_failure=on_failure,
+        defer_seconds=defer_seconds,
     )
     store.load(0.0)
     return store
@@ -55,12 +58,22 @@ def count(data_dir: Path, table: str) -> int:
 
 
 def orphan_messages(data_dir: Path) -> int:
-    """Message rows no delivery references."""
+    """Message rows no delivery references (neither a delivery row nor their own list)."""
     rows: int = query(
         data_dir,
-        "SELECT count(*) FROM messages WHERE id NOT IN (SELECT message_id FROM deliveries)",
+        "SELECT count(*) FROM messages WHERE recipients IS NULL"
+        " AND id NOT IN (SELECT message_id FROM deliveries)",
     )[0][0]
     return rows
+
+
+def stored_deliveries(data_dir: Path) -> list[tuple[str, int]]:
+    """(client id, seq) of every delivery the file holds, sorted: those with a row of their
+    own and those listed in their message's row (roost.store.deferred)."""
+    stored = set(query(data_dir, "SELECT client_id, seq FROM deliveries"))
+    for (text,) in query(data_dir, "SELECT recipients FROM messages WHERE recipients > ''"):
+        stored.update((client_id, seq) for client_id, seq, _, _ in decode_recipients(text))
+    return sorted(stored)
 
 
 def subscribe_many(store: Store, how_many: int, first: int = 0) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from brokerproc import BrokerProcess
 from paho_helpers import V5, V311, connect, disconnect, subscribe, wait_until
+from rawmqtt import Pkt, RawClient
 
 
 @pytest.fixture
@@ -31,10 +32,14 @@ def persistent_subscriber(broker: BrokerProcess, version: int, topic: str, qos: 
     disconnect(client)
 
 
-def publish_all(broker: BrokerProcess, version: int, count: int, qos: int) -> None:
-    """Publish ``count`` messages and wait for every PUBACK / PUBCOMP."""
+def publish_all(
+    broker: BrokerProcess, version: int, count: int, qos: int | tuple[int, ...]
+) -> None:
+    """Publish ``count`` messages and wait for every PUBACK / PUBCOMP; a tuple of QoS
+    levels is taken in turn."""
+    levels = qos if isinstance(qos, tuple) else (qos,)
     client, _ = connect(broker, "publisher", version)
-    infos = [client.publish("d/t", str(i).encode(), qos) for i in range(count)]
+    infos = [client.publish("d/t", str(i).encode(), levels[i % len(levels)]) for i in range(count)]
     for info in infos:
         info.wait_for_publish(20)
         assert info.is_published()
@@ -65,6 +70,75 @@ def test_qos2_exactly_once_across_sigkill(broker_process: BrokerProcess, version
     broker_process.restart()
     received = receive_all(broker_process, version, 1000)
     assert received == list(range(1000))
+
+
+def live_subscriber(broker: BrokerProcess, qos: int | None = None) -> RawClient:
+    """A raw MQTT 5 client on the persistent session "live-sub", subscribed to d/# at
+    ``qos`` (None: resuming); it acknowledges nothing by itself."""
+    client = RawClient(broker.host, broker.port, 5)
+    connack = client.connect("live-sub", clean=False, session_expiry=3600)
+    assert connack is not None and connack.reason_code == 0, connack
+    if qos is not None:
+        client.subscribe(1, [("d/#", qos)])
+    return client
+
+
+def receive_acknowledging(client: RawClient, count: int) -> list[Pkt]:
+    """The first ``count`` PUBLISHes, each acknowledged through to its end."""
+    publishes: list[Pkt] = []
+    while len(publishes) < count:
+        packet = client.recv()
+        if packet.name == "PUBREL":
+            client.ack("PUBCOMP", packet.packet_id)
+            continue
+        assert packet.name == "PUBLISH", packet
+        publishes.append(packet)
+        client.ack("PUBACK" if packet.qos == 1 else "PUBREC", packet.packet_id)
+    return publishes
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_unacknowledged_deliveries_to_a_connected_subscriber_survive_sigkill(
+    broker_process: BrokerProcess, qos: int
+) -> None:
+    """Sent to a subscriber that is connected but has acknowledged nothing when the broker
+    is killed (QoS 1 ones then live only in their message's row): after a restart the
+    session gets every message whose PUBACK / PUBCOMP went out, in order; QoS 2 ones again
+    under the packet identifiers they were first sent with, as duplicates."""
+    subscriber = live_subscriber(broker_process, qos)
+    publish_all(broker_process, V5, 500, qos)
+    broker_process.kill()
+    before = {int(p.payload): p.packet_id for p in subscriber.wait_closed() if p.name == "PUBLISH"}
+    assert before, "nothing reached the subscriber before the crash"
+
+    broker_process.start()
+    publishes = receive_acknowledging(live_subscriber(broker_process), 500)
+    received = [int(p.payload) for p in publishes]
+    assert list(dict.fromkeys(received)) == list(range(500)), "missing or out of order"
+    if qos == 2:
+        assert received == list(range(500)), "a QoS 2 message came twice"
+        for publish in publishes:
+            if int(publish.payload) in before:
+                assert publish.dup
+                assert publish.packet_id == before[int(publish.payload)]
+
+
+def test_mixed_qos_to_a_connected_subscriber_keeps_its_order_across_sigkill(
+    broker_process: BrokerProcess,
+) -> None:
+    """One publisher alternates QoS 1 and QoS 2; the connected subscriber (QoS 2) has
+    acknowledged nothing when the broker is killed. On resume what was in flight is sent
+    first: a QoS 1 delivery sent before a QoS 2 one must be in flight again too, not
+    queued behind it."""
+    subscriber = live_subscriber(broker_process, 2)
+    publish_all(broker_process, V5, 500, (1, 2))
+    broker_process.kill()
+    subscriber.wait_closed()
+
+    broker_process.start()
+    publishes = receive_acknowledging(live_subscriber(broker_process), 500)
+    received = [int(p.payload) for p in publishes]
+    assert list(dict.fromkeys(received)) == list(range(500)), "missing or out of order"
 
 
 def test_retained_and_subscriptions_survive_sigkill(broker_process: BrokerProcess) -> None:

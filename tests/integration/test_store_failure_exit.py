@@ -22,7 +22,7 @@ def test_failed_write_stops_the_broker_without_acknowledging(tmp_path: Path) -> 
         disconnect(keeper)  # offline: a message for it must be stored before the PUBACK
         query(
             data_dir,
-            "CREATE TRIGGER refuse BEFORE INSERT ON deliveries"
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages"
             " BEGIN SELECT RAISE(FAIL, 'disk says no'); END",
         )
 

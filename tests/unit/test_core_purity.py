@@ -32,6 +32,7 @@ PURE_MODULES = [
     "roost.security.passwords",
     "roost.security.limits",
     "roost.transport.certificate",
+    "roost.store.deferred",
 ]
 
 # threading is allowed: the standard logging module imports it.
@@ -40,6 +41,7 @@ SHELL_MODULES = [
     "roost.attach",
     "roost.broker",
     "roost.store.sqlite",
+    "roost.store.sqlite_batch",
     "roost.store.redis",
     "roost.cluster.node",
     "roost.cluster.flow",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
-from store_helpers import commit, count, open_store, orphan_messages, query
+from store_helpers import commit, count, open_store, orphan_messages, query, stored_deliveries
 from store_scenarios import described, persistent, save_rich_session
 
 
@@ -45,7 +45,8 @@ def test_delivery_acknowledged_before_the_batch_is_never_written(
     store.save_delivery("c", pending)
     store.delete_delivery("c", done)
     commit(store, loop)
-    assert query(tmp_path, "SELECT seq FROM inserted") == [(2,)]
+    assert stored_deliveries(tmp_path) == [("c", 2)]
+    assert query(tmp_path, "SELECT seq FROM inserted") == []  # listed in its message's row
     assert count(tmp_path, "messages") == 1
     store.close()
 
@@ -138,17 +139,17 @@ def test_shared_message_stays_until_its_last_session_is_done(
     leaving, staying = persistent("leaving", store), persistent("staying", store)
     share(Message("t", b"shared", 1, False), leaving, staying)
     commit(store, loop)
-    assert count(tmp_path, "deliveries") == 2
+    assert stored_deliveries(tmp_path) == [("leaving", 1), ("staying", 1)]
 
     leaving.forget()
     commit(store, loop)
-    assert query(tmp_path, "SELECT client_id FROM deliveries") == [("staying",)]
+    assert stored_deliveries(tmp_path) == [("staying", 1)]
     assert count(tmp_path, "messages") == 1
     assert orphan_messages(tmp_path) == 0
 
     acknowledge(staying)
     commit(store, loop)
-    assert count(tmp_path, "deliveries") == 0
+    assert stored_deliveries(tmp_path) == []
     assert count(tmp_path, "messages") == 0
     store.close()
 
@@ -163,12 +164,12 @@ def test_deleting_a_session_takes_its_own_messages_and_no_others(
     share(Message("t", b"kept", 1, False), staying)
     commit(store, loop)
     # A message row no delivery holds: a sweep of the table would remove it.
-    query(tmp_path, "INSERT INTO messages VALUES (999, 'x', x'', 1, 0, x'', '', NULL)")
+    query(tmp_path, "INSERT INTO messages VALUES (999, 'x', x'', 1, 0, x'', '', NULL, NULL)")
 
     leaving.forget()
     commit(store, loop)
     assert query(tmp_path, "SELECT payload FROM messages ORDER BY id") == [(b"kept",), (b"",)]
-    assert query(tmp_path, "SELECT client_id FROM deliveries") == [("staying",)]
+    assert stored_deliveries(tmp_path) == [("staying", 1)]
     store.close()
 
 
@@ -182,7 +183,7 @@ def test_session_deleted_within_the_batch_that_saved_it_writes_nothing_of_its_ow
     leaving.set_expiry_interval(0, store)  # no longer persistent: leaves the store
     commit(store, loop)
     assert query(tmp_path, "SELECT client_id FROM sessions") == [("staying",)]
-    assert query(tmp_path, "SELECT client_id FROM deliveries") == [("staying",)]
+    assert stored_deliveries(tmp_path) == [("staying", 1)]
     assert query(tmp_path, "SELECT payload FROM messages") == [(b"shared",)]
     store.close()
 

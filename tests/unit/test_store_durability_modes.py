@@ -13,7 +13,7 @@ import pytest
 from roost.message import Message
 from roost.session import Delivery, Session
 from roost.store.sqlite import SqliteStore
-from store_helpers import count, open_store, run_until
+from store_helpers import open_store, run_until, stored_deliveries
 
 INTERVAL_MS = 300
 
@@ -38,11 +38,11 @@ def test_full_acknowledges_after_the_commit(
 ) -> None:
     store = open_store(tmp_path, loop, "full")
     queue_one(store)
-    rows_at_ack: list[int] = []
-    store.after_commit(lambda: rows_at_ack.append(count(tmp_path, "deliveries")))
-    assert rows_at_ack == []
-    run_until(loop, lambda: bool(rows_at_ack), what="the acknowledgement")
-    assert rows_at_ack == [1]
+    stored_at_ack: list[int] = []
+    store.after_commit(lambda: stored_at_ack.append(len(stored_deliveries(tmp_path))))
+    assert stored_at_ack == []
+    run_until(loop, lambda: bool(stored_at_ack), what="the acknowledgement")
+    assert stored_at_ack == [1]
     store.close()
 
 
@@ -51,10 +51,10 @@ def test_batch_acknowledges_at_once_and_commits_after_the_interval(
 ) -> None:
     store = open_store(tmp_path, loop, "batch", commit_interval_ms=INTERVAL_MS)
     queue_one(store)
-    rows_at_ack: list[int] = []
-    store.after_commit(lambda: rows_at_ack.append(count(tmp_path, "deliveries")))
-    assert rows_at_ack == [0]  # acknowledged before anything was written
-    waited = run_until(loop, lambda: count(tmp_path, "deliveries") == 1, what="the commit")
+    stored_at_ack: list[int] = []
+    store.after_commit(lambda: stored_at_ack.append(len(stored_deliveries(tmp_path))))
+    assert stored_at_ack == [0]  # acknowledged before anything was written
+    waited = run_until(loop, lambda: len(stored_deliveries(tmp_path)) == 1, what="the commit")
     assert INTERVAL_MS / 1000 * 0.8 <= waited < INTERVAL_MS / 1000 + 2.0
 
     # A second store on the file, the first never closed (as after a crash), finds it.
@@ -73,7 +73,7 @@ def test_batch_close_writes_what_the_interval_still_holds(
     store.after_commit(lambda: acknowledged.append(True))
     assert acknowledged == [True]
     store.close()
-    assert count(tmp_path, "deliveries") == 1
+    assert len(stored_deliveries(tmp_path)) == 1
 
 
 def test_none_acknowledges_at_once_and_writes_on_the_next_turn(
@@ -81,10 +81,10 @@ def test_none_acknowledges_at_once_and_writes_on_the_next_turn(
 ) -> None:
     store = open_store(tmp_path, loop, "none")
     queue_one(store)
-    rows_at_ack: list[int] = []
-    store.after_commit(lambda: rows_at_ack.append(count(tmp_path, "deliveries")))
-    assert rows_at_ack == [0]
-    waited = run_until(loop, lambda: count(tmp_path, "deliveries") == 1, what="the write")
+    stored_at_ack: list[int] = []
+    store.after_commit(lambda: stored_at_ack.append(len(stored_deliveries(tmp_path))))
+    assert stored_at_ack == [0]
+    waited = run_until(loop, lambda: len(stored_deliveries(tmp_path)) == 1, what="the write")
     assert waited < INTERVAL_MS / 1000  # no commit interval to wait for
     store.close()
 
@@ -99,7 +99,7 @@ def test_what_is_committed_survives_close_and_reopen(
 ) -> None:
     store = open_store(tmp_path, loop, durability, commit_interval_ms=INTERVAL_MS)
     queue_one(store, "first")
-    run_until(loop, lambda: count(tmp_path, "deliveries") == 1, what="the commit")
+    run_until(loop, lambda: len(stored_deliveries(tmp_path)) == 1, what="the commit")
     queue_one(store, "second")  # still pending at close: close writes it
     store.close()
 

@@ -18,11 +18,11 @@ from store_helpers import count, open_store, query, run_until
 def failing_store(
     tmp_path: Path, loop: asyncio.AbstractEventLoop, failures: list[StoreError]
 ) -> SqliteStore:
-    """A store whose database file refuses every delivery row."""
+    """A store whose database file refuses every message row."""
     open_store(tmp_path, loop).close()
     query(
         tmp_path,
-        "CREATE TRIGGER refuse BEFORE INSERT ON deliveries"
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages"
         " BEGIN SELECT RAISE(FAIL, 'disk says no'); END",
     )
     return open_store(tmp_path, loop, on_failure=failures.append)

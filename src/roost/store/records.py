@@ -12,11 +12,13 @@ from __future__ import annotations
 import struct
 import time
 
-from roost.codec import PacketType, Properties, Will
+from roost.codec import NO_PROPERTIES, PacketType, Properties, Will
 from roost.codec.primitives import WILL_PROPERTIES, encode_property_section, read_properties
 from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
 from roost.transactions import HalfMessage
+
+EMPTY_PROPERTY_SECTION = b"\x00"  # Property Length 0
 
 
 class WallClock:
@@ -39,6 +41,8 @@ class WallClock:
 
 
 def properties_blob(properties: Properties, kind: int) -> bytes:
+    if properties is NO_PROPERTIES:
+        return EMPTY_PROPERTY_SECTION
     return encode_property_section(properties, kind)
 
 

@@ -37,6 +37,7 @@ from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
 from roost.store.base import LoadedState
 from roost.store.batching import BatchingStore, Op
+from roost.store.deferred import Deferred, DeferredDeliveries, decode_recipients
 from roost.store.records import (
     WallClock,
     owner_text,
@@ -46,10 +47,12 @@ from roost.store.records import (
     restore_owner,
     stored_message,
 )
+from roost.store.sqlite_batch import BatchPlan, Kind, values
 from roost.transactions import SETTLED_MEMORY, HalfMessage, Settled
 
 DATABASE_NAME = "roost.db"
 VACUUM_EVERY = 60.0  # seconds between incremental vacuums
+DEFER_SECONDS = 0.5  # a QoS 1 delivery unfinished this long gets a row (store.deferred)
 
 # Each entry migrates the schema from version N to N + 1 (index N).
 MIGRATIONS: tuple[str, ...] = (
@@ -133,6 +136,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Who owns each session (records.owner_text), for authorization; NULL: unknown.
     "ALTER TABLE sessions ADD COLUMN owner TEXT",
+    # QoS 1 deliveries of the message without a row of their own (store.deferred).
+    "ALTER TABLE messages ADD COLUMN recipients TEXT",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -143,21 +148,46 @@ _SAVE_SESSION = (
     " will_payload, will_qos, will_retain, will_properties, will_due, owner)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SAVE_MESSAGE = (
-    "INSERT OR IGNORE INTO messages (id, topic, payload, qos, retain, properties, origin,"
-    " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_MESSAGE_INSERT = (
+    "INSERT INTO messages (id, topic, payload, qos, retain, properties, origin,"
+    " expires_at, recipients) VALUES"
 )
-_SAVE_DELIVERY = (
+# A message saved again while its row is still there (a retained one) keeps the row; its
+# list is rewritten (store.deferred).
+_MESSAGE_CONFLICT = " ON CONFLICT (id) DO UPDATE SET recipients = excluded.recipients"
+_SAVE_MESSAGE = _MESSAGE_INSERT + " (?, ?, ?, ?, ?, ?, ?, ?, ?)" + _MESSAGE_CONFLICT
+_SAVE_RECIPIENTS = "UPDATE messages SET recipients = ? WHERE id = ?"
+_DELIVERY_INSERT = (
     "INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain,"
-    " subscription_ids, state, packet_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " subscription_ids, state, packet_id) VALUES"
 )
+_SAVE_DELIVERY = _DELIVERY_INSERT + " (?, ?, ?, ?, ?, ?, ?, ?)"
 _UPDATE_DELIVERY = "UPDATE deliveries SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?"
-_DELETE_DELIVERY = "DELETE FROM deliveries WHERE client_id = ? AND seq = ?"
+_DELETE_DELIVERIES = "DELETE FROM deliveries WHERE {}"
+_DELETE_DELIVERY = _DELETE_DELIVERIES.format("client_id = ? AND seq = ?")
 # Guarded by the database itself: sessions read separately (load_session) hold separate
 # Message objects, whose reference counts each see only their own session's deliveries.
-_DELETE_MESSAGE = (
-    "DELETE FROM messages WHERE id = ? AND NOT EXISTS"
-    " (SELECT 1 FROM deliveries WHERE message_id = ?)"
+_DELETE_MESSAGES = (
+    "DELETE FROM messages WHERE id IN ({}) AND NOT EXISTS"
+    " (SELECT 1 FROM deliveries WHERE message_id = messages.id)"
+)
+_DELETE_MESSAGE = _DELETE_MESSAGES.format("?")
+# Messages no delivery row ever referred to (store.deferred), by runs of ids: no guard.
+_DELETE_MESSAGE_RUN = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
+_PLAN = BatchPlan(
+    (
+        Kind(_SAVE_MESSAGE, 0, values(_MESSAGE_INSERT, 9, _MESSAGE_CONFLICT)),
+        Kind(_SAVE_DELIVERY, 1, values(_DELIVERY_INSERT, 8)),
+        Kind(_UPDATE_DELIVERY, 2, None),
+        Kind(  # an OR of primary-key lookups: SQLite would scan for a row-value IN
+            _DELETE_DELIVERY,
+            3,
+            lambda n: _DELETE_DELIVERIES.format(" OR ".join(["(client_id = ? AND seq = ?)"] * n)),
+        ),
+        Kind(_SAVE_RECIPIENTS, 4, None),
+        Kind(_DELETE_MESSAGE, 5, lambda n: _DELETE_MESSAGES.format(", ".join("?" * n))),
+        Kind(_DELETE_MESSAGE_RUN, 5, None),
+    )
 )
 _DELETE_SESSION = (
     "DELETE FROM sessions WHERE client_id = ?",
@@ -179,9 +209,11 @@ class SqliteStore(BatchingStore):
         *,
         max_pending_writes: int,
         on_failure: Callable[[StoreError], None],
+        defer_seconds: float = DEFER_SECONDS,
     ) -> None:
         """``on_failure`` is called on the loop, once, if a write fails: the store then
-        accepts no more work and acknowledgements waiting for a commit are dropped."""
+        accepts no more work and acknowledgements waiting for a commit are dropped.
+        ``defer_seconds``: how long a QoS 1 delivery may live in its message's row only."""
         super().__init__(loop, max_pending_writes=max_pending_writes, on_failure=on_failure)
         self.path = Path(data_dir) / DATABASE_NAME
         self._durability = durability
@@ -194,8 +226,21 @@ class SqliteStore(BatchingStore):
         # inserts are in _unwritten): a message whose deliveries all completed before it
         # reached the disk never needs to.
         self._unwritten_messages: dict[int, Op] = {}  # message id -> its insert
+        # Messages given their id since the last hand-over: their insert creates the row,
+        # so it may list their QoS 1 deliveries.
+        self._new_messages: set[int] = set()
+        # Messages whose stored deliveries have all been listed, never given rows; those
+        # of them that went since the last hand-over, and the operation that deletes them.
+        self._listed_only: set[int] = set()
+        self._gone: set[int] = set()
+        self._gone_op: Op | None = None
+        self._deferred = DeferredDeliveries()
+        self._list_updates: dict[int, Op] = {}  # message id -> update of its list
+        self._defer = defer_seconds
+        self._promotion: asyncio.TimerHandle | None = None
         self._last_vacuum = time.monotonic()
-        self._batches: queue.SimpleQueue[tuple[list[Op], list[Callable[[], None]]] | None]
+        # (operations, acknowledgements, whether to vacuum after the commit)
+        self._batches: queue.SimpleQueue[tuple[list[Op], list[Callable[[], None]], bool] | None]
         self._batches = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_batches, name="roost-store", daemon=True)
         self._writer_started = False
@@ -222,6 +267,7 @@ class SqliteStore(BatchingStore):
                     f"BEGIN; {MIGRATIONS[index]}; PRAGMA user_version = {index + 1}; COMMIT;"
                 )
             db.execute("SELECT count(*) FROM sessions").fetchone()
+            _write_listed_deliveries(db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"{self.path}: cannot use the database ({exc}). Roost will not start over"
@@ -383,7 +429,10 @@ class SqliteStore(BatchingStore):
         for delivery in chain(sent, session.queue):
             if delivery.seq:  # stored (queued QoS 0 never is)
                 self._cancel_insert(client_id, delivery)
+                listed = self._deferred.finish(client_id, delivery.seq)
                 self._release(delivery.message)
+                if listed is not None:
+                    self._list_changed(delivery.message)
 
     def save_subscription(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions
@@ -408,23 +457,68 @@ class SqliteStore(BatchingStore):
         )
 
     def save_delivery(self, client_id: str, delivery: Delivery) -> None:
+        """A QoS 1 delivery of a message whose row is still to be inserted is listed in
+        that row (store.deferred); any other gets a row of its own."""
         message = delivery.message
-        if not message.store_id:
-            message.store_id = self._next_message_id
+        store_id = message.store_id
+        if not store_id:
+            store_id = message.store_id = self._next_message_id
             self._next_message_id += 1
+            self._new_messages.add(store_id)
         message.stored_deliveries += 1
-        if message.store_id not in self._unwritten_messages:
-            # Always (INSERT OR IGNORE): the row goes when its last delivery does, and a
-            # message kept in memory (a retained one) may be delivered again later.
-            insert = self._sql(_SAVE_MESSAGE, self._message_row(message, message.store_id))
-            self._unwritten_messages[message.store_id] = insert
-        ids = ",".join(map(str, delivery.subscription_ids))
-        row = (client_id, delivery.seq, message.store_id, delivery.qos, int(delivery.retain), ids)
-        self._unwritten[client_id, delivery.seq] = self._sql(_SAVE_DELIVERY, (*row, 0, 0))
+        if store_id not in self._unwritten_messages:
+            # Always: the row goes when its last delivery does, and a message kept in
+            # memory (a retained one) may be delivered again later.
+            row = self._message_row(message, store_id)
+            row.append(None)  # its list of deliveries, set when the batch is handed over
+            self._unwritten_messages[store_id] = self._record([_SAVE_MESSAGE, row])
+            if store_id not in self._new_messages:  # the row may hold an older list
+                self._deferred.touch(message)
+                self._gone.discard(store_id)  # and stays
+        if delivery.qos == 1 and store_id in self._new_messages:
+            if message.stored_deliveries == 1:
+                self._listed_only.add(store_id)
+            self._deferred.add(client_id, delivery, self._loop.time() + self._defer)
+            if self._promotion is None:
+                self._promotion = self._loop.call_later(self._defer, self._write_due)
+            return
+        self._write_listed(self._deferred.write_all_of(client_id))  # (see write_all_of)
+        self._insert_delivery(client_id, delivery, OutboundState.QUEUED, 0)
 
-    def _message_row(self, message: Message, key: int | str) -> tuple[Any, ...]:
+    def _insert_delivery(
+        self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
+    ) -> None:
+        self._listed_only.discard(delivery.message.store_id)
+        ids = ",".join(map(str, delivery.subscription_ids))
+        row = (
+            client_id,
+            delivery.seq,
+            delivery.message.store_id,
+            delivery.qos,
+            int(delivery.retain),
+            ids,
+            int(state),
+            packet_id,
+        )
+        self._unwritten[client_id, delivery.seq] = self._record([_SAVE_DELIVERY, row])
+
+    def _write_due(self) -> None:
+        """Give the listed deliveries unfinished after ``defer_seconds`` their rows."""
+        self._promotion = None
+        self._write_listed(self._deferred.fall_due(self._loop.time()))
+        due = self._deferred.next_due()
+        if due is not None:
+            delay = max(due - self._loop.time(), 0.0)
+            self._promotion = self._loop.call_later(delay, self._write_due)
+
+    def _write_listed(self, entries: Iterable[Deferred]) -> None:
+        for entry in entries:
+            self._insert_delivery(entry.client_id, entry.delivery, entry.state, entry.packet_id)
+
+    def _message_row(self, message: Message, key: int | str) -> list[Any]:
         properties = properties_blob(message.properties, PacketType.PUBLISH)
-        return (
+        expires_at = message.expires_at
+        return [
             key,
             message.topic,
             message.payload,
@@ -432,12 +526,17 @@ class SqliteStore(BatchingStore):
             int(message.retain),
             properties,
             message.origin,
-            self._clock.to_wall(message.expires_at),
-        )
+            None if expires_at is None else self._clock.to_wall(expires_at),
+        ]
 
     def update_delivery(
         self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
     ) -> None:
+        listed = self._deferred.unwritten(client_id, delivery.seq)
+        if listed is not None:  # its row, if it gets one, says so
+            listed.state = state
+            listed.packet_id = packet_id
+            return
         insert = self._unwritten.get((client_id, delivery.seq))
         if insert is None:
             self._sql(_UPDATE_DELIVERY, (int(state), packet_id, client_id, delivery.seq))
@@ -445,19 +544,46 @@ class SqliteStore(BatchingStore):
             insert[1] = (*insert[1][:6], int(state), packet_id)
 
     def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
-        if not self._cancel_insert(client_id, delivery):
+        listed = self._deferred.finish(client_id, delivery.seq)
+        has_row = listed is None or listed.written
+        if has_row and not self._cancel_insert(client_id, delivery):
             self._sql(_DELETE_DELIVERY, (client_id, delivery.seq))
         self._release(delivery.message)
+        if listed is not None:
+            self._list_changed(delivery.message)
+
+    def _list_changed(self, message: Message) -> None:
+        """A delivery left ``message``'s list. Unless the row goes, or is still to be
+        inserted (it gets the list then), record an update of the list, filled in when
+        the batch is handed over (one per message and batch)."""
+        store_id = message.store_id
+        if (
+            message.stored_deliveries
+            and store_id not in self._unwritten_messages
+            and store_id not in self._list_updates
+        ):
+            self._list_updates[store_id] = self._record([_SAVE_RECIPIENTS, [None, store_id]])
 
     def _release(self, message: Message) -> None:
         """One stored delivery fewer holds ``message``: its row goes with the last one."""
         message.stored_deliveries -= 1
         if message.stored_deliveries > 0:
             return
-        insert = self._unwritten_messages.pop(message.store_id, None)
+        store_id = message.store_id
+        insert = self._unwritten_messages.pop(store_id, None)
         if insert is not None:
             insert.clear()
-        self._sql(_DELETE_MESSAGE, (message.store_id, message.store_id))
+        listed_only = store_id in self._listed_only
+        if listed_only:
+            self._listed_only.remove(store_id)
+        if store_id in self._new_messages:  # its row was never written
+            self._new_messages.discard(store_id)
+        elif listed_only:
+            self._gone.add(store_id)
+            if self._gone_op is None:  # filled in at the hand-over
+                self._gone_op = self._record([_DELETE_MESSAGE_RUN, ()])
+        else:
+            self._record([_DELETE_MESSAGE, (store_id,)])
 
     def save_inbound_qos2(self, client_id: str, packet_id: int) -> None:
         self._sql("INSERT OR REPLACE INTO inbound_qos2 VALUES (?, ?)", (client_id, packet_id))
@@ -494,27 +620,66 @@ class SqliteStore(BatchingStore):
 
     # -- committing ---------------------------------------------------------------------------
 
+    def _flush(self) -> None:
+        if not self._busy:
+            self._save_recipients()
+            self._delete_gone()
+        super()._flush()
+
+    def _delete_gone(self) -> None:
+        """Turn the messages gone since the last hand-over into deletions of id runs."""
+        op, self._gone_op = self._gone_op, None
+        if op is None:
+            return
+        ids = sorted(self._gone)
+        self._gone.clear()
+        if not ids:  # all saved again
+            op.clear()
+            return
+        first = last = ids[0]
+        for store_id in ids[1:]:
+            if store_id != last + 1:
+                self._record([_DELETE_MESSAGE_RUN, (first, last)])
+                first = store_id
+            last = store_id
+        op[1] = (first, last)
+
+    def _save_recipients(self) -> None:
+        """Put the lists of messages whose listed deliveries changed into the insert of
+        the message's row and into its update (see :meth:`_list_changed`): a message saved
+        again after its list was to be updated has both in one batch, and the writer may
+        run them in either order (store.sqlite_batch)."""
+        unwritten = self._unwritten_messages
+        updates = self._list_updates
+        for store_id, text in self._deferred.take_changed():
+            if op := unwritten.get(store_id):  # (cleared: the row is never written)
+                op[1][8] = text
+            if op := updates.get(store_id):  # (none once a write failed)
+                op[1][0] = text
+
     def _forget_unwritten(self) -> None:
         super()._forget_unwritten()
         self._unwritten_messages.clear()
+        self._new_messages.clear()
+        self._list_updates.clear()
 
     def _write_batch(self, ops: list[Op], callbacks: list[Callable[[], None]]) -> None:
         """Hand a batch to the writer thread (with an incremental vacuum now and then)."""
-        if time.monotonic() - self._last_vacuum > VACUUM_EVERY:
+        vacuum = time.monotonic() - self._last_vacuum > VACUUM_EVERY
+        if vacuum:
             self._last_vacuum = time.monotonic()
-            ops.append(["PRAGMA incremental_vacuum(256)", ()])
         if not self._writer_started:
             self._writer_started = True
             self._writer.start()
-        self._batches.put((ops, callbacks))
+        self._batches.put((ops, callbacks, vacuum))
 
     def _write_batches(self) -> None:
         """The writer thread: one transaction per batch. A batch that fails to commit
         ends the thread, and its acknowledgements are never sent."""
         while (batch := self._batches.get()) is not None:
-            ops, callbacks = batch
+            ops, callbacks, vacuum = batch
             try:
-                self._write(ops)
+                self._write(ops, vacuum)
             except Exception as exc:  # whatever it is, memory and disk now disagree
                 self._failure = self._write_error(exc)
                 self._call_on_loop(self._failed)
@@ -525,19 +690,17 @@ class SqliteStore(BatchingStore):
         with contextlib.suppress(RuntimeError):  # the loop is closed: the broker is stopping
             self._loop.call_soon_threadsafe(callback)
 
-    def _write(self, ops: list[Op]) -> None:
+    def _write(self, ops: list[Op], vacuum: bool = False) -> None:
         db = self._db
-        vacuum = [op for op in ops if op[0].startswith("PRAGMA")]
         db.execute("BEGIN")
         try:
-            for sql, params in _runs(op for op in ops if not op[0].startswith("PRAGMA")):
-                db.executemany(sql, params)
+            _PLAN.run(db, ops)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        for sql, _ in vacuum:
-            db.execute(sql)
+        if vacuum:
+            db.execute("PRAGMA incremental_vacuum(256)")
 
     def _write_error(self, exc: Exception) -> StoreError:
         error = StoreError(f"{self.path}: writing failed: {exc!r}")
@@ -550,6 +713,14 @@ class SqliteStore(BatchingStore):
         if self._writer_started:
             self._batches.put(None)
             self._writer.join()
+        if self._promotion is not None:
+            self._promotion.cancel()
+        self._flush_scheduled = True  # no more turns of the loop: what is left is written here
+        # Rows for every listed delivery, so that a resumed session finds each one in its
+        # state and under its packet identifier.
+        self._write_listed(self._deferred.fall_due(float("inf")))
+        self._save_recipients()
+        self._delete_gone()
         ops = [op for op in self._ops if op]
         self._ops = []
         try:
@@ -563,15 +734,31 @@ class SqliteStore(BatchingStore):
             raise self._failure
 
 
-def _runs(ops: Iterable[Op]) -> Iterable[tuple[str, list[tuple[Any, ...]]]]:
-    """Group consecutive statements with the same SQL, for ``executemany``."""
-    current_sql = ""
-    params: list[tuple[Any, ...]] = []
-    for sql, values in ops:
-        if sql != current_sql and params:
-            yield current_sql, params
-            params = []
-        current_sql = sql
-        params.append(values)
-    if params:
-        yield current_sql, params
+def _write_listed_deliveries(db: sqlite3.Connection) -> None:
+    """At start-up, give every delivery listed in a message's row (store.deferred) a row
+    of its own, queued (one that has a row already keeps it), and empty the lists: from
+    then on, the deliveries table holds every stored delivery."""
+    listed = db.execute(
+        "SELECT id, recipients FROM messages WHERE recipients IS NOT NULL"
+    ).fetchall()
+    if not listed:
+        return
+    rows = [
+        (client_id, seq, message_id, int(retain), ids, client_id)
+        for message_id, text in listed
+        for client_id, seq, retain, ids in decode_recipients(text)
+    ]
+    db.execute("BEGIN")
+    try:
+        db.executemany(
+            "INSERT OR IGNORE INTO deliveries (client_id, seq, message_id, qos, retain,"
+            " subscription_ids) SELECT ?, ?, ?, 1, ?, ?"
+            " WHERE EXISTS (SELECT 1 FROM sessions WHERE client_id = ?)",
+            rows,
+        )
+        db.execute("UPDATE messages SET recipients = NULL WHERE recipients IS NOT NULL")
+        db.executemany(_DELETE_MESSAGE, [(message_id,) for message_id, _ in listed])
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
