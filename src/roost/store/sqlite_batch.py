@@ -83,8 +83,12 @@ def _execute(db: sqlite3.Connection, kind: Kind, rows: list[Row]) -> None:
     if many is None or len(rows) == 1:
         db.executemany(kind.sql, rows)
         return
+    # SQLite before 3.32 takes at most 999 parameters per statement (32,766 since).
+    most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0])
     start = 0
     for size in CHUNKS:
+        if size > most:
+            continue
         while len(rows) - start >= size:
             chunk = rows[start : start + size]
             start += size
