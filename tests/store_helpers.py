@@ -70,8 +70,14 @@ def orphan_messages(data_dir: Path) -> int:
 def stored_deliveries(data_dir: Path) -> list[tuple[str, int]]:
     """(client id, seq) of every delivery the file holds, sorted: those with a row of their
     own and those listed in their message's row (roost.store.deferred)."""
-    stored = set(query(data_dir, "SELECT client_id, seq FROM deliveries"))
-    for (text,) in query(data_dir, "SELECT recipients FROM messages WHERE recipients > ''"):
+    with sqlite3.connect(data_dir / DATABASE_NAME) as db:
+        # One snapshot for both reads: the writer may move a delivery from its message's
+        # list to a row of its own between two.
+        db.execute("BEGIN")
+        stored = set(db.execute("SELECT client_id, seq FROM deliveries").fetchall())
+        lists = db.execute("SELECT recipients FROM messages WHERE recipients > ''").fetchall()
+        db.rollback()
+    for (text,) in lists:
         stored.update((client_id, seq) for client_id, seq, _, _ in decode_recipients(text))
     return sorted(stored)
 
