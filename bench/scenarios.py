@@ -601,14 +601,7 @@ def run_latency(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
         ),
     )
     with LoadRun(ctx, broker, roles) as run:
-        run.setup()
-        run.go()
-        run.sleep(ctx.warmup)
-        run.measuring(True)
-        a = run.snapshot()
-        run.sleep(ctx.seconds)
-        b = run.snapshot()
-        run.measuring(False)
+        a, b = measured_window(ctx, run)
         run.stop_load()
         run.drain()
         outputs = run.finish()
