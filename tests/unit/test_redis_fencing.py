@@ -157,3 +157,15 @@ def test_releasing_forgets_the_owner_record_only_under_the_same_claim(
     assert not peek.exists(keys.owner("x"))
     assert subscriptions(peek, "x") == {b"t"}  # the session stays for the next owner
     assert node_a.events == ["acknowledged stale release", "acknowledged release"]
+
+
+def test_a_release_of_a_client_id_another_node_took_is_no_refused_write(
+    node_a: NodeA, peek: redis.Redis
+) -> None:
+    """Nothing to release, nothing lost: the node is not told of it."""
+    node_a.store.fence("x", claim(peek, "x", "A", ""))
+    end_handover(peek, "x", "B", claim(peek, "x", "B", "A"))
+    node_a.store.release_owner("x")
+    node_a.commit("release")
+    assert peek.hget(keys.owner("x"), "node") == b"B"
+    assert node_a.events == ["acknowledged release"]

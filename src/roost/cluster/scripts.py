@@ -64,12 +64,19 @@ return 0
 # it owns the client id under that claim or a later one of its own, or while it hands the
 # session over from that claim. Then come the commands, each as its argument count and its
 # arguments; RELEASE forgets the owner record (KEYS[1]) if the claim is still that one.
-# Returns 1, or 0 if the writer owns the client id no longer and nothing was written.
+# Returns 1, or 0 if the writer owns the client id no longer and a write was refused (a
+# RELEASE alone has nothing to do then: the owner record is another node's).
 FENCED_WRITE = """
 local owner = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'handover')
 local mine = owner[1] == ARGV[1] and tonumber(owner[2]) >= tonumber(ARGV[2])
-if not mine and owner[3] ~= ARGV[1] .. ':' .. ARGV[2] then return 0 end
 local i = 3
+if not mine and owner[3] ~= ARGV[1] .. ':' .. ARGV[2] then
+  while i <= #ARGV do
+    if ARGV[i + 1] ~= 'RELEASE' then return 0 end
+    i = i + tonumber(ARGV[i]) + 1
+  end
+  return 1
+end
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   if ARGV[i + 1] == 'RELEASE' then
