@@ -24,7 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from itertools import chain
 from pathlib import Path
@@ -692,13 +692,8 @@ class SqliteStore(BatchingStore):
 
     def _write(self, ops: list[Op], vacuum: bool = False) -> None:
         db = self._db
-        db.execute("BEGIN")
-        try:
+        with _transaction(db):
             _PLAN.run(db, ops)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         if vacuum:
             db.execute("PRAGMA incremental_vacuum(256)")
 
@@ -748,8 +743,7 @@ def _write_listed_deliveries(db: sqlite3.Connection) -> None:
         for message_id, text in listed
         for client_id, seq, retain, ids in decode_recipients(text)
     ]
-    db.execute("BEGIN")
-    try:
+    with _transaction(db):
         db.executemany(
             "INSERT OR IGNORE INTO deliveries (client_id, seq, message_id, qos, retain,"
             " subscription_ids) SELECT ?, ?, ?, 1, ?, ?"
@@ -758,6 +752,15 @@ def _write_listed_deliveries(db: sqlite3.Connection) -> None:
         )
         db.execute("UPDATE messages SET recipients = NULL WHERE recipients IS NOT NULL")
         db.executemany(_DELETE_MESSAGE, [(message_id,) for message_id, _ in listed])
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction on a connection in autocommit mode: committed if the block ends,
+    rolled back if it raises."""
+    db.execute("BEGIN")
+    try:
+        yield
     except BaseException:
         db.execute("ROLLBACK")
         raise
