@@ -126,6 +126,10 @@ class RedisStore(BatchingStore):
     def _key(self, client_id: str, part: str) -> str:
         return keys.client(client_id, part, self._prefix)
 
+    def _session_keys(self, client_id: str) -> list[str]:
+        """The keys of a client's stored session, in the order of ``_SESSION_PARTS``."""
+        return [self._key(client_id, part) for part in _SESSION_PARTS]
+
     # -- fencing ------------------------------------------------------------------------------
 
     def fence_writes(self, node_id: str, on_fenced: Callable[[list[str]], None]) -> None:
@@ -203,7 +207,7 @@ class RedisStore(BatchingStore):
             replies = await self._client.eval(
                 scripts.READ_TOGETHER,
                 len(_SESSION_PARTS),
-                *(self._key(client_id, part) for part in _SESSION_PARTS),
+                *self._session_keys(client_id),
                 "HGETALL",
                 "HGETALL",
                 "HGETALL",
@@ -301,9 +305,7 @@ class RedisStore(BatchingStore):
         for delivery in chain(sent, session.queue):
             if delivery.seq:  # stored (queued QoS 0 never is)
                 self._cancel_insert(client_id, delivery)
-        self._record_client(
-            client_id, ["UNLINK", *(self._key(client_id, part) for part in _SESSION_PARTS)]
-        )
+        self._record_client(client_id, ["UNLINK", *self._session_keys(client_id)])
 
     def save_subscription(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions
@@ -394,7 +396,7 @@ class RedisStore(BatchingStore):
                     scripts.FENCED_WRITE,
                     1 + len(_SESSION_PARTS),
                     self._key(client_id, "owner"),
-                    *(self._key(client_id, part) for part in _SESSION_PARTS),
+                    *self._session_keys(client_id),
                     node_id,
                     epoch,
                 ]
