@@ -167,3 +167,17 @@ def test_a_message_with_properties_is_not_relayed_as_a_packet_without_them() -> 
     (relayed,) = decode_batch(encode_publish(message, (), 0.0), 0.0)
     assert isinstance(relayed, Relayed)
     assert relayed.message.properties.content_type == "text/plain"
+
+
+@pytest.mark.parametrize("frame", [b"", b"\x30\x00"], ids=["empty", "header only"])
+def test_a_packet_record_without_a_packet_body_is_refused_as_malformed(frame: bytes) -> None:
+    message = arrived(MQTT_3_1_1)
+    packet = message.encoded_frame()
+    assert packet is not None
+    record = encode_publish(message, (), 0.0)
+    # kind, flags, origin, fixed-header length; then the packet's size, the packet and
+    # the count of shared filters
+    head = record[: len(record) - len(packet[0]) - 6]
+    broken = head + len(frame).to_bytes(4, "big") + frame + b"\x00\x00"
+    with pytest.raises(MalformedPacket):
+        list(decode_batch(broken, 0.0))

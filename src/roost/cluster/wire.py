@@ -326,6 +326,8 @@ def _read_frame(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
     except (struct.error, UnicodeDecodeError) as exc:
         raise MalformedPacket(f"a relayed packet is truncated or not UTF-8: {exc}") from None
     shared, pos = _read_shared(data, pos)
+    if head >= len(frame):
+        raise MalformedPacket("a relayed packet without a body")
     level = MQTT_5 if flags & _MQTT5 else MQTT_3_1_1
     packet = decode_packet(frame[0], frame[head:], level)
     if not isinstance(packet, Publish) or packet.qos or packet.retain != bool(flags & _RETAIN):
