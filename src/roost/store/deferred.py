@@ -169,9 +169,13 @@ def encode_recipients(entries: Iterable[Deferred]) -> str:
 def _entry_text(entry: Deferred) -> str:
     delivery = entry.delivery
     ids = delivery.subscription_ids
-    return (
-        f"{entry.client_id}\x00{delivery.seq}\x00{'1' if delivery.retain else ''}"
-        f"\x00{','.join(map(str, ids)) if ids else ''}"
+    return SEPARATOR.join(
+        (
+            entry.client_id,
+            str(delivery.seq),
+            "1" if delivery.retain else "",
+            ",".join(map(str, ids)) if ids else "",
+        )
     )
 
 
