@@ -41,6 +41,21 @@ def let_pass(since: float, seconds: float) -> None:
     time.sleep(max(0.0, since + seconds - time.monotonic()))
 
 
+def offline_on(
+    clients: Clients, node: object, publisher_node: object, topic_filter: str, probe_topic: str
+) -> None:
+    """Persistent session "exp" subscribed to ``topic_filter`` at QoS 1, routed to from
+    ``publisher_node`` (probes on ``probe_topic``) and offline on ``node``: what comes for
+    it is queued there."""
+    watcher = clients.connect(node, "watcher")
+    watcher.sub("$SYS/roost/clients/exp/disconnected")
+    subscriber = clients.connect(node, "exp", clean=False, session_expiry=300)
+    subscriber.sub(topic_filter, qos=1)
+    wait_routed(clients, publisher_node, subscriber, probe_topic)
+    subscriber.stop()
+    watcher.wait_for_messages(1)
+
+
 def received_before_marker(clients: Clients, node: object, subscriber: Conn, topic: str) -> list:
     """What ``subscriber`` got before a marker published on ``topic`` from ``node``."""
     clients.connect(node, f"marker-{uuid.uuid4().hex[:8]}").pub(topic, b"marker", qos=1)
@@ -52,13 +67,7 @@ def test_a_message_queued_on_another_node_expires_there_and_the_rest_waits_less(
     cluster: Cluster, clients: Clients
 ) -> None:
     a, b = cluster.start(2)
-    watcher = clients.connect(b, "watcher")
-    watcher.sub("$SYS/roost/clients/exp/disconnected")
-    subscriber = clients.connect(b, "exp", clean=False, session_expiry=300)
-    subscriber.sub("e/#", qos=1)
-    wait_routed(clients, a, subscriber, "e/probe")
-    subscriber.stop()
-    watcher.wait_for_messages(1)  # the session is offline on b: what comes is queued there
+    offline_on(clients, b, a, "e/#", "e/probe")
     publisher = clients.connect(a, "publisher")
     published = time.monotonic()
     publisher.pub("e/t", b"short", qos=1, properties=expiring(SHORT))
@@ -84,13 +93,7 @@ def test_the_time_a_message_waits_in_a_nodes_inbox_counts_toward_its_expiry(
     a, b = cluster.start(
         2, "--max-inflight", "1", "--max-queued-messages", "4", "--inbox-hold-ms", "600000"
     )
-    watcher = clients.connect(b, "watcher")
-    watcher.sub("$SYS/roost/clients/exp/disconnected")
-    subscriber = clients.connect(b, "exp", clean=False, session_expiry=300)
-    subscriber.sub("e/t", qos=1)
-    wait_routed(clients, a, subscriber, "e/t")
-    subscriber.stop()
-    watcher.wait_for_messages(1)
+    offline_on(clients, b, a, "e/t", "e/t")
     stuck, _ = raw.connected(b, "stuck")
     assert stuck.subscribe(1, [("e/fill", 1)]).reason_codes == [1]
     publisher = clients.connect(a, "publisher")
