@@ -80,13 +80,15 @@ class InboxPacing:
                     held,
                 )
 
-    async def turn(self) -> None:
-        """Count one record handed over; every RELAY_BUDGET, give the loop a turn (the
-        subscribers' acknowledgements are read meanwhile)."""
+    def turn(self) -> bool:
+        """Count one record handed over; True every RELAY_BUDGET: the reader gives the
+        loop a turn then (the subscribers' acknowledgements are read meanwhile). Not a
+        coroutine: one is called per relayed message."""
         self._budget -= 1
-        if not self._budget:
-            self._budget = RELAY_BUDGET
-            await asyncio.sleep(0)
+        if self._budget:
+            return False
+        self._budget = RELAY_BUDGET
+        return True
 
     def read(self, caught_up: bool) -> None:
         """The reader took its next entries; ``caught_up``: they were all there was, so

@@ -192,7 +192,7 @@ class ClusterNode:
         self.core.join(self)
         self.core.node_name = self.node_id
         self.route_sync.announce_all(self.core.router.filters())
-        await self.sender.flush()
+        await self.sender.sent()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._heartbeat()),
@@ -230,7 +230,7 @@ class ClusterNode:
         record goes at once, so that another node adopts the sessions kept here (and
         what is on its way to them) without waiting for the timeout."""
         with contextlib.suppress(RedisError, OSError):
-            await self.sender.flush()
+            await self.sender.sent()
         for task in [*self._tasks, *self._adoptions.values()]:
             task.cancel()
         for task in [*self._tasks, *self._adoptions.values()]:
@@ -239,6 +239,7 @@ class ClusterNode:
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(keys.node(self.node_id))
         await self.route_sync.close()
+        await self.sender.aclose()
         log.info("node %s left the cluster", self.node_id)
 
     # -- the bus of the core ------------------------------------------------------------------
@@ -368,12 +369,14 @@ class ClusterNode:
         core = self.core
         pacing = self.pacing
         for record in records:
-            await pacing.turn()
+            if pacing.turn():
+                await asyncio.sleep(0)
             try:
                 if isinstance(record, Relayed):
-                    if not pacing.has_room(record.message):
-                        await pacing.room(record.message)
-                    core.publish_relayed(record.message, record.shared)
+                    message = record.message
+                    if message.qos and not pacing.has_room(message):
+                        await pacing.room(message)
+                    core.publish_relayed(message, record.shared)
                 elif isinstance(record, Kick):
                     self._on_kick(record)
                 elif isinstance(record, Released):
@@ -730,7 +733,7 @@ class ClusterNode:
         await self.transactions.sort_pending()
         await self.redis.sadd(keys.NODES, self.node_id)
         self.route_sync.announce_all(self.core.router.filters())
-        await self.sender.flush()
+        await self.sender.sent()
         for node in list(self.peers.alive):
             await self.route_sync.load(node)
         self.cut_off = self._resync = False

@@ -1,7 +1,8 @@
-"""What a node writes to Redis, gathered over each event-loop turn and sent as one
-pipeline: the records for each other node's inbox (one stream entry per destination node
-per turn, however many messages it carries) and other commands, in order. One pipeline is
-in flight at a time; what comes meanwhile goes in the next one.
+"""What a node writes to Redis, gathered over each event-loop turn and sent as one round:
+the records for each other node's inbox (one stream entry per destination node per turn,
+however many messages it carries) and other commands, in order. Rounds go out through a
+:mod:`~roost.cluster.redislinks` link: to a single Redis server each at the end of the
+turn that made it, without waiting for the replies to the ones before.
 
 Callbacks wait for "everything queued so far is in Redis": PUBACK / PUBREC of a forwarded
 message use that (:meth:`Sender.after_sent`).
@@ -16,9 +17,10 @@ from collections.abc import Callable, Collection, Iterable
 from functools import partial
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.asyncio import RedisCluster
 
 from roost.cluster import keys
+from roost.cluster.redislinks import Link, PipelinedLink, RoundTripLink
 from roost.cluster.wire import inbox_entry
 
 log = logging.getLogger("roost.cluster")
@@ -29,16 +31,21 @@ ResultHandler = Callable[[Any], None]
 
 class Sender:
     def __init__(self, redis: Any, on_failure: Callable[[Exception], None]) -> None:
-        """``on_failure`` is told when a pipeline fails: what it carried and the callbacks
-        waiting for it are dropped (never acknowledged)."""
+        """``on_failure`` is told when a round fails: what it carried, what was queued and
+        the callbacks waiting for them are dropped (never acknowledged)."""
         self.redis = redis
         self.outgoing: dict[str, list[bytes]] = {}  # node -> records for its inbox
         self._commands: list[tuple[Command, ResultHandler | None]] = []
-        self._waiting: list[Callable[[], None]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._waiting: list[Callable[[], None]] = []  # for the next round
+        self._last_waiting: list[Callable[[], None]] = []  # for the last round in flight
+        self._in_flight = 0  # rounds sent whose replies have not all come
+        self._sent_futures: set[asyncio.Future[None]] = set()
+        self._due: asyncio.Handle | None = None  # the end-of-turn round, once scheduled
         self._on_failure = on_failure
+        link = RoundTripLink if isinstance(redis, RedisCluster) else PipelinedLink
+        self._link: Link = link(redis, self._failed)
         self.entries = 0  # stream entries sent to other nodes
-        # Told of the destinations of each pipeline before it is made (it may add commands)
+        # Told of the destinations of each round before it is made (it may add commands)
         self.before_round: Callable[[Collection[str]], None] | None = None
 
     def record(self, node: str, record: bytes) -> None:
@@ -51,62 +58,93 @@ class Sender:
             self.record(node, record)
 
     def command(self, command: Command, on_result: ResultHandler | None = None) -> None:
-        """Add a command to the next pipeline; ``on_result`` gets its reply."""
+        """Add a command to the next round; ``on_result`` gets its reply."""
         self._commands.append((command, on_result))
         self.schedule()
 
     def after_sent(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once every record queued so far is in Redis."""
-        if not self.outgoing and self._task is None:
-            callback()
-        else:
+        if self.outgoing or self._commands or self._waiting:
             self._waiting.append(callback)
             self.schedule()
+        elif self._in_flight:
+            self._last_waiting.append(callback)
+        else:
+            callback()
 
     async def sent(self) -> None:
-        """Wait until everything queued so far is in Redis."""
+        """Wait until everything queued so far is in Redis; raises what made it fail."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(partial(resolve, done))
-        self.schedule()
+        self._sent_futures.add(done)
+        done.add_done_callback(self._sent_futures.discard)
+        self.after_sent(partial(resolve, done))
         await done
 
     def schedule(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        """Send what is queued at the end of this loop turn."""
+        if self._due is None:
+            self._due = asyncio.get_running_loop().call_soon(self._send_round)
 
-    async def _run(self) -> None:
-        try:
-            await self.flush()
-        except (RedisError, OSError) as exc:
-            log.error("writing to the cluster's Redis failed: %s", exc)
-            self.outgoing = {}
-            self._commands = []
-            self._waiting = []
-            self._on_failure(exc)
-        finally:
-            self._task = None
+    def _send_round(self) -> None:
+        self._due = None
+        if not (self.outgoing or self._commands or self._waiting):
+            return
+        link = self._link
+        if not link.ready:  # connecting, or Redis is behind: what comes joins this round
+            link.when_ready(self.schedule)
+            return
+        if self.before_round is not None and self.outgoing:
+            self.before_round(self.outgoing.keys())
+        outgoing, self.outgoing = self.outgoing, {}
+        commands, self._commands = self._commands, []
+        waiting, self._waiting = self._waiting, []
+        if not outgoing and not commands:  # callbacks only: they wait for the last round
+            if self._in_flight:
+                self._last_waiting.extend(waiting)
+            else:
+                for callback in waiting:
+                    callback()
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        sent_at = time.time()
+        for node, records in outgoing.items():
+            pipe.xadd(keys.inbox(node), inbox_entry(b"".join(records), sent_at))
+        self.entries += len(outgoing)
+        for command, _ in commands:
+            command(client=pipe)
+        self._in_flight += 1
+        self._last_waiting = waiting
+        handlers = [on_result for _, on_result in commands]
+        link.send(pipe, partial(self._round_done, len(outgoing), handlers, waiting))
 
-    async def flush(self) -> None:
-        """Send everything queued, one pipeline per round, until nothing is left."""
-        while self.outgoing or self._commands or self._waiting:
-            if self.before_round is not None and self.outgoing:
-                self.before_round(self.outgoing.keys())
-            outgoing, self.outgoing = self.outgoing, {}
-            commands, self._commands = self._commands, []
-            waiting, self._waiting = self._waiting, []
-            pipe = self.redis.pipeline(transaction=False)
-            sent_at = time.time()
-            for node, records in outgoing.items():
-                pipe.xadd(keys.inbox(node), inbox_entry(b"".join(records), sent_at))
-            self.entries += len(outgoing)
-            for command, _ in commands:
-                command(client=pipe)
-            results = await pipe.execute()
-            for (_, on_result), result in zip(commands, results[len(outgoing) :], strict=True):
-                if on_result is not None:
-                    on_result(result)
-            for callback in waiting:
-                callback()
+    def _round_done(
+        self,
+        entries: int,
+        handlers: list[ResultHandler | None],
+        waiting: list[Callable[[], None]],
+        results: list[Any],
+    ) -> None:
+        self._in_flight -= 1
+        for on_result, result in zip(handlers, results[entries:], strict=True):
+            if on_result is not None:
+                on_result(result)
+        for callback in waiting:
+            callback()
+
+    def _failed(self, exc: Exception) -> None:
+        log.error("writing to the cluster's Redis failed: %s", exc)
+        self.outgoing = {}
+        self._commands = []
+        self._waiting = []
+        self._last_waiting = []
+        self._in_flight = 0
+        for future in list(self._sent_futures):
+            if not future.done():
+                future.set_exception(exc)
+        self._on_failure(exc)
+
+    async def aclose(self) -> None:
+        await self._link.aclose()
 
 
 def resolve(future: asyncio.Future[None]) -> None:

@@ -31,6 +31,7 @@ from typing import NamedTuple, TypeVar
 
 from roost.codec import MQTT_3_1_1, MQTT_5, NO_PROPERTIES, PacketType, Publish, decode_packet
 from roost.codec.primitives import (
+    decode_utf8,
     encode_string,
     encode_u8,
     encode_u32,
@@ -38,7 +39,6 @@ from roost.codec.primitives import (
     read_properties,
     read_string,
     read_u8,
-    read_u16,
     read_u32,
 )
 from roost.errors import MalformedPacket
@@ -54,6 +54,11 @@ _U32 = struct.Struct("!I")
 _NO_SHARED: frozenset[str] = frozenset()
 _FRAME_HEAD = struct.Struct("!BI")  # fixed-header length, packet length
 _MQTT5 = 0x80  # in a FRAME record's flags: the packet is MQTT 5's
+_QOS0_PUBLISH = PacketType.PUBLISH << 4  # its first byte: no DUP, QoS 0, retain aside
+_SHORT = 129  # an MQTT packet of up to this many bytes has a 2-byte fixed header
+_NONE_SHARED = b"\0\0"  # the count closing a record for no shared filter
+ORIGIN_HEADS = 4096
+_ORIGIN_HEADS: dict[tuple[str, int], bytes] = {}
 
 PUBLISH = 1
 KICK = 2
@@ -133,19 +138,22 @@ def encode_publish(
     """A PUBLISH (or CHECK, or GROUPS) record; a message expiry interval is sent as what remains at
     ``now``. The hot path of relaying: fixed-size fields packed by struct, not field by field;
     a FRAME record for a PUBLISH whose packet is at hand."""
-    origin = message.origin.encode()
     flags = message.qos | (_RETAIN if message.retain else 0)
     if kind == PUBLISH:
         encoded = message.encoded_frame()
         if encoded is not None:
             frame, mqtt5 = encoded
+            size = len(frame)
             parts = [
-                _HEAD.pack(FRAME, flags | (_MQTT5 if mqtt5 else 0), len(origin)),
-                origin,
-                _FRAME_HEAD.pack(_fixed_header_length(frame), len(frame)),
+                _frame_record_head(message.origin, flags | (_MQTT5 if mqtt5 else 0)),
+                _FRAME_HEAD.pack(_fixed_header_length(frame) if size > _SHORT else 2, size),
                 frame,
             ]
+            if not shared:
+                parts.append(_NONE_SHARED)
+                return b"".join(parts)
             return _with_shared(parts, shared)
+    origin = message.origin.encode()
     properties = message.properties_bytes(now)
     topic = message.topic_bytes
     payload = message.payload
@@ -160,6 +168,19 @@ def encode_publish(
         properties,
     ]
     return _with_shared(parts, shared)
+
+
+def _frame_record_head(origin: str, flags: int) -> bytes:
+    """A FRAME record's kind, flags and origin: the same for every message a client
+    publishes the same way, so kept (for up to ORIGIN_HEADS publishers at a time)."""
+    key = (origin, flags)
+    head = _ORIGIN_HEADS.get(key)
+    if head is None:
+        if len(_ORIGIN_HEADS) >= ORIGIN_HEADS:
+            _ORIGIN_HEADS.clear()
+        raw = origin.encode()
+        head = _ORIGIN_HEADS[key] = _HEAD.pack(FRAME, flags, len(raw)) + raw
+    return head
 
 
 def _with_shared(parts: list[bytes], shared: tuple[str, ...]) -> bytes:
@@ -237,7 +258,8 @@ def decode_batch(data: bytes, now: float) -> Iterator[Record]:
     pos = 0
     end = len(data)
     while pos < end:
-        kind, pos = read_u8(data, pos, "record kind")
+        kind = data[pos]
+        pos += 1
         if kind == FRAME:
             relayed, pos = _read_frame(data, pos, now)
             yield relayed
@@ -312,8 +334,10 @@ def _read_publish(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
 
 
 def _read_frame(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
-    """The rest of a FRAME record: the message decoded from its packet, which it keeps
-    as its encoding for subscribers of that MQTT version."""
+    """The rest of a FRAME record: the message read from its packet, which it keeps as
+    its encoding for subscribers of that MQTT version. The hot path of receiving: a
+    packet without properties is read here (topic, payload), one with properties by the
+    packet decoder."""
     try:
         flags, size = _FLAGS_ORIGIN.unpack_from(data, pos)
         pos += 3
@@ -326,36 +350,60 @@ def _read_frame(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
     except (struct.error, UnicodeDecodeError) as exc:
         raise MalformedPacket(f"a relayed packet is truncated or not UTF-8: {exc}") from None
     shared, pos = _read_shared(data, pos)
-    if head >= len(frame):
-        raise MalformedPacket("a relayed packet without a body")
-    level = MQTT_5 if flags & _MQTT5 else MQTT_3_1_1
-    packet = decode_packet(frame[0], frame[head:], level)
-    if not isinstance(packet, Publish) or packet.qos or packet.retain != bool(flags & _RETAIN):
+    retain = bool(flags & _RETAIN)
+    size = len(frame)
+    if head + 2 > size or frame[0] != _QOS0_PUBLISH | retain:
         raise MalformedPacket("a relayed packet that is not the QoS 0 PUBLISH of its message")
+    level = MQTT_5 if flags & _MQTT5 else MQTT_3_1_1
+    topic_end = head + 2 + (frame[head] << 8 | frame[head + 1])
+    if level == MQTT_3_1_1:
+        payload_start = topic_end
+    elif topic_end < size and not frame[topic_end]:
+        payload_start = topic_end + 1  # MQTT 5, no properties
+    else:
+        return _read_frame_with_properties(frame, head, flags, origin, shared, now), pos
+    if payload_start > size:
+        raise MalformedPacket("a relayed packet whose topic overruns it")
+    topic = decode_utf8(frame[head + 2 : topic_end], "topic name")
+    message = Message(
+        topic, frame[payload_start:], 0, retain, NO_PROPERTIES, origin, now, frame, level
+    )
+    return Relayed(message, shared), pos
+
+
+def _read_frame_with_properties(
+    frame: bytes, head: int, flags: int, origin: str, shared: frozenset[str], now: float
+) -> Relayed:
+    """A FRAME record's MQTT 5 packet with properties, read by the packet decoder."""
+    packet = decode_packet(frame[0], frame[head:], MQTT_5)
+    if not isinstance(packet, Publish):  # the caller saw a PUBLISH's first byte
+        raise MalformedPacket("a relayed packet that is not a PUBLISH")
     message = Message(
         packet.topic,
         packet.payload,
-        flags & _QOS_MASK,
+        0,
         packet.retain,
         packet.properties,
         origin,
         now,
         frame,
-        level,
+        MQTT_5,
     )
-    return Relayed(message, shared), pos
+    return Relayed(message, shared)
 
 
 def _read_shared(data: bytes, pos: int) -> tuple[frozenset[str], int]:
-    """The shared filters closing a PUBLISH or FRAME record (checks the record's end)."""
-    count, pos = read_u16(data, pos, "shared filters")
-    shared = _NO_SHARED
-    if count:
-        filters: list[str] = []
-        for _ in range(count):
-            topic_filter, pos = read_string(data, pos, "shared filter")
-            filters.append(topic_filter)
-        shared = frozenset(filters)
-    if pos > len(data):
-        raise MalformedPacket("a relayed message is truncated")
-    return shared, pos
+    """The shared filters closing a PUBLISH or FRAME record (its count is read even
+    past the end of ``data``, by a slice cut short before it: then that fails)."""
+    try:
+        count = data[pos] << 8 | data[pos + 1]
+    except IndexError:
+        raise MalformedPacket("a relayed message is truncated") from None
+    pos += 2
+    if not count:
+        return _NO_SHARED, pos
+    filters: list[str] = []
+    for _ in range(count):
+        topic_filter, pos = read_string(data, pos, "shared filter")
+        filters.append(topic_filter)
+    return frozenset(filters), pos

@@ -1,0 +1,202 @@
+"""How a node's rounds of Redis commands reach Redis (see :mod:`roost.cluster.sender`).
+
+A round is what one event-loop turn queued (inbox entries for other nodes, other commands),
+packed into a redis-py pipeline object. Two ways to send rounds, in order:
+
+- :class:`PipelinedLink`, to a single Redis server: each round is written on a connection
+  of its own the moment it is made, without waiting for the replies to the rounds before
+  (Redis answers the commands of one connection in the order they came, so one task reads
+  the replies and matches them to the rounds in order). Waiting for a round's replies
+  before sending the next one costs the node's event loop two or three turns (write, drain,
+  read); on a loaded node a turn takes milliseconds, so the records for other nodes would
+  leave late and in a few large entries, and the receiving node would sit idle meanwhile.
+- :class:`RoundTripLink`, to a Redis Cluster (whose commands go to several servers): one
+  pipeline at a time; what comes meanwhile waits and goes in the next one.
+
+Either tells ``on_failure`` when Redis does not answer, refuses a command, or the
+connection breaks: the rounds in flight are dropped then, and their callbacks never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+OnResults = Callable[[list[Any]], None]  # a round's replies, one per command, in order
+
+WRITE_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes written but not yet taken by Redis: stop here
+
+
+class Link(Protocol):
+    """What :class:`~roost.cluster.sender.Sender` needs of a way to Redis."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether a round may be sent now."""
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once a round may be sent (connecting first if need be)."""
+
+    def send(self, pipe: Any, on_results: OnResults) -> None:
+        """Send the commands of the pipeline object ``pipe``; ``on_results`` gets their
+        replies once they have all come."""
+
+    async def aclose(self) -> None: ...
+
+
+class PipelinedLink:
+    """Rounds written on one connection as they come; replies read by one task."""
+
+    def __init__(self, client: Any, on_failure: Callable[[Exception], None]) -> None:
+        """``client``: a redis-py asyncio ``Redis``; the link's connection is made with
+        its settings (address, credentials, database, timeouts: a reply that takes longer
+        than the socket timeout is a failure)."""
+        self._client = client
+        self._on_failure = on_failure
+        self._connection: Any = None
+        self._rounds: deque[tuple[list[tuple[str, dict[str, Any]]], OnResults]] = deque()
+        self._sent = asyncio.Event()  # set while rounds wait for replies
+        self._reader: asyncio.Task[None] | None = None
+        self._opening: asyncio.Task[None] | None = None  # connecting, or waiting to drain
+        self._waiting: list[Callable[[], None]] = []  # told once the link is ready
+
+    @property
+    def ready(self) -> bool:
+        return self._connection is not None and self._opening is None
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        self._waiting.append(callback)
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+
+    def send(self, pipe: Any, on_results: OnResults) -> None:
+        connection = self._connection
+        stack = pipe.command_stack
+        # Written at once, not from a task (which would start a loop turn later): the
+        # connection's stream writer is redis-py's own, the link's alone.
+        writer = connection._writer
+        writer.writelines(connection.pack_commands([args for args, _ in stack]))
+        self._rounds.append(([(args[0], options) for args, options in stack], on_results))
+        self._sent.set()
+        if writer.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            self._opening = asyncio.get_running_loop().create_task(self._drain(writer))
+
+    async def _open(self) -> None:
+        try:
+            if self._connection is None:
+                pool = self._client.connection_pool
+                connection = pool.connection_class(**pool.connection_kwargs)
+                await connection.connect()
+                self._connection = connection
+                self._reader = asyncio.get_running_loop().create_task(self._read(connection))
+        except (RedisError, OSError) as exc:
+            self._fail(exc)
+            return
+        finally:
+            self._opening = None
+        self._tell_ready()
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """Redis is behind: new rounds wait (and grow) until it has taken what is written."""
+        try:
+            await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            self._fail(exc)
+            return
+        finally:
+            self._opening = None
+        self._tell_ready()
+
+    def _tell_ready(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for callback in waiting:
+            callback()
+
+    async def _read(self, connection: Any) -> None:
+        parse = self._client.parse_response
+        rounds = self._rounds
+        try:
+            while True:
+                if not rounds:
+                    self._sent.clear()
+                    await self._sent.wait()
+                commands, on_results = rounds[0]
+                results = [await parse(connection, name, **options) for name, options in commands]
+                rounds.popleft()
+                on_results(results)
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError) as exc:
+            if self._connection is connection:
+                self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        """Drop the connection and the rounds in flight; the next round connects again."""
+        connection, self._connection = self._connection, None
+        self._rounds.clear()
+        self._waiting = []
+        if connection is not None:
+            asyncio.get_running_loop().create_task(self._close(connection))
+        self._on_failure(exc)
+
+    async def _close(self, connection: Any) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        with contextlib.suppress(RedisError, OSError):
+            await connection.disconnect()
+
+    async def aclose(self) -> None:
+        for task in (self._opening, self._reader):
+            if task is not None:
+                task.cancel()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await connection.disconnect()
+
+
+class RoundTripLink:
+    """One pipeline at a time (a Redis Cluster pipeline spans several servers)."""
+
+    def __init__(self, client: Any, on_failure: Callable[[Exception], None]) -> None:
+        self._client = client
+        self._on_failure = on_failure
+        self._task: asyncio.Task[None] | None = None
+        self._waiting: list[Callable[[], None]] = []
+
+    @property
+    def ready(self) -> bool:
+        return self._task is None
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        if self._task is None:
+            callback()
+        else:
+            self._waiting.append(callback)
+
+    def send(self, pipe: Any, on_results: OnResults) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._execute(pipe, on_results))
+
+    async def _execute(self, pipe: Any, on_results: OnResults) -> None:
+        try:
+            results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._task = None
+            self._waiting = []
+            self._on_failure(exc)
+            return
+        self._task = None
+        on_results(results)
+        waiting, self._waiting = self._waiting, []
+        for callback in waiting:
+            callback()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

@@ -1,0 +1,136 @@
+"""The node's writer to Redis, on a real Valkey server: each loop turn's records go out as a
+round of their own without waiting for the replies to the rounds before; callbacks run once
+everything queued before them is in Redis, in order; a refused command or a Redis that does
+not answer fails the sender, and the next round connects again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from redis_store_helpers import stopped, turn
+from roost.cluster import keys
+from roost.cluster.localserver import LocalServer
+from roost.cluster.sender import Sender
+
+TIMEOUT = 10.0
+SOCKET_TIMEOUT = 0.5  # seconds a round's replies may take before the sender fails
+
+
+class Writer:
+    """A Sender on the test's loop, and the failures it reported."""
+
+    def __init__(self, server: LocalServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.client = Redis.from_url(server.url, socket_timeout=SOCKET_TIMEOUT)
+        self.failures: list[Exception] = []
+        self.sender = Sender(self.client, self.failures.append)
+
+    def record(self, record: bytes) -> None:
+        """Queue ``record`` for node B's inbox and let the loop turn (the round goes)."""
+        self.inside(lambda: self.sender.record("B", record))
+
+    def inside(self, call: Callable[[], object]) -> None:
+        """Run ``call`` on the loop, then let the loop turn (a round it queued goes)."""
+
+        async def run() -> None:
+            call()
+            await asyncio.sleep(0.01)
+
+        self.loop.run_until_complete(run())
+
+    def connect(self) -> None:
+        """Send a first entry: the sender connects for its first round."""
+        self.record(b"hello")
+        self.sent()
+
+    def sent(self) -> None:
+        self.loop.run_until_complete(asyncio.wait_for(self.sender.sent(), TIMEOUT))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.sender.aclose())
+        self.loop.run_until_complete(self.client.aclose())
+
+
+@pytest.fixture
+def writer(redis_server: LocalServer, loop: asyncio.AbstractEventLoop) -> Iterator[Writer]:
+    made = Writer(redis_server, loop)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def peek(redis_server: LocalServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def inbox(peek: redis.Redis) -> list[bytes]:
+    return [fields[b"b"] for _, fields in peek.xrange(keys.inbox("B"))]
+
+
+def test_each_turn_sends_its_own_entry_while_earlier_ones_wait_for_their_replies(
+    writer: Writer, peek: redis.Redis, redis_server: LocalServer
+) -> None:
+    writer.connect()
+    with stopped(redis_server):
+        for index in range(3):
+            writer.record(b"turn %d" % index)
+    writer.sent()
+    assert inbox(peek) == [b"hello", b"turn 0", b"turn 1", b"turn 2"]
+    assert writer.sender.entries == 4
+    assert not writer.failures
+
+
+def test_callbacks_run_once_everything_queued_before_them_is_in_redis_in_order(
+    writer: Writer, peek: redis.Redis, redis_server: LocalServer
+) -> None:
+    writer.connect()
+    done: list[str] = []
+    with stopped(redis_server):
+        writer.record(b"first")
+        writer.inside(
+            lambda: writer.sender.after_sent(lambda: done.append(f"first, {len(inbox(peek)) > 0}"))
+        )
+        writer.record(b"second")
+        writer.inside(lambda: writer.sender.after_sent(lambda: done.append("second")))
+        turn(writer.loop, 0.05)
+        assert done == []  # nothing is answered while Redis is frozen
+    writer.sent()
+    assert done == ["first, True", "second"]
+
+
+def test_a_refused_command_fails_the_sender_and_the_next_round_connects_again(
+    writer: Writer, peek: redis.Redis, redis_server: LocalServer
+) -> None:
+    writer.connect()
+    peek.set("not-a-number", "x")
+    done: list[str] = []
+    with stopped(redis_server):  # the command and the callback wait in one round
+        writer.inside(lambda: writer.sender.command(lambda client: client.incr("not-a-number")))
+        writer.inside(lambda: writer.sender.after_sent(lambda: done.append("acknowledged")))
+    with pytest.raises(ResponseError):
+        writer.sent()
+    assert [type(failure) for failure in writer.failures] == [ResponseError]
+    assert done == []  # what waited for the refused round is never acknowledged
+    writer.record(b"after")
+    writer.sent()
+    assert inbox(peek) == [b"hello", b"after"]
+
+
+def test_a_redis_that_does_not_answer_fails_the_sender_within_the_socket_timeout(
+    writer: Writer, redis_server: LocalServer
+) -> None:
+    writer.connect()
+    with stopped(redis_server):
+        writer.record(b"lost")
+        with pytest.raises(RedisTimeoutError):
+            writer.sent()
+    assert [type(failure) for failure in writer.failures] == [RedisTimeoutError]
