@@ -181,3 +181,32 @@ def test_a_packet_record_without_a_packet_body_is_refused_as_malformed(frame: by
     broken = head + len(frame).to_bytes(4, "big") + frame + b"\x00\x00"
     with pytest.raises(MalformedPacket):
         list(decode_batch(broken, 0.0))
+
+
+@pytest.mark.parametrize("payload_size", [0, 200, 20_000], ids=["empty", "3-byte header", "big"])
+@pytest.mark.parametrize("level", [MQTT_3_1_1, MQTT_5])
+def test_a_packet_record_without_properties_comes_back_whole(level: int, payload_size: int) -> None:
+    """Read without the packet decoder; its fixed header is 2 bytes up to 129 in all."""
+    payload = bytes(range(256)) * (payload_size // 256) + b"x" * (payload_size % 256)
+    props = b"" if level == MQTT_5 else None
+    frame = encode_mqtt_publish(b"plant/7", payload, 0, False, False, 0, props, level)
+    message = Message("plant/7", payload, 0, False, NO_PROPERTIES, "sensor-7", 0.0, frame, level)
+    (relayed,) = decode_batch(encode_publish(message, (), 0.0), 0.0)
+    assert isinstance(relayed, Relayed)
+    copy = relayed.message
+    assert (copy.topic, copy.payload, copy.origin, copy.properties) == (
+        "plant/7",
+        payload,
+        "sensor-7",
+        NO_PROPERTIES,
+    )
+    assert copy.encode_qos0(level, False, 0.0) == frame
+
+
+@pytest.mark.parametrize("level", [MQTT_3_1_1, MQTT_5])
+def test_a_packet_record_whose_topic_overruns_its_packet_is_refused(level: int) -> None:
+    record = encode_publish(arrived(level), (), 0.0)
+    broken = record.replace(b"\x00\x07plant/7", b"\x00\x7fplant/7", 1)
+    assert broken != record
+    with pytest.raises(MalformedPacket):
+        list(decode_batch(broken, 0.0))
