@@ -23,30 +23,13 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from redis.exceptions import RedisError
 
 OnResults = Callable[[list[Any]], None]  # a round's replies, one per command, in order
 
 WRITE_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes written but not yet taken by Redis: stop here
-
-
-class Link(Protocol):
-    """What :class:`~roost.cluster.sender.Sender` needs of a way to Redis."""
-
-    @property
-    def ready(self) -> bool:
-        """Whether a round may be sent now."""
-
-    def when_ready(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once a round may be sent (connecting first if need be)."""
-
-    def send(self, pipe: Any, on_results: OnResults) -> None:
-        """Send the commands of the pipeline object ``pipe``; ``on_results`` gets their
-        replies once they have all come."""
-
-    async def aclose(self) -> None: ...
 
 
 class PipelinedLink:
@@ -129,8 +112,6 @@ class PipelinedLink:
                 results = [await parse(connection, name, **options) for name, options in commands]
                 rounds.popleft()
                 on_results(results)
-        except asyncio.CancelledError:
-            raise
         except (RedisError, OSError) as exc:
             if self._connection is connection:
                 self._fail(exc)
@@ -138,18 +119,14 @@ class PipelinedLink:
     def _fail(self, exc: Exception) -> None:
         """Drop the connection and the rounds in flight; the next round connects again."""
         connection, self._connection = self._connection, None
+        reader, self._reader = self._reader, None
         self._rounds.clear()
         self._waiting = []
-        if connection is not None:
-            asyncio.get_running_loop().create_task(self._close(connection))
-        self._on_failure(exc)
-
-    async def _close(self, connection: Any) -> None:
-        reader, self._reader = self._reader, None
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
-        with contextlib.suppress(RedisError, OSError):
-            await connection.disconnect()
+        if connection is not None:
+            asyncio.get_running_loop().create_task(_disconnect(connection))
+        self._on_failure(exc)
 
     async def aclose(self) -> None:
         for task in (self._opening, self._reader):
@@ -157,8 +134,12 @@ class PipelinedLink:
                 task.cancel()
         connection, self._connection = self._connection, None
         if connection is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await connection.disconnect()
+            await _disconnect(connection)
+
+
+async def _disconnect(connection: Any) -> None:
+    with contextlib.suppress(RedisError, OSError):
+        await connection.disconnect()
 
 
 class RoundTripLink:

@@ -15,18 +15,35 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import RedisCluster
 
 from roost.cluster import keys
-from roost.cluster.redislinks import Link, PipelinedLink, RoundTripLink
+from roost.cluster.redislinks import OnResults, PipelinedLink, RoundTripLink
 from roost.cluster.wire import inbox_entry
 
 log = logging.getLogger("roost.cluster")
 
 Command = Callable[..., object]  # called with client=pipeline: adds ONE command to it
 ResultHandler = Callable[[Any], None]
+
+
+class Link(Protocol):
+    """A way to Redis for rounds (:mod:`roost.cluster.redislinks`)."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether a round may be sent now."""
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once a round may be sent (connecting first if need be)."""
+
+    def send(self, pipe: Any, on_results: OnResults) -> None:
+        """Send the commands of the pipeline object ``pipe``; ``on_results`` gets their
+        replies once they have all come."""
+
+    async def aclose(self) -> None: ...
 
 
 class Sender:
