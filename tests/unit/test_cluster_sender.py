@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis_store_helpers import stopped, turn
 from roost.cluster import keys
 from roost.cluster.localserver import LocalServer
+from roost.cluster.redislinks import WRITE_BUFFER_LIMIT
 from roost.cluster.sender import Sender
 
 TIMEOUT = 10.0
@@ -26,9 +27,14 @@ SOCKET_TIMEOUT = 0.5  # seconds a round's replies may take before the sender fai
 class Writer:
     """A Sender on the test's loop, and the failures it reported."""
 
-    def __init__(self, server: LocalServer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        server: LocalServer,
+        loop: asyncio.AbstractEventLoop,
+        socket_timeout: float = SOCKET_TIMEOUT,
+    ) -> None:
         self.loop = loop
-        self.client = Redis.from_url(server.url, socket_timeout=SOCKET_TIMEOUT)
+        self.client = Redis.from_url(server.url, socket_timeout=socket_timeout)
         self.failures: list[Exception] = []
         self.sender = Sender(self.client, self.failures.append)
 
@@ -134,3 +140,25 @@ def test_a_redis_that_does_not_answer_fails_the_sender_within_the_socket_timeout
         with pytest.raises(RedisTimeoutError):
             writer.sent()
     assert [type(failure) for failure in writer.failures] == [RedisTimeoutError]
+
+
+def test_records_wait_and_join_one_entry_while_redis_is_behind_on_what_is_written(
+    redis_server: LocalServer, loop: asyncio.AbstractEventLoop, peek: redis.Redis
+) -> None:
+    writer = Writer(redis_server, loop, socket_timeout=TIMEOUT)
+    try:
+        writer.connect()
+        big = [bytes([ord("a") + index]) * 2 * WRITE_BUFFER_LIMIT for index in range(3)]
+        with stopped(redis_server):
+            for record in [*big, b"d", b"e"]:
+                writer.record(record)
+        writer.sent()
+        entries = inbox(peek)
+        assert b"".join(entries) == b"hello" + b"".join(big) + b"de"
+        # once what was written passed the limit, the records after it waited for Redis
+        # to take it and then went as one entry (one per loop turn otherwise)
+        assert len(entries) < 1 + 5
+        assert entries[-1].endswith(b"de") and len(entries[-1]) > 2
+        assert not writer.failures
+    finally:
+        writer.close()
