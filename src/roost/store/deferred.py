@@ -47,7 +47,9 @@ class DeferredDeliveries:
         self._unwritten: dict[Delivery, Deferred] = {}  # oldest first
         self._unwritten_of: dict[str, dict[Delivery, Deferred]] = {}  # client id -> its own
         self._written: dict[Delivery, Deferred] = {}  # given a row, still on their list
-        self._by_message: dict[int, dict[Delivery, Deferred]] = {}  # store id -> its list
+        # store id -> its list: the entry itself while it is the only one (the usual case:
+        # no dict per message)
+        self._by_message: dict[int, Deferred | dict[Delivery, Deferred]] = {}
         self._changed: dict[int, Message] = {}  # store id -> message, since take_changed
 
     def __len__(self) -> int:
@@ -63,9 +65,12 @@ class DeferredDeliveries:
             of_client[delivery] = entry
         message = delivery.message
         store_id = message.store_id
-        listed = self._by_message.get(store_id)
+        by_message = self._by_message
+        listed = by_message.get(store_id)
         if listed is None:
-            self._by_message[store_id] = {delivery: entry}
+            by_message[store_id] = entry
+        elif isinstance(listed, Deferred):
+            by_message[store_id] = {listed.delivery: listed, delivery: entry}
         else:
             listed[delivery] = entry
         self._changed[store_id] = message
@@ -90,9 +95,13 @@ class DeferredDeliveries:
         message = delivery.message
         store_id = message.store_id
         listed = self._by_message[store_id]
-        del listed[delivery]
-        if not listed:
+        if listed is entry:
             del self._by_message[store_id]
+        else:
+            assert isinstance(listed, dict)
+            del listed[delivery]
+            if not listed:
+                del self._by_message[store_id]
         self._changed[store_id] = message
         return entry
 
@@ -152,8 +161,8 @@ class DeferredDeliveries:
                 listed = by_message.get(store_id)
                 if listed is None:
                     texts.append((store_id, None))
-                elif len(listed) == 1:  # the usual case, made short
-                    texts.append((store_id, _entry_text(*listed.values())))
+                elif isinstance(listed, Deferred):
+                    texts.append((store_id, _entry_text(listed)))
                 else:
                     texts.append((store_id, encode_recipients(listed.values())))
         return texts
