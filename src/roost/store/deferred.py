@@ -55,7 +55,10 @@ class DeferredDeliveries:
     def __len__(self) -> int:
         return len(self._unwritten) + len(self._written)
 
-    def add(self, client_id: str, delivery: Delivery, due: float) -> None:
+    def add(self, client_id: str, delivery: Delivery, due: float) -> str | None:
+        """List a delivery of a message whose row is still to be inserted. The text of the
+        message's list if the delivery is the first on it (the usual case: the caller puts
+        it into the insert at once); None if the list is taken with the changed ones."""
         entry = Deferred(client_id, delivery, due)
         self._unwritten[delivery] = entry
         of_client = self._unwritten_of.get(client_id)
@@ -69,11 +72,13 @@ class DeferredDeliveries:
         listed = by_message.get(store_id)
         if listed is None:
             by_message[store_id] = entry
-        elif isinstance(listed, Deferred):
+            return _entry_text(entry)
+        if isinstance(listed, Deferred):
             by_message[store_id] = {listed.delivery: listed, delivery: entry}
         else:
             listed[delivery] = entry
         self._changed[store_id] = message
+        return None
 
     def touch(self, message: Message) -> None:
         """Have ``message``'s list taken with the changed ones (its row is rewritten)."""
@@ -84,7 +89,8 @@ class DeferredDeliveries:
         return self._unwritten.get(delivery)
 
     def finish(self, delivery: Delivery) -> Deferred | None:
-        """Take a delivery off its message's list (None if it was not listed)."""
+        """Take a delivery off its message's list (None if it was not listed), while it
+        still counts in the message's ``stored_deliveries``."""
         entry = self._unwritten.pop(delivery, None)
         if entry is None:
             entry = self._written.pop(delivery, None)
@@ -102,7 +108,8 @@ class DeferredDeliveries:
             del listed[delivery]
             if not listed:
                 del self._by_message[store_id]
-        self._changed[store_id] = message
+        if message.stored_deliveries > 1:  # else the row goes with this delivery
+            self._changed[store_id] = message
         return entry
 
     def fall_due(self, now: float) -> list[Deferred]:

@@ -444,9 +444,7 @@ class SqliteStore(BatchingStore):
             if delivery.seq:  # stored (queued QoS 0 never is)
                 self._cancel_insert(client_id, delivery)
                 listed = self._deferred.finish(delivery)
-                self._release(delivery.message)
-                if listed is not None:
-                    self._list_changed(delivery.message)
+                self._release(delivery.message, listed is not None)
 
     def save_subscription(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions
@@ -475,27 +473,38 @@ class SqliteStore(BatchingStore):
         that row (store.deferred); any other gets a row of its own."""
         message = delivery.message
         store_id = message.store_id
-        if not store_id:
+        message.stored_deliveries += 1
+        if not store_id:  # its first: the insert creates the row, which may list it
             store_id = message.store_id = self._next_message_id
             self._next_message_id += 1
             self._new_messages.add(store_id)
-        message.stored_deliveries += 1
-        if store_id not in self._unwritten_messages:
-            # Always: the row goes when its last delivery does, and a message kept in
-            # memory (a retained one) may be delivered again later.
-            self._unwritten_messages[store_id] = self._record(self._message_insert(message))
-            if store_id not in self._new_messages:  # the row may hold an older list
-                self._deferred.touch(message)
-                self._gone.discard(store_id)  # and stays
-        if delivery.qos == 1 and store_id in self._new_messages:
-            if message.stored_deliveries == 1:
+            insert = self._unwritten_messages[store_id] = self._record(
+                self._message_insert(message)
+            )
+            if delivery.qos == 1:
                 self._listed_only.add(store_id)
-            self._deferred.add(client_id, delivery, self._loop.time() + self._defer)
-            if self._promotion is None:
-                self._promotion = self._loop.call_later(self._defer, self._write_due)
+                self._list(client_id, delivery, insert)
+                return
+        elif store_id not in self._unwritten_messages:
+            # Always: the row goes when its last delivery does, and a message kept in
+            # memory (a retained one) may be delivered again later. The row may hold an
+            # older list, and stays.
+            self._unwritten_messages[store_id] = self._record(self._message_insert(message))
+            self._deferred.touch(message)
+            self._gone.discard(store_id)
+        elif delivery.qos == 1 and store_id in self._new_messages:
+            self._list(client_id, delivery, self._unwritten_messages[store_id])
             return
         self._write_listed(self._deferred.write_all_of(client_id))  # (see write_all_of)
         self._insert_delivery(client_id, delivery, OutboundState.QUEUED, 0)
+
+    def _list(self, client_id: str, delivery: Delivery, insert: Op) -> None:
+        """List a QoS 1 delivery in the ``insert`` of its message's row."""
+        text = self._deferred.add(client_id, delivery, self._loop.time() + self._defer)
+        if text is not None:
+            insert[1][-1] = text
+        if self._promotion is None:
+            self._promotion = self._loop.call_later(self._defer, self._write_due)
 
     def _insert_delivery(
         self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
@@ -529,7 +538,7 @@ class SqliteStore(BatchingStore):
 
     def _message_insert(self, message: Message) -> Op:
         """The insert of ``message``'s row; its last parameter, the list of deliveries, is
-        set when the batch is handed over."""
+        set as its first delivery is listed, and again at the hand-over if it changed."""
         if message.properties is NO_PROPERTIES and message.expires_at is None:
             row = [
                 message.store_id,
@@ -578,26 +587,23 @@ class SqliteStore(BatchingStore):
         has_row = listed is None or listed.written
         if has_row and not self._cancel_insert(client_id, delivery):
             self._sql(_DELETE_DELIVERY, (client_id, delivery.seq))
-        self._release(delivery.message)
-        if listed is not None:
-            self._list_changed(delivery.message)
+        self._release(delivery.message, listed is not None)
 
     def _list_changed(self, message: Message) -> None:
-        """A delivery left ``message``'s list. Unless the row goes, or is still to be
-        inserted (it gets the list then), record an update of the list, filled in when
-        the batch is handed over (one per message and batch)."""
+        """A delivery left the list of ``message``, whose row stays. Unless the row is
+        still to be inserted (it gets the list then), record an update of the list,
+        filled in when the batch is handed over (one per message and batch)."""
         store_id = message.store_id
-        if (
-            message.stored_deliveries
-            and store_id not in self._unwritten_messages
-            and store_id not in self._list_updates
-        ):
+        if store_id not in self._unwritten_messages and store_id not in self._list_updates:
             self._list_updates[store_id] = self._record([_SAVE_RECIPIENTS, [None, store_id]])
 
-    def _release(self, message: Message) -> None:
-        """One stored delivery fewer holds ``message``: its row goes with the last one."""
+    def _release(self, message: Message, unlisted: bool) -> None:
+        """One stored delivery fewer holds ``message``: its row goes with the last one.
+        While it stays, the delivery that went is off its list if ``unlisted``."""
         message.stored_deliveries -= 1
         if message.stored_deliveries > 0:
+            if unlisted:
+                self._list_changed(message)
             return
         store_id = message.store_id
         insert = self._unwritten_messages.pop(store_id, None)
