@@ -57,7 +57,7 @@ class BatchingStore:
         if self._failure is not None:
             return op
         self._ops.append(op)
-        if not self._flush_scheduled:
+        if not (self._flush_scheduled or self._busy):  # (a batch done flushes what waits)
             self._flush_scheduled = True
             self._schedule_flush()
         return op
@@ -88,7 +88,7 @@ class BatchingStore:
             callback()
             return
         self._callbacks.append(callback)
-        if not self._flush_scheduled:
+        if not (self._flush_scheduled or self._busy):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 

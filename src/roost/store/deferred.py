@@ -18,8 +18,6 @@ from collections.abc import Iterable, Iterator
 from roost.message import Message
 from roost.session import Delivery, OutboundState
 
-Key = tuple[str, int]  # client id, delivery seq
-
 SEPARATOR = "\x00"  # never in an MQTT string [MQTT-1.5.4-2], so never in a client id
 
 
@@ -40,61 +38,78 @@ class Deferred:
 
 class DeferredDeliveries:
     """The listed deliveries not yet finished: those without a row in the order they fall
-    due, those with one, and each message's list."""
+    due, those with one, and each message's list.
+
+    Entries are found by their Delivery object, which a session keeps for the delivery's
+    whole life: no (client id, seq) key is built and hashed on every call."""
 
     def __init__(self) -> None:
-        self._unwritten: dict[Key, Deferred] = {}  # oldest first
-        self._unwritten_of: dict[str, dict[int, Deferred]] = {}  # client id -> seq -> entry
-        self._written: dict[Key, Deferred] = {}  # given a row, still on their list
-        self._by_message: dict[int, dict[Key, Deferred]] = {}  # store id -> its list
+        self._unwritten: dict[Delivery, Deferred] = {}  # oldest first
+        self._unwritten_of: dict[str, dict[Delivery, Deferred]] = {}  # client id -> its own
+        self._written: dict[Delivery, Deferred] = {}  # given a row, still on their list
+        # store id -> its list: the entry itself while it is the only one (the usual case:
+        # no dict per message)
+        self._by_message: dict[int, Deferred | dict[Delivery, Deferred]] = {}
         self._changed: dict[int, Message] = {}  # store id -> message, since take_changed
 
     def __len__(self) -> int:
         return len(self._unwritten) + len(self._written)
 
-    def add(self, client_id: str, delivery: Delivery, due: float) -> None:
+    def add(self, client_id: str, delivery: Delivery, due: float) -> str | None:
+        """List a delivery of a message whose row is still to be inserted. The text of the
+        message's list if the delivery is the first on it (the usual case: the caller puts
+        it into the insert at once); None if the list is taken with the changed ones."""
         entry = Deferred(client_id, delivery, due)
-        key = (client_id, delivery.seq)
-        self._unwritten[key] = entry
+        self._unwritten[delivery] = entry
         of_client = self._unwritten_of.get(client_id)
         if of_client is None:
-            self._unwritten_of[client_id] = {delivery.seq: entry}
+            self._unwritten_of[client_id] = {delivery: entry}
         else:
-            of_client[delivery.seq] = entry
+            of_client[delivery] = entry
         message = delivery.message
         store_id = message.store_id
-        listed = self._by_message.get(store_id)
+        by_message = self._by_message
+        listed = by_message.get(store_id)
         if listed is None:
-            self._by_message[store_id] = {key: entry}
+            by_message[store_id] = entry
+            return _entry_text(entry)
+        if isinstance(listed, Deferred):
+            by_message[store_id] = {listed.delivery: listed, delivery: entry}
         else:
-            listed[key] = entry
+            listed[delivery] = entry
         self._changed[store_id] = message
+        return None
 
     def touch(self, message: Message) -> None:
         """Have ``message``'s list taken with the changed ones (its row is rewritten)."""
         self._changed[message.store_id] = message
 
-    def unwritten(self, client_id: str, seq: int) -> Deferred | None:
+    def unwritten(self, delivery: Delivery) -> Deferred | None:
         """The listed delivery without a row yet, or None."""
-        return self._unwritten.get((client_id, seq))
+        return self._unwritten.get(delivery)
 
-    def finish(self, client_id: str, seq: int) -> Deferred | None:
-        """Take a delivery off its message's list (None if it was not listed)."""
-        key = (client_id, seq)
-        entry = self._unwritten.pop(key, None)
+    def finish(self, delivery: Delivery) -> Deferred | None:
+        """Take a delivery off its message's list (None if it was not listed), while it
+        still counts in the message's ``stored_deliveries``."""
+        entry = self._unwritten.pop(delivery, None)
         if entry is None:
-            entry = self._written.pop(key, None)
+            entry = self._written.pop(delivery, None)
             if entry is None:
                 return None
         else:
-            self._forget_unwritten_of(client_id, seq)
-        message = entry.delivery.message
+            self._forget_unwritten_of(entry.client_id, delivery)
+        message = delivery.message
         store_id = message.store_id
         listed = self._by_message[store_id]
-        del listed[key]
-        if not listed:
+        if listed is entry:
             del self._by_message[store_id]
-        self._changed[store_id] = message
+        else:
+            assert isinstance(listed, dict)
+            del listed[delivery]
+            if not listed:
+                del self._by_message[store_id]
+        if message.stored_deliveries > 1:  # else the row goes with this delivery
+            self._changed[store_id] = message
         return entry
 
     def fall_due(self, now: float) -> list[Deferred]:
@@ -110,7 +125,7 @@ class DeferredDeliveries:
         for key in keys:
             entry = self._written[key] = unwritten.pop(key)
             entry.written = True
-            self._forget_unwritten_of(*key)
+            self._forget_unwritten_of(entry.client_id, key)
             due.append(entry)
         return due
 
@@ -124,16 +139,15 @@ class DeferredDeliveries:
         if of_client is None:
             return []
         unwritten, written = self._unwritten, self._written
-        for seq, entry in of_client.items():
-            key = (client_id, seq)
-            del unwritten[key]
-            written[key] = entry
+        for delivery, entry in of_client.items():
+            del unwritten[delivery]
+            written[delivery] = entry
             entry.written = True
         return list(of_client.values())
 
-    def _forget_unwritten_of(self, client_id: str, seq: int) -> None:
+    def _forget_unwritten_of(self, client_id: str, delivery: Delivery) -> None:
         of_client = self._unwritten_of[client_id]
-        del of_client[seq]
+        del of_client[delivery]
         if not of_client:
             del self._unwritten_of[client_id]
 
@@ -154,8 +168,8 @@ class DeferredDeliveries:
                 listed = by_message.get(store_id)
                 if listed is None:
                     texts.append((store_id, None))
-                elif len(listed) == 1:  # the usual case, made short
-                    texts.append((store_id, _entry_text(*listed.values())))
+                elif isinstance(listed, Deferred):
+                    texts.append((store_id, _entry_text(listed)))
                 else:
                     texts.append((store_id, encode_recipients(listed.values())))
         return texts
@@ -169,14 +183,9 @@ def encode_recipients(entries: Iterable[Deferred]) -> str:
 def _entry_text(entry: Deferred) -> str:
     delivery = entry.delivery
     ids = delivery.subscription_ids
-    return SEPARATOR.join(
-        (
-            entry.client_id,
-            str(delivery.seq),
-            "1" if delivery.retain else "",
-            ",".join(map(str, ids)) if ids else "",
-        )
-    )
+    retain = "1" if delivery.retain else ""
+    listed_ids = ",".join(map(str, ids)) if ids else ""
+    return f"{entry.client_id}{SEPARATOR}{delivery.seq}{SEPARATOR}{retain}{SEPARATOR}{listed_ids}"
 
 
 def decode_recipients(text: str) -> Iterator[tuple[str, int, bool, str]]:

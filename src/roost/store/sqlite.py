@@ -30,7 +30,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from roost.codec import PacketType, Will
+from roost.codec import NO_PROPERTIES, PacketType, Will
 from roost.codec.primitives import WILL_PROPERTIES
 from roost.errors import StoreError
 from roost.message import Message
@@ -39,6 +39,7 @@ from roost.store.base import LoadedState
 from roost.store.batching import BatchingStore, Op
 from roost.store.deferred import Deferred, DeferredDeliveries, decode_recipients
 from roost.store.records import (
+    EMPTY_PROPERTY_SECTION,
     WallClock,
     owner_text,
     properties_blob,
@@ -155,7 +156,19 @@ _MESSAGE_INSERT = (
 # A message saved again while its row is still there (a retained one) keeps the row; its
 # list is rewritten (store.deferred).
 _MESSAGE_CONFLICT = " ON CONFLICT (id) DO UPDATE SET recipients = excluded.recipients"
-_SAVE_MESSAGE = _MESSAGE_INSERT + " (?, ?, ?, ?, ?, ?, ?, ?, ?)" + _MESSAGE_CONFLICT
+_message_rows = values(_MESSAGE_INSERT, 9, _MESSAGE_CONFLICT)
+_SAVE_MESSAGE = _message_rows(1)
+# The usual message, without properties or expiry, with those columns as SQL literals: the
+# sqlite3 module binds None and bytes through its adapter registry, which costs the writer
+# more than the rest of the row (payloads are bound as bytearray, which it binds directly).
+_plain_message_rows = values(
+    "INSERT INTO messages (id, topic, payload, qos, retain, origin, recipients, properties,"
+    " expires_at) VALUES",
+    7,
+    _MESSAGE_CONFLICT,
+    (f"X'{EMPTY_PROPERTY_SECTION.hex()}'", "NULL"),
+)
+_SAVE_PLAIN_MESSAGE = _plain_message_rows(1)
 _SAVE_RECIPIENTS = "UPDATE messages SET recipients = ? WHERE id = ?"
 _DELIVERY_INSERT = (
     "INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain,"
@@ -176,7 +189,8 @@ _DELETE_MESSAGE = _DELETE_MESSAGES.format("?")
 _DELETE_MESSAGE_RUN = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
 _PLAN = BatchPlan(
     (
-        Kind(_SAVE_MESSAGE, 0, values(_MESSAGE_INSERT, 9, _MESSAGE_CONFLICT)),
+        Kind(_SAVE_MESSAGE, 0, _message_rows),
+        Kind(_SAVE_PLAIN_MESSAGE, 0, _plain_message_rows),
         Kind(_SAVE_DELIVERY, 1, values(_DELIVERY_INSERT, 8)),
         Kind(_UPDATE_DELIVERY, 2, None),
         Kind(  # an OR of primary-key lookups: SQLite would scan for a row-value IN
@@ -429,10 +443,8 @@ class SqliteStore(BatchingStore):
         for delivery in chain(sent, session.queue):
             if delivery.seq:  # stored (queued QoS 0 never is)
                 self._cancel_insert(client_id, delivery)
-                listed = self._deferred.finish(client_id, delivery.seq)
-                self._release(delivery.message)
-                if listed is not None:
-                    self._list_changed(delivery.message)
+                listed = self._deferred.finish(delivery)
+                self._release(delivery.message, listed is not None)
 
     def save_subscription(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions
@@ -461,29 +473,38 @@ class SqliteStore(BatchingStore):
         that row (store.deferred); any other gets a row of its own."""
         message = delivery.message
         store_id = message.store_id
-        if not store_id:
+        message.stored_deliveries += 1
+        if not store_id:  # its first: the insert creates the row, which may list it
             store_id = message.store_id = self._next_message_id
             self._next_message_id += 1
             self._new_messages.add(store_id)
-        message.stored_deliveries += 1
-        if store_id not in self._unwritten_messages:
-            # Always: the row goes when its last delivery does, and a message kept in
-            # memory (a retained one) may be delivered again later.
-            row = self._message_row(message, store_id)
-            row.append(None)  # its list of deliveries, set when the batch is handed over
-            self._unwritten_messages[store_id] = self._record([_SAVE_MESSAGE, row])
-            if store_id not in self._new_messages:  # the row may hold an older list
-                self._deferred.touch(message)
-                self._gone.discard(store_id)  # and stays
-        if delivery.qos == 1 and store_id in self._new_messages:
-            if message.stored_deliveries == 1:
+            insert = self._unwritten_messages[store_id] = self._record(
+                self._message_insert(message)
+            )
+            if delivery.qos == 1:
                 self._listed_only.add(store_id)
-            self._deferred.add(client_id, delivery, self._loop.time() + self._defer)
-            if self._promotion is None:
-                self._promotion = self._loop.call_later(self._defer, self._write_due)
+                self._list(client_id, delivery, insert)
+                return
+        elif store_id not in self._unwritten_messages:
+            # Always: the row goes when its last delivery does, and a message kept in
+            # memory (a retained one) may be delivered again later. The row may hold an
+            # older list, and stays.
+            self._unwritten_messages[store_id] = self._record(self._message_insert(message))
+            self._deferred.touch(message)
+            self._gone.discard(store_id)
+        elif delivery.qos == 1 and store_id in self._new_messages:
+            self._list(client_id, delivery, self._unwritten_messages[store_id])
             return
         self._write_listed(self._deferred.write_all_of(client_id))  # (see write_all_of)
         self._insert_delivery(client_id, delivery, OutboundState.QUEUED, 0)
+
+    def _list(self, client_id: str, delivery: Delivery, insert: Op) -> None:
+        """List a QoS 1 delivery in the ``insert`` of its message's row."""
+        text = self._deferred.add(client_id, delivery, self._loop.time() + self._defer)
+        if text is not None:
+            insert[1][-1] = text
+        if self._promotion is None:
+            self._promotion = self._loop.call_later(self._defer, self._write_due)
 
     def _insert_delivery(
         self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
@@ -515,6 +536,24 @@ class SqliteStore(BatchingStore):
         for entry in entries:
             self._insert_delivery(entry.client_id, entry.delivery, entry.state, entry.packet_id)
 
+    def _message_insert(self, message: Message) -> Op:
+        """The insert of ``message``'s row; its last parameter, the list of deliveries, is
+        set as its first delivery is listed, and again at the hand-over if it changed."""
+        if message.properties is NO_PROPERTIES and message.expires_at is None:
+            row = [
+                message.store_id,
+                message.topic,
+                bytearray(message.payload),
+                message.qos,
+                int(message.retain),
+                message.origin,
+                None,
+            ]
+            return [_SAVE_PLAIN_MESSAGE, row]
+        row = self._message_row(message, message.store_id)
+        row.append(None)
+        return [_SAVE_MESSAGE, row]
+
     def _message_row(self, message: Message, key: int | str) -> list[Any]:
         properties = properties_blob(message.properties, PacketType.PUBLISH)
         expires_at = message.expires_at
@@ -532,7 +571,7 @@ class SqliteStore(BatchingStore):
     def update_delivery(
         self, client_id: str, delivery: Delivery, state: OutboundState, packet_id: int
     ) -> None:
-        listed = self._deferred.unwritten(client_id, delivery.seq)
+        listed = self._deferred.unwritten(delivery)
         if listed is not None:  # its row, if it gets one, says so
             listed.state = state
             listed.packet_id = packet_id
@@ -544,30 +583,27 @@ class SqliteStore(BatchingStore):
             insert[1] = (*insert[1][:6], int(state), packet_id)
 
     def delete_delivery(self, client_id: str, delivery: Delivery) -> None:
-        listed = self._deferred.finish(client_id, delivery.seq)
+        listed = self._deferred.finish(delivery)
         has_row = listed is None or listed.written
         if has_row and not self._cancel_insert(client_id, delivery):
             self._sql(_DELETE_DELIVERY, (client_id, delivery.seq))
-        self._release(delivery.message)
-        if listed is not None:
-            self._list_changed(delivery.message)
+        self._release(delivery.message, listed is not None)
 
     def _list_changed(self, message: Message) -> None:
-        """A delivery left ``message``'s list. Unless the row goes, or is still to be
-        inserted (it gets the list then), record an update of the list, filled in when
-        the batch is handed over (one per message and batch)."""
+        """A delivery left the list of ``message``, whose row stays. Unless the row is
+        still to be inserted (it gets the list then), record an update of the list,
+        filled in when the batch is handed over (one per message and batch)."""
         store_id = message.store_id
-        if (
-            message.stored_deliveries
-            and store_id not in self._unwritten_messages
-            and store_id not in self._list_updates
-        ):
+        if store_id not in self._unwritten_messages and store_id not in self._list_updates:
             self._list_updates[store_id] = self._record([_SAVE_RECIPIENTS, [None, store_id]])
 
-    def _release(self, message: Message) -> None:
-        """One stored delivery fewer holds ``message``: its row goes with the last one."""
+    def _release(self, message: Message, unlisted: bool) -> None:
+        """One stored delivery fewer holds ``message``: its row goes with the last one.
+        While it stays, the delivery that went is off its list if ``unlisted``."""
         message.stored_deliveries -= 1
         if message.stored_deliveries > 0:
+            if unlisted:
+                self._list_changed(message)
             return
         store_id = message.store_id
         insert = self._unwritten_messages.pop(store_id, None)
@@ -653,7 +689,7 @@ class SqliteStore(BatchingStore):
         updates = self._list_updates
         for store_id, text in self._deferred.take_changed():
             if op := unwritten.get(store_id):  # (cleared: the row is never written)
-                op[1][8] = text
+                op[1][-1] = text
             if op := updates.get(store_id):  # (none once a write failed)
                 op[1][0] = text
 

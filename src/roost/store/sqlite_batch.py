@@ -40,9 +40,12 @@ class Kind:
         self.many = cache(many) if many is not None else None
 
 
-def values(insert: str, width: int, tail: str = "") -> Callable[[int], str]:
-    """``insert`` ("INSERT ... VALUES"), n tuples of ``width`` parameters, ``tail``."""
-    one = "(" + ", ".join("?" * width) + ")"
+def values(
+    insert: str, width: int, tail: str = "", literals: Sequence[str] = ()
+) -> Callable[[int], str]:
+    """``insert`` ("INSERT ... VALUES"), n tuples of ``width`` parameters followed by the
+    SQL ``literals`` (columns every row of the kind has the same value in), ``tail``."""
+    one = "(" + ", ".join(["?"] * width + list(literals)) + ")"
     return lambda n: insert + " " + ", ".join([one] * n) + tail
 
 
