@@ -347,7 +347,8 @@ class Session:
     # -- outbound messages ----------------------------------------------------------------
 
     def enqueue(self, delivery: Delivery, limit: int, now: float) -> bool:
-        """Queue a delivery; False if it was dropped.
+        """Queue a delivery; False if a delivery was dropped for want of room (this one,
+        or the oldest queued QoS 0 one that made room for it): the caller counts it.
 
         Drop policy when ``limit`` deliveries are queued: expired messages are removed
         first [MQTT-3.3.2-5]; then the oldest queued QoS 0 message is dropped to make room;
@@ -359,17 +360,20 @@ class Session:
             if limit <= 0:
                 return False
             queue = self.queue = DeliveryQueue()
+        made_room = True
         if len(queue) >= limit:
             for expired in queue.pop_expired(now):
                 self.discard(expired)
-            if len(queue) >= limit and queue.pop_oldest_qos0() is None:
-                return False
+            if len(queue) >= limit:
+                if queue.pop_oldest_qos0() is None:
+                    return False
+                made_room = False
         queue.append(delivery)
         if delivery.qos and self.store is not None:
             delivery.seq = self.next_seq
             self.next_seq += 1
             self.store.save_delivery(self.client_id, delivery)
-        return True
+        return made_room
 
     @property
     def queued_qos0(self) -> int:

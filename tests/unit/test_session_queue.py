@@ -68,8 +68,8 @@ def test_dropping_the_oldest_qos0_does_not_grow_with_the_queue() -> None:
         session = full_of_qos1_then_qos0(size)
 
         def enqueue_500() -> None:
-            for index in range(500):
-                assert session.enqueue(delivery(f"q0/{index}", 0), size, 1.0)
+            for index in range(500):  # each makes room by dropping the oldest QoS 0
+                assert not session.enqueue(delivery(f"q0/{index}", 0), size, 1.0)
 
         work = reads_during(enqueue_500)
         assert len(session.queue) == size
@@ -142,7 +142,8 @@ def test_expired_messages_leave_a_full_queue_before_any_qos0() -> None:
     session.enqueue(delivery("long", 1, expiry=50), 3, 0.0)
     assert session.enqueue(delivery("new", 1), 3, 5.0)
     assert topics(session) == ["q0", "long", "new"]
-    assert session.enqueue(delivery("newer", 1), 3, 5.0)  # nothing expired: QoS 0 goes
+    # nothing expired: the QoS 0 message is dropped for it, and the caller told so
+    assert not session.enqueue(delivery("newer", 1), 3, 5.0)
     assert topics(session) == ["long", "new", "newer"]
     assert session.queued_qos0 == 0
 
@@ -214,18 +215,20 @@ def test_queue_follows_a_model_of_the_drop_policy(
         if kind == "enqueue":
             name = f"m{index}"
             entry = (name, qos, None if amount is None else now + amount)
-            expected = True
+            queued = nothing_dropped = True
             if len(model) >= limit:
                 model = [e for e in model if e[2] is None or now < e[2]]
             if len(model) >= limit:
+                nothing_dropped = False
                 oldest_qos0 = next((i for i, e in enumerate(model) if e[1] == 0), None)
                 if oldest_qos0 is None:
-                    expected = False
+                    queued = False
                 else:
                     del model[oldest_qos0]
-            if expected:
+            if queued:
                 model.append(entry)
-            assert session.enqueue(delivery(name, qos, amount, now), limit, now) is expected
+            result = session.enqueue(delivery(name, qos, amount, now), limit, now)
+            assert result is nothing_dropped
         elif kind == "advance":
             now += amount or 0
         elif kind == "send" and model:
