@@ -374,7 +374,7 @@ class ClusterNode:
             try:
                 if isinstance(record, Relayed):
                     message = record.message
-                    if message.qos and not pacing.has_room(message):
+                    if not pacing.has_room(message):
                         await pacing.room(message)
                     core.publish_relayed(message, record.shared)
                 elif isinstance(record, Kick):
