@@ -197,7 +197,9 @@ def test_a_qos0_burst_from_another_node_reaches_a_prompt_subscriber_whole_and_in
     burst arrives in entries of thousands, which are handed over no faster than the
     subscriber's queue empties, so none is dropped."""
     count = 20_000
-    a, b = cluster.start(2, "--http-port", "0")  # default queue limits
+    # default queue limits; the subscriber may hold the inbox back for as long as the
+    # test takes (a loaded machine reads the 40 MB slowly)
+    a, b = cluster.start(2, "--http-port", "0", "--inbox-hold-ms", "600000")
     subscriber = subscribed(raw, b, "prompt", "flow/#")
     wait_routed(raw, a, [subscriber])
     burst_reaches(subscriber, a, b, count, publish_at_once)
