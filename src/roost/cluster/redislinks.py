@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -55,7 +55,7 @@ class PipelinedLink:
     def when_ready(self, callback: Callable[[], None]) -> None:
         self._waiting.append(callback)
         if self._opening is None:
-            self._opening = asyncio.get_running_loop().create_task(self._open())
+            self._opening = asyncio.get_running_loop().create_task(self._get_ready(self._connect()))
 
     def send(self, pipe: Any, on_results: OnResults) -> None:
         connection = self._connection
@@ -67,16 +67,13 @@ class PipelinedLink:
         self._rounds.append(([(args[0], options) for args, options in stack], on_results))
         self._sent.set()
         if writer.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
-            self._opening = asyncio.get_running_loop().create_task(self._drain(writer))
+            self._opening = asyncio.get_running_loop().create_task(self._get_ready(writer.drain()))
 
-    async def _open(self) -> None:
+    async def _get_ready(self, step: Coroutine[Any, Any, None]) -> None:
+        """Run ``step`` (connecting, or waiting until Redis has taken what is written,
+        while new rounds wait and grow), then tell who waits for the link."""
         try:
-            if self._connection is None:
-                pool = self._client.connection_pool
-                connection = pool.connection_class(**pool.connection_kwargs)
-                await connection.connect()
-                self._connection = connection
-                self._reader = asyncio.get_running_loop().create_task(self._read(connection))
+            await step
         except (RedisError, OSError) as exc:
             self._fail(exc)
             return
@@ -84,16 +81,13 @@ class PipelinedLink:
             self._opening = None
         self._tell_ready()
 
-    async def _drain(self, writer: asyncio.StreamWriter) -> None:
-        """Redis is behind: new rounds wait (and grow) until it has taken what is written."""
-        try:
-            await writer.drain()
-        except (ConnectionError, OSError) as exc:
-            self._fail(exc)
-            return
-        finally:
-            self._opening = None
-        self._tell_ready()
+    async def _connect(self) -> None:
+        if self._connection is None:
+            pool = self._client.connection_pool
+            connection = pool.connection_class(**pool.connection_kwargs)
+            await connection.connect()
+            self._connection = connection
+            self._reader = asyncio.get_running_loop().create_task(self._read(connection))
 
     def _tell_ready(self) -> None:
         waiting, self._waiting = self._waiting, []
