@@ -196,10 +196,11 @@ def test_full_queue_drops_the_oldest_qos0_first() -> None:
     session = Session("c")
     for name, qos in [("a", 1), ("b", 0), ("c", 1), ("d", 0)]:
         assert session.enqueue(delivery(name, qos), limit=4, now=0.0)
-    assert session.enqueue(delivery("e", 1), limit=4, now=0.0)
+    # each is queued, and reported as having cost a drop (the oldest QoS 0)
+    assert not session.enqueue(delivery("e", 1), limit=4, now=0.0)
     assert topics(session) == ["a", "c", "d", "e"]
     assert session.queued_qos0 == 1
-    assert session.enqueue(delivery("f", 0), limit=4, now=0.0)
+    assert not session.enqueue(delivery("f", 0), limit=4, now=0.0)
     assert topics(session) == ["a", "c", "e", "f"]
     assert session.queued_qos0 == 1
 
@@ -240,17 +241,18 @@ def test_drop_policy_model(qoses: list[int], limit: int) -> None:
     session = Session("c")
     model: list[tuple[int, int]] = []  # (index, qos)
     for index, qos in enumerate(qoses):
-        accepted = session.enqueue(delivery(str(index), qos), limit, now=0.0)
-        expected = True
-        if len(model) >= limit:
+        nothing_dropped = session.enqueue(delivery(str(index), qos), limit, now=0.0)
+        room = len(model) < limit  # else this one or the oldest QoS 0 one is dropped
+        queued = True
+        if not room:
             oldest_qos0 = next((i for i, entry in enumerate(model) if entry[1] == 0), None)
             if oldest_qos0 is None:
-                expected = False
+                queued = False
             else:
                 del model[oldest_qos0]
-        if expected:
+        if queued:
             model.append((index, qos))
-        assert accepted is expected
+        assert nothing_dropped is room
         assert len(session.queue) <= max(limit, 0)
     assert topics(session) == [str(index) for index, _ in model]
     assert session.queued_qos0 == sum(1 for _, qos in model if qos == 0)
