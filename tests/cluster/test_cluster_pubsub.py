@@ -107,3 +107,15 @@ def test_a_shared_group_spanning_nodes_gets_each_message_once(
     assert sorted(delivered) == sorted(f"job-{n}".encode() for n in range(total))
     for member in members:  # spread over the nodes, not all on one
         assert len(jobs_of(member)) >= total // 6
+
+
+def test_a_subscription_on_a_node_that_just_joined_is_routed_at_once(
+    cluster: Cluster, clients: Clients
+) -> None:
+    """Node n0 learns of n1 from its periodic read of the members (every 10 s here) and
+    then follows n1's route announcements: the first of them is read at once, not when a
+    listener that followed nobody before wakes up again (up to 10 s later)."""
+    first, second = cluster.start(2, "--node-timeout-ms", "40000")
+    subscriber = clients.connect(second, "sub")
+    subscriber.sub("fresh/#")
+    wait_routed(clients, first, subscriber, "fresh/probe", timeout=2.0)

@@ -49,6 +49,7 @@ class RouteSync:
         self._ops: list[str] = []  # "+filter", "-filter", "=" (empty the set)
         self._queued = False
         self._pubsub: Any = redis.pubsub()
+        self._following = asyncio.Event()  # set once a node is followed: listen then
 
     # -- this node's routes -------------------------------------------------------------------
 
@@ -93,6 +94,7 @@ class RouteSync:
     async def follow(self, node: str) -> None:
         """Start following a node that joined: its announcements, then its whole set."""
         await self._pubsub.ssubscribe(keys.routes_channel(node))
+        self._following.set()
         await self.load(node)
 
     async def load(self, node: str) -> None:
@@ -119,7 +121,11 @@ class RouteSync:
         """Apply the announcements of the nodes followed (a task, until cancelled)."""
         while True:
             if not self._pubsub.subscribed:
-                await asyncio.sleep(self.interval)
+                # Following no node (yet): wait for the first one, not for a fixed time,
+                # so that its first announcement is read at once.
+                self._following.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._following.wait(), self.interval)
                 continue
             try:
                 message = await self._pubsub.get_message(
