@@ -16,7 +16,7 @@ from redis_store_helpers import close, open_store
 from roost.cluster import keys, scripts
 from roost.cluster.localserver import LocalServer
 from roost.message import Message
-from roost.session import SubscriptionOptions
+from roost.session import Session, SubscriptionOptions
 from roost.store.redis import RedisStore
 from store_helpers import commit
 from store_scenarios import persistent
@@ -38,6 +38,13 @@ class NodeA:
         self.store: RedisStore = open_store(server, loop)
         self.events: list[str] = []
         self.store.fence_writes("A", lambda client_ids: self.events.append(f"refused {client_ids}"))
+
+    def owned(self, peek: redis.Redis, client_id: str) -> tuple[Session, int]:
+        """A claims ``client_id`` (owned by no node before) and keeps its session,
+        written under that claim: the session and the claim's epoch."""
+        epoch = claim(peek, client_id, "A", "")
+        self.store.fence(client_id, epoch)
+        return persistent(client_id, self.store), epoch
 
     def commit(self, label: str) -> None:
         self.store.after_commit(lambda: self.events.append(f"acknowledged {label}"))
@@ -69,9 +76,7 @@ def subscriptions(peek: redis.Redis, client_id: str) -> set[bytes]:
 def test_the_owner_writes_and_a_node_that_lost_the_client_id_cannot(
     node_a: NodeA, peek: redis.Redis
 ) -> None:
-    epoch = claim(peek, "x", "A", "")
-    node_a.store.fence("x", epoch)
-    session = persistent("x", node_a.store)
+    session, _ = node_a.owned(peek, "x")
     session.subscribe("mine", SubscriptionOptions(1))
     node_a.commit("first")
     assert subscriptions(peek, "x") == {b"mine"}
@@ -88,9 +93,7 @@ def test_the_owner_writes_and_a_node_that_lost_the_client_id_cannot(
 def test_a_node_handing_a_session_over_writes_until_the_new_owner_ends_the_handover(
     node_a: NodeA, peek: redis.Redis
 ) -> None:
-    epoch = claim(peek, "x", "A", "")
-    node_a.store.fence("x", epoch)
-    session = persistent("x", node_a.store)
+    session, _ = node_a.owned(peek, "x")
     new_epoch = claim(peek, "x", "B", "A")  # A is told to let go: its last writes land
     session.subscribe("last", SubscriptionOptions(1))
     node_a.commit("last writes")
@@ -108,8 +111,7 @@ def test_a_later_claim_of_the_same_node_keeps_its_earlier_writes_valid(
 ) -> None:
     """A client that reconnects to the node that has it moves the epoch on while writes
     recorded under the earlier claim may still be on their way."""
-    node_a.store.fence("x", claim(peek, "x", "A", ""))
-    session = persistent("x", node_a.store)
+    session, _ = node_a.owned(peek, "x")
     session.subscribe("before", SubscriptionOptions(1))
     claim(peek, "x", "A", "A")
     node_a.commit("both claims")
@@ -120,10 +122,8 @@ def test_a_later_claim_of_the_same_node_keeps_its_earlier_writes_valid(
 def test_refused_writes_leave_the_other_writes_of_their_batch_in_place(
     node_a: NodeA, peek: redis.Redis
 ) -> None:
-    node_a.store.fence("lost", claim(peek, "lost", "A", ""))
-    node_a.store.fence("kept", claim(peek, "kept", "A", ""))
-    lost = persistent("lost", node_a.store)
-    kept = persistent("kept", node_a.store)
+    lost, _ = node_a.owned(peek, "lost")
+    kept, _ = node_a.owned(peek, "kept")
     end_handover(peek, "lost", "B", claim(peek, "lost", "B", "A"))
     lost.subscribe("a", SubscriptionOptions(1))
     kept.subscribe("b", SubscriptionOptions(1))
@@ -142,9 +142,7 @@ def test_refused_writes_leave_the_other_writes_of_their_batch_in_place(
 def test_releasing_forgets_the_owner_record_only_under_the_same_claim(
     node_a: NodeA, peek: redis.Redis
 ) -> None:
-    first = claim(peek, "x", "A", "")
-    node_a.store.fence("x", first)
-    session = persistent("x", node_a.store)
+    session, first = node_a.owned(peek, "x")
     session.subscribe("t", SubscriptionOptions(1))
     claim(peek, "x", "A", "A")  # claimed again: the release of the first claim is stale
     node_a.store.release_owner("x")
