@@ -10,27 +10,28 @@ from pathlib import Path
 
 from roost.message import Message
 from roost.session import Delivery, OutboundState, Session, SubscriptionOptions
+from roost.store.sqlite import SqliteStore
 from store_helpers import commit, count, open_store, query, run_until, stored_deliveries
 from store_scenarios import described, persistent
 
 NEVER = 3600.0  # a delay no test waits for: listed deliveries stay listed
 
 
-def subscriber(store_path: Path, loop: asyncio.AbstractEventLoop) -> tuple[Session, Session]:
-    """Sessions "sub" and "other", as the broker would record them."""
+def subscriber(
+    store_path: Path, loop: asyncio.AbstractEventLoop
+) -> tuple[SqliteStore, Session, Session]:
+    """A store and its sessions "sub" and "other", as the broker would record them."""
     store = open_store(store_path, loop, defer_seconds=NEVER)
     sub, other = persistent("sub", store), persistent("other", store)
     sub.subscribe("t/#", SubscriptionOptions(2, identifier=5))
     other.subscribe("t/#", SubscriptionOptions(1))
-    return sub, other
+    return store, sub, other
 
 
 def test_listed_deliveries_are_rebuilt_in_order_after_a_crash(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
-    sub, other = subscriber(tmp_path, loop)
-    store = sub.store
-    assert store is not None
+    store, sub, other = subscriber(tmp_path, loop)
     qos2 = Delivery(Message("t/1", b"one", 2, False), 2, False, (5,))
     sub.send(qos2, sub.allocate_packet_id())  # QoS 2 keeps a row of its own
     sent = Delivery(Message("t/2", b"two", 1, False), 1, False, (5,))
@@ -89,13 +90,12 @@ def test_a_delivery_unfinished_after_the_delay_gets_its_own_row(
 def test_close_gives_listed_deliveries_their_rows(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
-    sub, _ = subscriber(tmp_path, loop)
+    store, sub, _ = subscriber(tmp_path, loop)
     sub.next_packet_id = 42
     sub.send(Delivery(Message("t/1", b"sent", 1, False), 1, False, (5,)), sub.allocate_packet_id())
     sub.enqueue(Delivery(Message("t/2", b"queued", 1, False), 1, False, (5,)), 10, now=0.0)
     expected = described(sub)
-    assert sub.store is not None
-    sub.store.close()
+    store.close()
 
     reopened = open_store(tmp_path, loop)
     loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
@@ -121,9 +121,7 @@ def test_a_listed_delivery_of_a_session_that_is_gone_is_not_rebuilt(
 def test_a_message_saved_again_after_its_listed_delivery_finished_lists_nothing_stale(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
-    sub, other = subscriber(tmp_path, loop)
-    store = sub.store
-    assert store is not None
+    store, sub, other = subscriber(tmp_path, loop)
     retained = Message("t/r", b"kept", 1, True)  # kept in memory: delivered again later
     packet_id = sub.allocate_packet_id()
     sub.send(Delivery(retained, 1, False, (5,)), packet_id)
@@ -144,9 +142,7 @@ def test_a_message_saved_again_after_its_listed_delivery_finished_lists_nothing_
 def test_finished_messages_are_deleted_and_no_others(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
-    sub, _ = subscriber(tmp_path, loop)
-    store = sub.store
-    assert store is not None
+    store, sub, _ = subscriber(tmp_path, loop)
     for index in range(1, 8):
         sub.send(Delivery(Message("t", b"%d" % index, 1, False), 1, False), index)
     commit(store, loop)
@@ -164,9 +160,7 @@ def test_a_list_updated_then_saved_again_in_one_batch_keeps_its_deliveries(
     """A retained message listed for two sessions: one finishes (its list is to be
     rewritten) and, in the same batch, a third session is given the message again (its
     row is saved again). Both carry the list; the one still listed survives a crash."""
-    sub, other = subscriber(tmp_path, loop)
-    store = sub.store
-    assert store is not None
+    store, sub, other = subscriber(tmp_path, loop)
     late = persistent("late", store)  # subscribes later
     retained = Message("t/r", b"kept", 1, True)
     sub.enqueue(Delivery(retained, 1, True, (5,)), 10, now=0.0)  # offline: stays listed
@@ -193,9 +187,7 @@ def test_a_crash_keeps_each_sessions_send_order(
     """A QoS 1 and then a QoS 2 message from one publisher, both in flight to a connected
     subscriber when the broker is killed: on resume the session sends them again in that
     order (what is in flight is resent first, then the queue)."""
-    sub, _ = subscriber(tmp_path, loop)
-    store = sub.store
-    assert store is not None
+    store, sub, _ = subscriber(tmp_path, loop)
     first = Delivery(Message("t/1", b"first", 1, False, origin="pub"), 1, False, (5,))
     sub.send(first, sub.allocate_packet_id())
     second = Delivery(Message("t/1", b"second", 2, False, origin="pub"), 2, False, (5,))
@@ -218,9 +210,7 @@ def test_a_session_started_clean_does_not_inherit_its_predecessors_listed_delive
     """The old session's listed delivery (seq 1) leaves its message's list in the batch that
     deletes the session; the new session of the same client id, whose first delivery has seq
     1 too, gets only its own after a crash."""
-    sub, other = subscriber(tmp_path, loop)
-    store = sub.store
-    assert store is not None
+    store, sub, other = subscriber(tmp_path, loop)
     shared = Message("t/s", b"old", 1, False)
     sub.enqueue(Delivery(shared, 1, False, (5,)), 10, now=0.0)
     other.enqueue(Delivery(shared, 1, False), 10, now=0.0)  # keeps the message's row
