@@ -28,6 +28,15 @@ def subscriber(
     return store, sub, other
 
 
+def sessions_reopened(store_path: Path, loop: asyncio.AbstractEventLoop) -> dict[str, Session]:
+    """The sessions a store opened again on ``store_path`` loads, by client id (that store
+    is closed then: what loading rewrote is on file)."""
+    reopened = open_store(store_path, loop)
+    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    reopened.close()
+    return loaded
+
+
 def test_listed_deliveries_are_rebuilt_in_order_after_a_crash(
     tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
@@ -49,8 +58,7 @@ def test_listed_deliveries_are_rebuilt_in_order_after_a_crash(
     expected = described(sub)
 
     # The first store is never closed, as after SIGKILL.
-    reopened = open_store(tmp_path, loop)
-    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    loaded = sessions_reopened(tmp_path, loop)
     rebuilt = described(loaded["sub"])
     # Back in order; the one that was in flight is queued again (its row never existed).
     assert rebuilt["inflight"] == [expected["inflight"][0]]
@@ -64,7 +72,6 @@ def test_listed_deliveries_are_rebuilt_in_order_after_a_crash(
         ("sub", 2),
         ("sub", 3),
     ]
-    reopened.close()
     store.close()
 
 
@@ -97,10 +104,8 @@ def test_close_gives_listed_deliveries_their_rows(
     expected = described(sub)
     store.close()
 
-    reopened = open_store(tmp_path, loop)
-    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    loaded = sessions_reopened(tmp_path, loop)
     assert described(loaded["sub"]) == expected  # in flight again under packet id 42
-    reopened.close()
 
 
 def test_a_listed_delivery_of_a_session_that_is_gone_is_not_rebuilt(
@@ -131,11 +136,9 @@ def test_a_message_saved_again_after_its_listed_delivery_finished_lists_nothing_
     commit(store, loop)
     assert stored_deliveries(tmp_path) == [("other", 1)]
 
-    reopened = open_store(tmp_path, loop)  # after a crash
-    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    loaded = sessions_reopened(tmp_path, loop)  # after a crash
     assert list(loaded["sub"].queue) == []
     assert [d.message.payload for d in loaded["other"].queue] == [b"kept"]
-    reopened.close()
     store.close()
 
 
@@ -174,10 +177,8 @@ def test_a_list_updated_then_saved_again_in_one_batch_keeps_its_deliveries(
     commit(store, loop)
     assert stored_deliveries(tmp_path) == [("late", 1), ("sub", 1)]
 
-    reopened = open_store(tmp_path, loop)  # after a crash
-    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    loaded = sessions_reopened(tmp_path, loop)  # after a crash
     assert [d.message.payload for d in loaded["sub"].queue] == [b"kept"]
-    reopened.close()
     store.close()
 
 
@@ -194,13 +195,11 @@ def test_a_crash_keeps_each_sessions_send_order(
     sub.send(second, sub.allocate_packet_id())
     commit(store, loop)
 
-    reopened = open_store(tmp_path, loop)  # after a crash
-    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    loaded = sessions_reopened(tmp_path, loop)  # after a crash
     resumed = loaded["sub"]
     resent = [f.delivery.message.payload for f in resumed.inflight.values()]
     resent += [d.message.payload for d in resumed.queue]
     assert resent == [b"first", b"second"]
-    reopened.close()
     store.close()
 
 
@@ -221,9 +220,7 @@ def test_a_session_started_clean_does_not_inherit_its_predecessors_listed_delive
     fresh.enqueue(Delivery(Message("t/n", b"new", 1, False), 1, False), 10, now=0.0)
     commit(store, loop)
 
-    reopened = open_store(tmp_path, loop)  # after a crash
-    loaded = {session.client_id: session for session in reopened.load(0.0).sessions}
+    loaded = sessions_reopened(tmp_path, loop)  # after a crash
     assert [(d.seq, d.message.payload) for d in loaded["sub"].queue] == [(1, b"new")]
     assert [d.message.payload for d in loaded["other"].queue] == [b"old"]
-    reopened.close()
     store.close()
