@@ -61,6 +61,35 @@ class Message:
         if frame:
             self._encoded = {(frame_level == MQTT_5, retain): frame}
 
+    @classmethod
+    def from_packet(
+        cls,
+        topic: str,
+        topic_bytes: bytes,
+        payload: bytes,
+        retain: bool,
+        origin: str,
+        frame: bytes,
+        mqtt5: bool,
+    ) -> Message:
+        """A QoS 0 message without properties, read from its PUBLISH ``frame`` (kept as
+        its encoding). The hot path of relaying: it has no alias or expiry for
+        ``__init__`` to look at, and its topic comes in both forms."""
+        message = cls.__new__(cls)
+        message.topic = topic
+        message.topic_bytes = topic_bytes
+        message.payload = payload
+        message.qos = 0
+        message.retain = retain
+        message.origin = origin
+        message.properties = NO_PROPERTIES
+        message.expires_at = None
+        message.store_id = 0
+        message.stored_deliveries = 0
+        message._properties_bytes = None
+        message._encoded = {(mqtt5, retain): frame}
+        return message
+
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
 

@@ -25,21 +25,21 @@ from roost.errors import MalformedPacket
 from roost.message import Message
 
 
-def relayed_after(waited: float, expiry: int, now: float = 50.0) -> Relayed:
+def relayed_after(waited: float, expiry: int, now: float = 50.0) -> Message:
     message = Message("t", b"x", 1, False, Properties(message_expiry_interval=expiry), now=0.0)
     fields = inbox_entry(encode_publish(message, (), 0.0), wall_now=1000.0)
     (record,) = decode_entry(fields, now, wall_now=1000.0 + waited)
-    assert isinstance(record, Relayed)
+    assert isinstance(record, Message)  # no shared group to serve: no Relayed around it
     return record
 
 
 def test_a_message_expires_counting_from_when_its_entry_was_sent() -> None:
-    assert relayed_after(3.0, 10).message.expires_at == 47.0 + 10
-    assert relayed_after(3.0, 10).message.expired(57.0)
+    assert relayed_after(3.0, 10).expires_at == 47.0 + 10
+    assert relayed_after(3.0, 10).expired(57.0)
 
 
 def test_an_entry_from_a_clock_ahead_of_the_readers_does_not_extend_the_expiry() -> None:
-    assert relayed_after(-5.0, 10).message.expires_at == 50.0 + 10
+    assert relayed_after(-5.0, 10).expires_at == 50.0 + 10
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_records_of_one_batch_come_in_order_with_their_kinds() -> None:
         ]
     )
     first, groups, check = decode_batch(batch, 0.0)
-    assert isinstance(first, Relayed) and first.message.topic == "a" and first.shared == set()
+    assert isinstance(first, Message) and first.topic == "a"
     assert isinstance(groups, ForGroups) and groups.groups == {"$share/g/#"}
     assert isinstance(check, Check) and check.request.properties == RICH.properties
 
@@ -165,8 +165,8 @@ def test_a_message_with_properties_is_not_relayed_as_a_packet_without_them() -> 
     message = Message("t", b"x", 0, False, Properties(content_type="text/plain"))
     message.encode_qos0(MQTT_3_1_1, False, 0.0)
     (relayed,) = decode_batch(encode_publish(message, (), 0.0), 0.0)
-    assert isinstance(relayed, Relayed)
-    assert relayed.message.properties.content_type == "text/plain"
+    assert isinstance(relayed, Message)
+    assert relayed.properties.content_type == "text/plain"
 
 
 @pytest.mark.parametrize("frame", [b"", b"\x30\x00"], ids=["empty", "header only"])
@@ -191,15 +191,11 @@ def test_a_packet_record_without_properties_comes_back_whole(level: int, payload
     props = b"" if level == MQTT_5 else None
     frame = encode_mqtt_publish(b"plant/7", payload, 0, False, False, 0, props, level)
     message = Message("plant/7", payload, 0, False, NO_PROPERTIES, "sensor-7", 0.0, frame, level)
-    (relayed,) = decode_batch(encode_publish(message, (), 0.0), 0.0)
-    assert isinstance(relayed, Relayed)
-    copy = relayed.message
-    assert (copy.topic, copy.payload, copy.origin, copy.properties) == (
-        "plant/7",
-        payload,
-        "sensor-7",
-        NO_PROPERTIES,
-    )
+    (copy,) = decode_batch(encode_publish(message, (), 0.0), 0.0)
+    assert isinstance(copy, Message)
+    fields = (copy.topic, copy.topic_bytes, copy.payload, copy.qos, copy.retain, copy.origin)
+    assert fields == ("plant/7", b"plant/7", payload, 0, False, "sensor-7")
+    assert (copy.properties, copy.expires_at) == (NO_PROPERTIES, None)
     assert copy.encode_qos0(level, False, 0.0) == frame
 
 

@@ -65,3 +65,32 @@ def test_an_entry_not_used_for_two_generations_goes() -> None:
         cache.put(f"k{n}", n)
     assert cache.get("cold") is None
     assert len(cache) <= 4
+
+
+def test_the_cluster_route_table_forgets_cached_destinations_when_a_route_changes() -> None:
+    routes = ClusterRoutes("n0")
+    routes.add("n1", "sensors/#")
+    remote, _ = routes.destinations("sensors/a")
+    assert remote == {"n1": ()}
+    remote["n9"] = ()  # the caller's to change: the cached answer stays as it was
+    assert routes.destinations("sensors/a")[0] == {"n1": ()}
+    routes.add("n2", "sensors/+")
+    assert routes.destinations("sensors/a")[0] == {"n1": (), "n2": ()}
+    routes.remove("n1", "sensors/#")
+    assert routes.destinations("sensors/a")[0] == {"n2": ()}
+    routes.drop_node("n2")
+    assert routes.destinations("sensors/a") == ({}, set())
+
+
+def test_a_shared_group_takes_turns_however_often_its_topic_is_published() -> None:
+    routes = ClusterRoutes("n0")
+    routes.add("n1", "sensors/#")
+    for node in ("n0", "n1", "n2"):
+        routes.add(node, "$share/g/sensors/#")
+    turns = [routes.destinations("sensors/a") for _ in range(6)]
+    assert [(sorted(remote.items()), set(own)) for remote, own in turns[:3]] == [
+        ([("n1", ())], {"$share/g/sensors/#"}),
+        ([("n1", ["$share/g/sensors/#"])], set()),
+        ([("n1", ()), ("n2", ["$share/g/sensors/#"])], set()),
+    ]
+    assert turns[3:] == turns[:3]

@@ -138,6 +138,8 @@ class Adoption:
             return 0
         delivered = 0
         for record in records:
+            if isinstance(record, Message):  # one with no shared group to serve
+                record = Relayed(record, frozenset())
             if isinstance(record, Relayed):
                 self.core.deliver_adopted(record.message, (), self.adopted)
                 if record.shared and self.deal_to_groups is not None:

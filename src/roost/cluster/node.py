@@ -26,7 +26,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection, Container
+from collections.abc import Callable, Collection, Container, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -46,10 +46,12 @@ from roost.cluster.sender import Sender, eval_script, resolve
 from roost.cluster.txrelay import TransactionRelay
 from roost.cluster.wire import (
     GROUPS,
+    Check,
     Decide,
     ForGroups,
     Kick,
     Prepared,
+    Record,
     Relayed,
     Released,
     TransactionSettled,
@@ -248,7 +250,7 @@ class ClusterNode:
         remote, own_shared = self.routes.destinations(message.topic)
         if message.retain:  # every node keeps every retained message
             for node in self.peers.alive:
-                remote.setdefault(node, [])
+                remote.setdefault(node, ())
         if not remote:
             self._destinations = ()
             return 0, own_shared
@@ -275,7 +277,7 @@ class ClusterNode:
         sender.schedule()
         return len(remote), own_shared
 
-    def _drop_for_full_inboxes(self, remote: dict[str, list[str]]) -> None:
+    def _drop_for_full_inboxes(self, remote: dict[str, Sequence[str]]) -> None:
         """A QoS 0 message is not sent to an inbox that is over its limit."""
         for node in self.gate.full.intersection(remote):
             del remote[node]
@@ -368,31 +370,40 @@ class ClusterNode:
             return
         core = self.core
         pacing = self.pacing
+        shared: Collection[str]
         for record in records:
             if pacing.turn():
                 await asyncio.sleep(0)
             try:
-                if isinstance(record, Relayed):
-                    message = record.message
-                    if not pacing.has_room(message):
-                        await pacing.room(message)
-                    core.publish_relayed(message, record.shared)
-                elif isinstance(record, Kick):
-                    self._on_kick(record)
-                elif isinstance(record, Released):
-                    self._on_released(record)
-                elif isinstance(record, Prepared):
-                    self.transactions.on_prepared(record)
-                elif isinstance(record, TransactionSettled):
-                    self.transactions.on_settled(record)
-                elif isinstance(record, Decide):
-                    core.apply_decision(record.transaction_id, record.decision)
-                elif isinstance(record, ForGroups):
-                    core.deliver_to_groups(record.message, record.groups)
+                if isinstance(record, Message):  # for the plain subscribers here
+                    message, shared = record, ()
+                elif isinstance(record, Relayed):
+                    message, shared = record
                 else:
-                    core.deliver_check(record.request)
+                    self._on_record(record)
+                    continue
+                if not pacing.has_room(message):
+                    await pacing.room(message)
+                core.publish_relayed(message, shared)
             except Exception:
                 log.exception("error handling a record from another node")
+
+    def _on_record(self, record: Record) -> None:
+        """A record other than a message to relay."""
+        if isinstance(record, Kick):
+            self._on_kick(record)
+        elif isinstance(record, Released):
+            self._on_released(record)
+        elif isinstance(record, Prepared):
+            self.transactions.on_prepared(record)
+        elif isinstance(record, TransactionSettled):
+            self.transactions.on_settled(record)
+        elif isinstance(record, Decide):
+            self.core.apply_decision(record.transaction_id, record.decision)
+        elif isinstance(record, ForGroups):
+            self.core.deliver_to_groups(record.message, record.groups)
+        elif isinstance(record, Check):
+            self.core.deliver_check(record.request)
 
     def _on_kick(self, kick: Kick) -> None:
         """Another node took a client over: close it here and let the session go; answer

@@ -10,11 +10,13 @@ member of the group cluster-wide [MQTT 4.8.2].
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 
+from roost.cache import GenerationalCache
 from roost.topics import SHARE_PREFIX, TopicTrie
 
 MATCH_CACHE_SIZE = 4096
+_NO_SHARED: frozenset[str] = frozenset()
 
 
 class ClusterRoutes:
@@ -25,13 +27,18 @@ class ClusterRoutes:
         self._trie: TopicTrie[str, None] = TopicTrie(MATCH_CACHE_SIZE)
         self._by_node: dict[str, set[str]] = {}
         self._next_member: dict[str, int] = {}  # shared filter -> turn
+        # Topic -> the other nodes it goes to, for topics that match no shared filter
+        # (whose destinations do not take turns); forgotten when a route changes.
+        self._plain: GenerationalCache[tuple[str, ...]] = GenerationalCache(MATCH_CACHE_SIZE)
 
     def add(self, node: str, topic_filter: str) -> None:
         self._trie.add(topic_filter, node, None)
         self._by_node.setdefault(node, set()).add(topic_filter)
+        self._plain.clear()
 
     def remove(self, node: str, topic_filter: str) -> None:
         self._trie.remove(topic_filter, node)
+        self._plain.clear()
         filters = self._by_node.get(node)
         if filters is not None:
             filters.discard(topic_filter)
@@ -47,7 +54,7 @@ class ClusterRoutes:
 
     def drop_node(self, node: str) -> None:
         for topic_filter in list(self._by_node.pop(node, ())):
-            self._trie.remove(topic_filter, node)
+            self.remove(node, topic_filter)
 
     def nodes(self) -> list[str]:
         """Nodes with at least one filter."""
@@ -56,27 +63,34 @@ class ClusterRoutes:
     def filters_of(self, node: str) -> frozenset[str]:
         return frozenset(self._by_node.get(node, ()))
 
-    def destinations(self, topic: str) -> tuple[dict[str, list[str]], set[str]]:
+    def destinations(self, topic: str) -> tuple[dict[str, Sequence[str]], Collection[str]]:
         """Where a message on ``topic`` goes: {other node: shared filters it serves} and
-        the shared filters this node serves itself.
+        the shared filters this node serves itself (a new dict the caller may change).
 
         Every other node with a matching ordinary filter is listed (maybe with no shared
         filter); each matching shared filter is given to one of its nodes, in turn.
         """
-        remote: dict[str, list[str]] = {}
+        plain = self._plain.get(topic)
+        if plain is not None:
+            return dict.fromkeys(plain, ()), _NO_SHARED
+        remote: dict[str, Sequence[str]] = {}
         own_shared: set[str] = set()
         own = self.own_node
+        shared = False
         for topic_filter, nodes in self._trie.match(topic):
             if topic_filter.startswith(SHARE_PREFIX):
+                shared = True
                 chosen = self._take_turn(topic_filter, nodes)
                 if chosen == own:
                     own_shared.add(topic_filter)
                 else:
-                    remote.setdefault(chosen, []).append(topic_filter)
+                    remote[chosen] = [*remote.get(chosen, ()), topic_filter]
                 continue
             for node in nodes:
                 if node != own and node not in remote:
-                    remote[node] = []
+                    remote[node] = ()
+        if not shared:
+            self._plain.put(topic, tuple(remote))
         return remote, own_shared
 
     def nodes_with(self, topic_filter: str) -> set[str]:

@@ -78,8 +78,9 @@ _RETAIN = 0x04
 
 
 class Relayed(NamedTuple):
-    """A message received from another node and the shared filters it is to serve (a
-    named tuple: one is made per relayed message, a frozen dataclass costs more)."""
+    """A message received from another node and the shared filters it is to serve. A
+    message with none to serve comes as a bare :class:`Message` (the common case: it
+    saves an object per relayed message)."""
 
     message: Message
     shared: frozenset[str]
@@ -129,7 +130,9 @@ class ForGroups:
     groups: frozenset[str]
 
 
-Record = Relayed | Kick | Released | Prepared | TransactionSettled | Decide | Check | ForGroups
+Record = (
+    Message | Relayed | Kick | Released | Prepared | TransactionSettled | Decide | Check | ForGroups
+)
 
 
 def encode_publish(
@@ -260,12 +263,10 @@ def decode_batch(data: bytes, now: float) -> Iterator[Record]:
     while pos < end:
         kind = data[pos]
         pos += 1
-        if kind == FRAME:
-            relayed, pos = _read_frame(data, pos, now)
-            yield relayed
-        elif kind == PUBLISH:
-            relayed, pos = _read_publish(data, pos, now)
-            yield relayed
+        if kind in (FRAME, PUBLISH):
+            read = _read_frame if kind == FRAME else _read_publish
+            message, shared, pos = read(data, pos, now)
+            yield Relayed(message, shared) if shared else message
         elif kind == KICK:
             client_id, pos = read_string(data, pos, "client id")
             epoch, pos = read_u32(data, pos, "epoch")
@@ -288,11 +289,11 @@ def decode_batch(data: bytes, now: float) -> Iterator[Record]:
             decision, pos = read_u8(data, pos, "decision")
             yield Decide(transaction_id, _pick(_DECISIONS, decision))
         elif kind == CHECK:
-            relayed, pos = _read_publish(data, pos, now)
-            yield Check(relayed.message)
+            message, _, pos = _read_publish(data, pos, now)
+            yield Check(message)
         elif kind == GROUPS:
-            relayed, pos = _read_publish(data, pos, now)
-            yield ForGroups(relayed.message, relayed.shared)
+            message, shared, pos = _read_publish(data, pos, now)
+            yield ForGroups(message, shared)
         else:
             raise MalformedPacket(f"unknown record kind {kind}")
 
@@ -303,7 +304,7 @@ def _pick(choices: tuple[T, ...], index: int) -> T:
     return choices[index]
 
 
-def _read_publish(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
+def _read_publish(data: bytes, pos: int, now: float) -> tuple[Message, frozenset[str], int]:
     """The rest of a PUBLISH record (after its kind). The hot path of relaying: sizes
     read by struct, the slices checked once at the end (a slice past the end is short,
     so the next read fails or the final position is past the end)."""
@@ -330,10 +331,10 @@ def _read_publish(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
     message = Message(
         topic, payload, flags & _QOS_MASK, bool(flags & _RETAIN), properties, origin, now
     )
-    return Relayed(message, shared), pos
+    return message, shared, pos
 
 
-def _read_frame(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
+def _read_frame(data: bytes, pos: int, now: float) -> tuple[Message, frozenset[str], int]:
     """The rest of a FRAME record: the message read from its packet, which it keeps as
     its encoding for subscribers of that MQTT version. The hot path of receiving: a
     packet without properties is read here (topic, payload), one with properties by the
@@ -361,24 +362,28 @@ def _read_frame(data: bytes, pos: int, now: float) -> tuple[Relayed, int]:
     elif topic_end < size and not frame[topic_end]:
         payload_start = topic_end + 1  # MQTT 5, no properties
     else:
-        return _read_frame_with_properties(frame, head, flags, origin, shared, now), pos
+        return _read_frame_with_properties(frame, head, origin, now), shared, pos
     if payload_start > size:
         raise MalformedPacket("a relayed packet whose topic overruns it")
-    topic = decode_utf8(frame[head + 2 : topic_end], "topic name")
-    message = Message(
-        topic, frame[payload_start:], 0, retain, NO_PROPERTIES, origin, now, frame, level
+    topic_bytes = frame[head + 2 : topic_end]
+    message = Message.from_packet(
+        decode_utf8(topic_bytes, "topic name"),
+        topic_bytes,
+        frame[payload_start:],
+        retain,
+        origin,
+        frame,
+        level == MQTT_5,
     )
-    return Relayed(message, shared), pos
+    return message, shared, pos
 
 
-def _read_frame_with_properties(
-    frame: bytes, head: int, flags: int, origin: str, shared: frozenset[str], now: float
-) -> Relayed:
+def _read_frame_with_properties(frame: bytes, head: int, origin: str, now: float) -> Message:
     """A FRAME record's MQTT 5 packet with properties, read by the packet decoder."""
     packet = decode_packet(frame[0], frame[head:], MQTT_5)
     if not isinstance(packet, Publish):  # the caller saw a PUBLISH's first byte
         raise MalformedPacket("a relayed packet that is not a PUBLISH")
-    message = Message(
+    return Message(
         packet.topic,
         packet.payload,
         0,
@@ -389,7 +394,6 @@ def _read_frame_with_properties(
         frame,
         MQTT_5,
     )
-    return Relayed(message, shared)
 
 
 def _read_shared(data: bytes, pos: int) -> tuple[frozenset[str], int]:
