@@ -528,6 +528,8 @@ class BrokerCore:
 
     def _hand_out(self, message: Message, targets: Route) -> int:
         """Give ``message`` to each target: its connection, or its session's queue."""
+        if not targets:  # as a message that only goes to other nodes
+            return 0
         sessions = self.sessions
         connections = self.connections
         limit = self.settings.max_queued_messages

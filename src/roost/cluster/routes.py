@@ -70,7 +70,10 @@ class ClusterRoutes:
         Every other node with a matching ordinary filter is listed (maybe with no shared
         filter); each matching shared filter is given to one of its nodes, in turn.
         """
-        plain = self._plain.get(topic)
+        cache = self._plain
+        plain = cache.young.get(topic)
+        if plain is None:
+            plain = cache.revive(topic)
         if plain is not None:
             return dict.fromkeys(plain, ()), _NO_SHARED
         remote: dict[str, Sequence[str]] = {}

@@ -348,9 +348,13 @@ def _read_frame(data: bytes, pos: int, now: float) -> tuple[Message, frozenset[s
         pos += 5
         frame = data[pos : pos + size]
         pos += size
-    except (struct.error, UnicodeDecodeError) as exc:
+        no_shared = not (data[pos] or data[pos + 1])  # the count of shared filters
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise MalformedPacket(f"a relayed packet is truncated or not UTF-8: {exc}") from None
-    shared, pos = _read_shared(data, pos)
+    if no_shared:
+        shared, pos = _NO_SHARED, pos + 2
+    else:
+        shared, pos = _read_shared(data, pos)
     retain = bool(flags & _RETAIN)
     size = len(frame)
     if head + 2 > size or frame[0] != _QOS0_PUBLISH | retain:
