@@ -185,18 +185,21 @@ def test_a_packet_record_without_a_packet_body_is_refused_as_malformed(frame: by
 
 @pytest.mark.parametrize("payload_size", [0, 200, 20_000], ids=["empty", "3-byte header", "big"])
 @pytest.mark.parametrize("level", [MQTT_3_1_1, MQTT_5])
-def test_a_packet_record_without_properties_comes_back_whole(level: int, payload_size: int) -> None:
+@pytest.mark.parametrize("retain", [False, True], ids=["live", "retained"])
+def test_a_packet_record_without_properties_comes_back_whole(
+    level: int, payload_size: int, retain: bool
+) -> None:
     """Read without the packet decoder; its fixed header is 2 bytes up to 129 in all."""
     payload = bytes(range(256)) * (payload_size // 256) + b"x" * (payload_size % 256)
     props = b"" if level == MQTT_5 else None
-    frame = encode_mqtt_publish(b"plant/7", payload, 0, False, False, 0, props, level)
-    message = Message("plant/7", payload, 0, False, NO_PROPERTIES, "sensor-7", 0.0, frame, level)
+    frame = encode_mqtt_publish(b"plant/7", payload, 0, retain, False, 0, props, level)
+    message = Message("plant/7", payload, 0, retain, NO_PROPERTIES, "sensor-7", 0.0, frame, level)
     (copy,) = decode_batch(encode_publish(message, (), 0.0), 0.0)
     assert isinstance(copy, Message)
     fields = (copy.topic, copy.topic_bytes, copy.payload, copy.qos, copy.retain, copy.origin)
-    assert fields == ("plant/7", b"plant/7", payload, 0, False, "sensor-7")
+    assert fields == ("plant/7", b"plant/7", payload, 0, retain, "sensor-7")
     assert (copy.properties, copy.expires_at) == (NO_PROPERTIES, None)
-    assert copy.encode_qos0(level, False, 0.0) == frame
+    assert copy.encode_qos0(level, retain, 0.0) == frame
 
 
 @pytest.mark.parametrize("level", [MQTT_3_1_1, MQTT_5])

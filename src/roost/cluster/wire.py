@@ -58,7 +58,7 @@ _QOS0_PUBLISH = PacketType.PUBLISH << 4  # its first byte: no DUP, QoS 0, retain
 _SHORT = 129  # an MQTT packet of up to this many bytes has a 2-byte fixed header
 _NONE_SHARED = b"\0\0"  # the count closing a record for no shared filter
 ORIGIN_HEADS = 4096
-_ORIGIN_HEADS: dict[tuple[str, int], bytes] = {}
+_ORIGIN_HEADS: dict[str, tuple[bytes, bytes, bytes, bytes]] = {}
 
 PUBLISH = 1
 KICK = 2
@@ -141,14 +141,15 @@ def encode_publish(
     """A PUBLISH (or CHECK, or GROUPS) record; a message expiry interval is sent as what remains at
     ``now``. The hot path of relaying: fixed-size fields packed by struct, not field by field;
     a FRAME record for a PUBLISH whose packet is at hand."""
-    flags = message.qos | (_RETAIN if message.retain else 0)
     if kind == PUBLISH:
         encoded = message.encoded_frame()
         if encoded is not None:
             frame, mqtt5 = encoded
             size = len(frame)
+            publisher = message.origin
+            heads = _ORIGIN_HEADS.get(publisher) or _frame_record_heads(publisher)
             parts = [
-                _frame_record_head(message.origin, flags | (_MQTT5 if mqtt5 else 0)),
+                heads[message.retain + 2 * mqtt5],
                 _FRAME_HEAD.pack(_fixed_header_length(frame) if size > _SHORT else 2, size),
                 frame,
             ]
@@ -156,6 +157,7 @@ def encode_publish(
                 parts.append(_NONE_SHARED)
                 return b"".join(parts)
             return _with_shared(parts, shared)
+    flags = message.qos | (_RETAIN if message.retain else 0)
     origin = message.origin.encode()
     properties = message.properties_bytes(now)
     topic = message.topic_bytes
@@ -173,17 +175,20 @@ def encode_publish(
     return _with_shared(parts, shared)
 
 
-def _frame_record_head(origin: str, flags: int) -> bytes:
-    """A FRAME record's kind, flags and origin: the same for every message a client
-    publishes the same way, so kept (for up to ORIGIN_HEADS publishers at a time)."""
-    key = (origin, flags)
-    head = _ORIGIN_HEADS.get(key)
-    if head is None:
-        if len(_ORIGIN_HEADS) >= ORIGIN_HEADS:
-            _ORIGIN_HEADS.clear()
-        raw = origin.encode()
-        head = _ORIGIN_HEADS[key] = _HEAD.pack(FRAME, flags, len(raw)) + raw
-    return head
+def _frame_record_heads(origin: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """The kind, flags and origin that open a FRAME record of ``origin``: the same for
+    every message a client publishes, so kept (for up to ORIGIN_HEADS publishers at a
+    time); one for each of not retained / retained, MQTT 3.1.1 / 5 (a FRAME is QoS 0)."""
+    if len(_ORIGIN_HEADS) >= ORIGIN_HEADS:
+        _ORIGIN_HEADS.clear()
+    raw = origin.encode()
+    heads = _ORIGIN_HEADS[origin] = (
+        _HEAD.pack(FRAME, 0, len(raw)) + raw,
+        _HEAD.pack(FRAME, _RETAIN, len(raw)) + raw,
+        _HEAD.pack(FRAME, _MQTT5, len(raw)) + raw,
+        _HEAD.pack(FRAME, _MQTT5 | _RETAIN, len(raw)) + raw,
+    )
+    return heads
 
 
 def _with_shared(parts: list[bytes], shared: tuple[str, ...]) -> bytes:
