@@ -101,7 +101,11 @@ _V3_REFUSALS = {  # MQTT 5 CONNACK reason -> the MQTT 3.1.1 return code closest 
 class Transport(Protocol):
     """What the I/O shell provides to a connection."""
 
-    peer: str
+    @property
+    def peer(self) -> str:
+        """The client's "address:port" (worked out when asked: read it once per use)."""
+        ...
+
     # The client's verified TLS certificate (see roost.transport.certificate), if any, and
     # the identity the listener vouches for (the certificate's CN on a
     # use_identity_as_username listener): the attach takes it as the user name.
@@ -444,12 +448,13 @@ class ServerConnection:
             self.terms = None  # done with (it holds the password, the CONNACK properties)
         self._send(connack)
         if log.isEnabledFor(logging.INFO):  # its fields are built only when it is logged
+            fields = self._log_fields()
             log.info(
                 "client %s connected from %s (MQTT %s)",
                 self.client_id,
-                self.transport.peer,
-                self._protocol(),
-                extra=self._log_fields(),
+                fields["peer"],
+                fields["protocol"],
+                extra=fields,
             )
         outbox = self.outbox  # made while attaching if something was delivered meanwhile
         if outbox is not None:
@@ -531,15 +536,16 @@ class ServerConnection:
             return
         if self.state is State.CONNECTED:
             if log.isEnabledFor(logging.INFO):
+                fields = self._log_fields(why)
                 log.info(
                     "client %s disconnected from %s (MQTT %s): %s",
                     self.client_id,
-                    self.transport.peer,
-                    self._protocol(),
+                    fields["peer"],
+                    fields["protocol"],
                     why,
-                    extra=self._log_fields(why),
+                    extra=fields,
                 )
-        else:
+        elif log.isEnabledFor(logging.INFO):  # the peer is asked of the socket: only if logged
             log.info("closing %s: %s", self._name(), why)
         self.state = State.CLOSED
         self.handlers = _HANDLERS[State.CLOSED]
@@ -682,7 +688,9 @@ class ServerConnection:
         self.level = packet.protocol_level
         if len(self.core.open_connections) > self.settings.max_connections:
             raise ConnectRefused("too many connections", ReasonCode.QUOTA_EXCEEDED)
-        if not self.core.limits.admits_connection(self.transport.peer, self.last_received):
+        limits = self.core.limits  # the peer is worked out only if addresses are limited
+        peer_limited = limits.addresses is not None
+        if peer_limited and not limits.admits_connection(self.transport.peer, self.last_received):
             raise ConnectRefused(
                 "its address is over its connection rate", ReasonCode.CONNECTION_RATE_EXCEEDED
             )

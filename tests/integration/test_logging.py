@@ -63,9 +63,11 @@ def test_json_lines_carry_the_clients_details(
     assert (disconnected["reason"], disconnected["peer"]) == ("DISCONNECT", connected["peer"])
 
     sensor, _ = raw.connected(broker, "sensor", version=4)
+    host, port = sensor.sock.getsockname()
     sensor.drop()  # the socket closes without DISCONNECT
     gone = record_of(broker, "client sensor disconnected")
     assert (gone["protocol"], gone["reason"]) == ("3.1.1", "connection lost")
+    assert gone["peer"] == f"{host}:{port}"  # asked of the socket as it closes
     assert all(isinstance(record, dict) for record in json_records(broker))  # every line
 
 

@@ -26,7 +26,7 @@ import asyncio
 import logging
 from typing import cast
 
-from roost.config import Listener
+from roost.config import TLS_KINDS, Listener
 from roost.core import BrokerCore
 from roost.protocol import CONNECT_TIMEOUT, Attach, ServerConnection
 from roost.transport.certificate import Certificate, certificate_fields, common_name
@@ -57,11 +57,11 @@ class StreamConnection(asyncio.Protocol):
         "_out",
         "_out_size",
         "_paused",
+        "_peer",
         "_transport",
         "certificate",
         "identity",
         "listener",
-        "peer",
     )
 
     def __init__(self, core: BrokerCore, attach: Attach, listener: Listener) -> None:
@@ -77,7 +77,7 @@ class StreamConnection(asyncio.Protocol):
         self._linger_handle: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None  # for what comes before MQTT
         self._paused = 0  # the reasons reading is paused for (bits)
-        self.peer = "?"
+        self._peer: str | None = None  # from a PROXY header, or kept at once on TLS (see peer)
         self.certificate: Certificate | None = None
         self.identity: str | None = None
 
@@ -92,13 +92,33 @@ class StreamConnection(asyncio.Protocol):
         # uvloop for the "socket" would cache a socket object on each transport (72 bytes).
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW)
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = f"{peer[0]}:{peer[1]}"
+        if self.listener.kind in TLS_KINDS:
+            self._peer = self._socket_peer()  # it cannot be asked in connection_lost
         peercert = transport.get_extra_info("peercert")
         if peercert:  # {} when it was not verified: only a verified one counts
             self.certificate = certificate_fields(peercert)
         self._opened()
+
+    @property
+    def peer(self) -> str:
+        """The client's "address:port" (from the PROXY header when it named one), or "?".
+
+        Asked of the socket each time rather than kept: it is read for logs, limits and
+        authentication only, and keeping it cost a 64-byte string per connection. A TCP
+        socket is open until ``connection_lost`` has returned, so the log line of a close
+        still names it; a TLS transport lets go of its socket before, so a TLS
+        connection keeps its peer from the start (see ``connection_made``).
+        """
+        return self._socket_peer() if self._peer is None else self._peer
+
+    def _socket_peer(self) -> str:
+        if self._transport is None:
+            return "?"
+        try:
+            address = self._transport.get_extra_info("peername")
+        except (AttributeError, OSError):  # uvloop, once its handle is closed
+            return "?"
+        return f"{address[0]}:{address[1]}" if address else "?"
 
     def _opened(self) -> None:
         """The connection is up (TLS handshake done): start MQTT, or what comes before it."""
