@@ -66,6 +66,7 @@ from roost.errors import (
 from roost.message import Message
 from roost.negotiation import MAX_PACKET_SIZE, ConnectTerms, negotiate
 from roost.outbox import Outbox
+from roost.seldom import Seldom
 from roost.session import Delivery, OutboundState, Session
 from roost.transactions import TOPIC_PREFIX as TRANSACTION_TOPICS
 from roost.transactions import transaction_fields
@@ -179,13 +180,10 @@ class ServerConnection:
 
     __slots__ = (
         "_attach",
-        "_auth_waiter",
         "_in_input",
-        "_reauthentication",
-        "attach_abort",
+        "_seldom",
         "client_id",
         "core",
-        "enhanced_auth",
         "framer",
         "handlers",
         "inbound_aliases",
@@ -211,6 +209,15 @@ class ServerConnection:
         "will",
     )
 
+    # Set by the attach when the client authenticated with an Authentication Method: it
+    # serves the client's re-authentications [MQTT-4.12.1].
+    enhanced_auth: Seldom[EnhancedAuth] = Seldom()
+    _reauthentication: Seldom[AuthExchange] = Seldom()
+    _auth_waiter: Seldom[Callable[[bytes | None], None]] = Seldom()  # see challenge()
+    # Set by an attach that is waiting (e.g. for a password check): called if the
+    # connection closes meanwhile, so that work for a client that is gone is dropped.
+    attach_abort: Seldom[Callable[[], object]] = Seldom()
+
     def __init__(
         self, core: BrokerCore, transport: Transport, attach: Attach = attach_at_once
     ) -> None:
@@ -226,14 +233,7 @@ class ServerConnection:
         # Who the client is for authorization and per-user limits: the CONNECT user name,
         # unless the attach establishes another identity (e.g. a TLS certificate's CN).
         self.username: str | None = None
-        # Set by the attach when the client authenticated with an Authentication Method:
-        # it serves the client's re-authentications [MQTT-4.12.1].
-        self.enhanced_auth: EnhancedAuth | None = None
-        self._reauthentication: AuthExchange | None = None
-        self._auth_waiter: Callable[[bytes | None], None] | None = None  # see challenge()
-        # Set by an attach that is waiting (e.g. for a password check): called if the
-        # connection closes meanwhile, so that work for a client that is gone is dropped.
-        self.attach_abort: Callable[[], object] | None = None
+        self._seldom: dict[str, object] | None = None  # the Seldom attributes above
         # The terms of its CONNECT, until CONNACK (kept after it for re-authentication only)
         self.terms: ConnectTerms | None = None
         self.session: Session | None = None

@@ -9,6 +9,7 @@ import socket
 from paho_helpers import wait_until
 from rawmqtt import utf8
 from roost.protocol import ServerConnection
+from roost.security.passwords import make_entry, write_text
 
 
 def live_connections() -> int:
@@ -51,3 +52,24 @@ def test_accepted_connections_send_without_delay(make_broker, raw) -> None:
         ]
 
     assert broker.call(nodelay()) == [1]
+
+
+def test_an_idle_connection_keeps_nothing_it_no_longer_needs(make_broker, raw, tmp_path) -> None:
+    """After a password check (which the attach could have aborted) the connection of an
+    idle client keeps no abort callback, no CONNECT terms, no outbox, no peer string."""
+    passwords = tmp_path / "passwords"
+    write_text(str(passwords), make_entry("alice", "wonderland").line() + "\n")
+    broker = make_broker(password_file=str(passwords))
+    client = raw(broker, 4)
+    connack = client.connect("idle", username="alice", password=b"wonderland")
+    assert connack is not None and connack.reason_code == 0
+
+    async def idle_connection() -> ServerConnection:
+        return broker.broker.core.connections["idle"]
+
+    connection = broker.call(idle_connection())
+    assert connection.attach_abort is None and connection._seldom is None
+    assert connection.terms is None and connection.outbox is None
+    assert connection.transport._peer is None
+    host, port = client.sock.getsockname()
+    assert connection.transport.peer == f"{host}:{port}"  # asked of the socket
