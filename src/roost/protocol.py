@@ -131,6 +131,11 @@ class Transport(Protocol):
         """Send what was written so far now, not at the end of the loop turn."""
         ...
 
+    def attach(self, connection: ServerConnection) -> None:
+        """Run the listener's attach step for ``connection``, whose CONNECT was accepted:
+        it ends with ``complete_connect`` or ``refuse_connect`` (see :data:`Attach`)."""
+        ...
+
 
 Attach = Callable[["ServerConnection"], None]
 
@@ -179,7 +184,6 @@ class ServerConnection:
     """The MQTT state of one network connection, bound to a session once attached."""
 
     __slots__ = (
-        "_attach",
         "_in_input",
         "_seldom",
         "client_id",
@@ -198,7 +202,6 @@ class ServerConnection:
         "rate",
         "send_window",
         "session",
-        "session_expiry",
         "settings",
         "state",
         "terms",
@@ -218,13 +221,10 @@ class ServerConnection:
     # connection closes meanwhile, so that work for a client that is gone is dropped.
     attach_abort: Seldom[Callable[[], object]] = Seldom()
 
-    def __init__(
-        self, core: BrokerCore, transport: Transport, attach: Attach = attach_at_once
-    ) -> None:
+    def __init__(self, core: BrokerCore, transport: Transport) -> None:
         self.core = core
         self.settings = core.settings
         self.transport = transport
-        self._attach = attach
         self.framer = Framer(self.settings.max_packet_size)
         self.state = State.AWAITING_CONNECT
         self.handlers = _HANDLERS[State.AWAITING_CONNECT]  # the packets legal in this state
@@ -241,7 +241,6 @@ class ServerConnection:
         self.outbox: Outbox | None = None
         self.send_window = 0  # the client's Receive Maximum, for the outbox
         self.topic_alias_maximum = 0  # the client's, for the outbox
-        self.session_expiry = 0
         self.keep_alive = 0
         self.last_received = self.opened_at = core.clock()
         self.will: Will | None = None
@@ -699,7 +698,6 @@ class ServerConnection:
         self.client_id = terms.client_id
         self.username = terms.username
         self.keep_alive = terms.keep_alive
-        self.session_expiry = terms.session_expiry
         self.will = terms.will
         self.max_outgoing_packet = terms.max_outgoing_packet
         self.problem_information = terms.problem_information
@@ -707,7 +705,7 @@ class ServerConnection:
         self.topic_alias_maximum = terms.topic_alias_maximum
         self.state = State.CONNECTING
         self.handlers = _HANDLERS[State.CONNECTING]
-        self._attach(self)
+        self.transport.attach(self)
 
     def _on_publish(self, packet: Publish) -> None:
         settings = self.settings
@@ -877,10 +875,11 @@ class ServerConnection:
         session = self.session
         assert session is not None
         if expiry is not None:
-            if self.session_expiry == 0 and expiry != 0:
+            # The session's interval is the one granted at CONNECT until changed here.
+            if session.expiry_interval == 0 and expiry != 0:
                 raise ProtocolError("session expiry set at DISCONNECT after 0 at CONNECT")
-            self.session_expiry = min(expiry, self.settings.max_session_expiry)
-            session.set_expiry_interval(self.session_expiry, self.core.store)
+            expiry = min(expiry, self.settings.max_session_expiry)
+            session.set_expiry_interval(expiry, self.core.store)
         publish_will = packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL
         persistent = session.store is not None
         why = "DISCONNECT with will" if publish_will else "DISCONNECT"

@@ -141,7 +141,7 @@ class StreamConnection(asyncio.Protocol):
             if self.identity is None:
                 self._refuse("its certificate has no CN to take as its user name")
                 return
-        self._client = ServerConnection(self._core, self, self._attach)
+        self._client = ServerConnection(self._core, self)
 
     def _refuse(self, reason: str) -> None:
         """Close a connection that does not get as far as MQTT."""
@@ -211,6 +211,9 @@ class StreamConnection(asyncio.Protocol):
             self._paused &= ~reason
             if not self._paused and self._transport is not None and self._client is not None:
                 self._transport.resume_reading()
+
+    def attach(self, connection: ServerConnection) -> None:
+        self._attach(connection)
 
     def continue_later(self) -> None:
         self._loop.call_soon(self._continue)
