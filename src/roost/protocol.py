@@ -68,6 +68,7 @@ from roost.negotiation import MAX_PACKET_SIZE, ConnectTerms, negotiate
 from roost.outbox import Outbox
 from roost.seldom import Seldom
 from roost.session import Delivery, OutboundState, Session
+from roost.timers import Linked
 from roost.transactions import TOPIC_PREFIX as TRANSACTION_TOPICS
 from roost.transactions import transaction_fields
 
@@ -209,6 +210,8 @@ class ServerConnection:
         "topic_alias_maximum",
         "transport",
         "username",
+        "wheel_next",
+        "wheel_prev",
         "will",
     )
 
@@ -251,6 +254,8 @@ class ServerConnection:
         self._in_input = False
         self.rate = core.limits.client_rate(self.opened_at)  # None: its rate is not limited
         self.throttled = False  # over its rate: nothing is handled until it refills
+        self.wheel_prev: Linked | None = None  # its place in the keep-alive wheel
+        self.wheel_next: Linked | None = None
         core.open_connections.add(self)
         core.watch_keepalive(self, self.opened_at + CONNECT_TIMEOUT)
 
