@@ -29,6 +29,7 @@ from typing import cast
 from roost.config import TLS_KINDS, Listener
 from roost.core import BrokerCore
 from roost.protocol import CONNECT_TIMEOUT, Attach, ServerConnection
+from roost.seldom import Seldom
 from roost.transport.certificate import Certificate, certificate_fields, common_name
 
 log = logging.getLogger("roost.transport")
@@ -50,7 +51,6 @@ class StreamConnection(asyncio.Protocol):
         "_attach",
         "_client",
         "_core",
-        "_deadline",
         "_flush_handle",
         "_linger_handle",
         "_loop",
@@ -58,11 +58,18 @@ class StreamConnection(asyncio.Protocol):
         "_out_size",
         "_paused",
         "_peer",
+        "_seldom",
         "_transport",
-        "certificate",
-        "identity",
         "listener",
     )
+
+    # What few connections have, or only for a while (see roost.seldom): the client's
+    # verified TLS certificate, the identity the listener takes from it
+    # (use_identity_as_username), the deadline of what comes before MQTT (a PROXY header,
+    # a WebSocket handshake).
+    certificate: Seldom[Certificate] = Seldom()
+    identity: Seldom[str] = Seldom()
+    _deadline: Seldom[asyncio.TimerHandle] = Seldom()
 
     def __init__(self, core: BrokerCore, attach: Attach, listener: Listener) -> None:
         self._core = core
@@ -75,11 +82,9 @@ class StreamConnection(asyncio.Protocol):
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
-        self._deadline: asyncio.TimerHandle | None = None  # for what comes before MQTT
         self._paused = 0  # the reasons reading is paused for (bits)
         self._peer: str | None = None  # from a PROXY header, or kept at once on TLS (see peer)
-        self.certificate: Certificate | None = None
-        self.identity: str | None = None
+        self._seldom: dict[str, object] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         traffic = self._core.traffic
