@@ -169,11 +169,6 @@ class EnhancedAuth(Protocol):
 _WithReason = PubAck | PubRec | PubRel | PubComp | SubAck | UnsubAck | Disconnect
 
 
-def attach_at_once(connection: ServerConnection) -> None:
-    """The attach step when nothing needs to wait: accept the CONNECT now."""
-    connection.complete_connect()
-
-
 class State(Enum):
     AWAITING_CONNECT = 1
     CONNECTING = 2  # CONNECT accepted, attach in progress, not reading

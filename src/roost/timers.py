@@ -46,8 +46,8 @@ class TimingWheel(Generic[T]):
     ``schedule`` and ``discard`` are O(1); ``due`` visits only the buckets whose time has
     come. A bucket is a list linked through its items (see :class:`Linked`), in scheduling
     order: the wheel keeps no table entry per item (a dict from item to bucket and a
-    bucket dict cost about 70 bytes per connection at 10,000 connections; two slots on the
-    item cost 16).
+    bucket dict cost about 100 bytes per connection at 10,000 connections; two slots on
+    the item cost 16).
     """
 
     def __init__(self, now: float, resolution: float = 0.25) -> None:

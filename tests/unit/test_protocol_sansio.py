@@ -33,7 +33,7 @@ from roost.codec import (
 )
 from roost.config import Settings
 from roost.core import BrokerCore
-from roost.protocol import CONNECT_TIMEOUT, ServerConnection, Transport, attach_at_once
+from roost.protocol import CONNECT_TIMEOUT, ServerConnection, Transport
 from roost.session import NO_INFLIGHT, NO_PACKET_IDS, NO_SUBSCRIPTIONS
 from roost.store.memory import MemoryStore
 
@@ -82,7 +82,7 @@ class FakeTransport:
         pass  # written at once
 
     def attach(self, connection: ServerConnection) -> None:
-        attach_at_once(connection)
+        connection.complete_connect()  # nothing to wait for
 
     def packets(self) -> list[Packet]:
         """Packets written since the last call."""
