@@ -108,11 +108,12 @@ class StreamConnection(asyncio.Protocol):
     def peer(self) -> str:
         """The client's "address:port" (from the PROXY header when it named one), or "?".
 
-        Asked of the socket each time rather than kept: it is read for logs, limits and
-        authentication only, and keeping it cost a 64-byte string per connection. A TCP
-        socket is open until ``connection_lost`` has returned, so the log line of a close
-        still names it; a TLS transport lets go of its socket before, so a TLS
-        connection keeps its peer from the start (see ``connection_made``).
+        Asked of the transport each time rather than kept: it is read for logs, limits
+        and authentication only, and keeping it cost a 64-byte string per connection. A
+        TCP transport (asyncio's, uvloop's) keeps the address it read at accept, so the log
+        line of a close (even a reset) still names it; a TLS transport lets go of the TCP
+        one before ``connection_lost``, so a TLS connection keeps its peer from the start
+        (see ``connection_made``).
         """
         return self._socket_peer() if self._peer is None else self._peer
 
@@ -121,7 +122,7 @@ class StreamConnection(asyncio.Protocol):
             return "?"
         try:
             address = self._transport.get_extra_info("peername")
-        except (AttributeError, OSError):  # uvloop, once its handle is closed
+        except (AttributeError, OSError):  # one that asks a socket it has let go of
             return "?"
         return f"{address[0]}:{address[1]}" if address else "?"
 
