@@ -25,7 +25,7 @@ from roost.security.limits import Limits
 from roost.session import NEVER_EXPIRES, Delivery, Session, SubscriptionOptions
 from roost.stats import TrafficCounters
 from roost.store.base import Store
-from roost.timers import Deadlines, TimingWheel
+from roost.timers import Deadlines, Linked, TimingWheel
 from roost.topics import TopicNameCheck, is_wildcard, parse_shared, validate_topic_filter
 from roost.transactions import (
     DECISION_TOPICS,
@@ -50,8 +50,8 @@ DROP_REPORT_INTERVAL = 10.0  # seconds between log lines about messages dropped 
 DROP_REPORT_CLIENTS = 20  # clients named per such log line; the rest are counted
 
 
-class Connection(Hashable, Protocol):
-    """What the core needs of a client's connection."""
+class Connection(Linked, Hashable, Protocol):
+    """What the core needs of a client's connection (linked into the keep-alive wheel)."""
 
     def deliver(self, delivery: Delivery) -> None: ...
 

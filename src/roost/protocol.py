@@ -66,7 +66,9 @@ from roost.errors import (
 from roost.message import Message
 from roost.negotiation import MAX_PACKET_SIZE, ConnectTerms, negotiate
 from roost.outbox import Outbox
+from roost.seldom import Seldom
 from roost.session import Delivery, OutboundState, Session
+from roost.timers import Linked
 from roost.transactions import TOPIC_PREFIX as TRANSACTION_TOPICS
 from roost.transactions import transaction_fields
 
@@ -101,7 +103,11 @@ _V3_REFUSALS = {  # MQTT 5 CONNACK reason -> the MQTT 3.1.1 return code closest 
 class Transport(Protocol):
     """What the I/O shell provides to a connection."""
 
-    peer: str
+    @property
+    def peer(self) -> str:
+        """The client's "address:port" (worked out when asked: read it once per use)."""
+        ...
+
     # The client's verified TLS certificate (see roost.transport.certificate), if any, and
     # the identity the listener vouches for (the certificate's CN on a
     # use_identity_as_username listener): the attach takes it as the user name.
@@ -124,6 +130,11 @@ class Transport(Protocol):
 
     def flush(self) -> None:
         """Send what was written so far now, not at the end of the loop turn."""
+        ...
+
+    def attach(self, connection: ServerConnection) -> None:
+        """Run the listener's attach step for ``connection``, whose CONNECT was accepted:
+        it ends with ``complete_connect`` or ``refuse_connect`` (see :data:`Attach`)."""
         ...
 
 
@@ -158,11 +169,6 @@ class EnhancedAuth(Protocol):
 _WithReason = PubAck | PubRec | PubRel | PubComp | SubAck | UnsubAck | Disconnect
 
 
-def attach_at_once(connection: ServerConnection) -> None:
-    """The attach step when nothing needs to wait: accept the CONNECT now."""
-    connection.complete_connect()
-
-
 class State(Enum):
     AWAITING_CONNECT = 1
     CONNECTING = 2  # CONNECT accepted, attach in progress, not reading
@@ -174,14 +180,10 @@ class ServerConnection:
     """The MQTT state of one network connection, bound to a session once attached."""
 
     __slots__ = (
-        "_attach",
-        "_auth_waiter",
         "_in_input",
-        "_reauthentication",
-        "attach_abort",
+        "_seldom",
         "client_id",
         "core",
-        "enhanced_auth",
         "framer",
         "handlers",
         "inbound_aliases",
@@ -196,7 +198,6 @@ class ServerConnection:
         "rate",
         "send_window",
         "session",
-        "session_expiry",
         "settings",
         "state",
         "terms",
@@ -204,16 +205,24 @@ class ServerConnection:
         "topic_alias_maximum",
         "transport",
         "username",
+        "wheel_next",
+        "wheel_prev",
         "will",
     )
 
-    def __init__(
-        self, core: BrokerCore, transport: Transport, attach: Attach = attach_at_once
-    ) -> None:
+    # Set by the attach when the client authenticated with an Authentication Method: it
+    # serves the client's re-authentications [MQTT-4.12.1].
+    enhanced_auth: Seldom[EnhancedAuth] = Seldom()
+    _reauthentication: Seldom[AuthExchange] = Seldom()
+    _auth_waiter: Seldom[Callable[[bytes | None], None]] = Seldom()  # see challenge()
+    # Set by an attach that is waiting (e.g. for a password check): called if the
+    # connection closes meanwhile, so that work for a client that is gone is dropped.
+    attach_abort: Seldom[Callable[[], object]] = Seldom()
+
+    def __init__(self, core: BrokerCore, transport: Transport) -> None:
         self.core = core
         self.settings = core.settings
         self.transport = transport
-        self._attach = attach
         self.framer = Framer(self.settings.max_packet_size)
         self.state = State.AWAITING_CONNECT
         self.handlers = _HANDLERS[State.AWAITING_CONNECT]  # the packets legal in this state
@@ -222,14 +231,7 @@ class ServerConnection:
         # Who the client is for authorization and per-user limits: the CONNECT user name,
         # unless the attach establishes another identity (e.g. a TLS certificate's CN).
         self.username: str | None = None
-        # Set by the attach when the client authenticated with an Authentication Method:
-        # it serves the client's re-authentications [MQTT-4.12.1].
-        self.enhanced_auth: EnhancedAuth | None = None
-        self._reauthentication: AuthExchange | None = None
-        self._auth_waiter: Callable[[bytes | None], None] | None = None  # see challenge()
-        # Set by an attach that is waiting (e.g. for a password check): called if the
-        # connection closes meanwhile, so that work for a client that is gone is dropped.
-        self.attach_abort: Callable[[], object] | None = None
+        self._seldom: dict[str, object] | None = None  # the Seldom attributes above
         # The terms of its CONNECT, until CONNACK (kept after it for re-authentication only)
         self.terms: ConnectTerms | None = None
         self.session: Session | None = None
@@ -237,7 +239,6 @@ class ServerConnection:
         self.outbox: Outbox | None = None
         self.send_window = 0  # the client's Receive Maximum, for the outbox
         self.topic_alias_maximum = 0  # the client's, for the outbox
-        self.session_expiry = 0
         self.keep_alive = 0
         self.last_received = self.opened_at = core.clock()
         self.will: Will | None = None
@@ -248,6 +249,8 @@ class ServerConnection:
         self._in_input = False
         self.rate = core.limits.client_rate(self.opened_at)  # None: its rate is not limited
         self.throttled = False  # over its rate: nothing is handled until it refills
+        self.wheel_prev: Linked | None = None  # its place in the keep-alive wheel
+        self.wheel_next: Linked | None = None
         core.open_connections.add(self)
         core.watch_keepalive(self, self.opened_at + CONNECT_TIMEOUT)
 
@@ -444,12 +447,13 @@ class ServerConnection:
             self.terms = None  # done with (it holds the password, the CONNACK properties)
         self._send(connack)
         if log.isEnabledFor(logging.INFO):  # its fields are built only when it is logged
+            fields = self._log_fields()
             log.info(
                 "client %s connected from %s (MQTT %s)",
                 self.client_id,
-                self.transport.peer,
-                self._protocol(),
-                extra=self._log_fields(),
+                fields["peer"],
+                fields["protocol"],
+                extra=fields,
             )
         outbox = self.outbox  # made while attaching if something was delivered meanwhile
         if outbox is not None:
@@ -531,15 +535,16 @@ class ServerConnection:
             return
         if self.state is State.CONNECTED:
             if log.isEnabledFor(logging.INFO):
+                fields = self._log_fields(why)
                 log.info(
                     "client %s disconnected from %s (MQTT %s): %s",
                     self.client_id,
-                    self.transport.peer,
-                    self._protocol(),
+                    fields["peer"],
+                    fields["protocol"],
                     why,
-                    extra=self._log_fields(why),
+                    extra=fields,
                 )
-        else:
+        elif log.isEnabledFor(logging.INFO):  # the peer is asked of the socket: only if logged
             log.info("closing %s: %s", self._name(), why)
         self.state = State.CLOSED
         self.handlers = _HANDLERS[State.CLOSED]
@@ -682,7 +687,9 @@ class ServerConnection:
         self.level = packet.protocol_level
         if len(self.core.open_connections) > self.settings.max_connections:
             raise ConnectRefused("too many connections", ReasonCode.QUOTA_EXCEEDED)
-        if not self.core.limits.admits_connection(self.transport.peer, self.last_received):
+        limits = self.core.limits  # the peer is worked out only if addresses are limited
+        peer_limited = limits.addresses is not None
+        if peer_limited and not limits.admits_connection(self.transport.peer, self.last_received):
             raise ConnectRefused(
                 "its address is over its connection rate", ReasonCode.CONNECTION_RATE_EXCEEDED
             )
@@ -691,7 +698,6 @@ class ServerConnection:
         self.client_id = terms.client_id
         self.username = terms.username
         self.keep_alive = terms.keep_alive
-        self.session_expiry = terms.session_expiry
         self.will = terms.will
         self.max_outgoing_packet = terms.max_outgoing_packet
         self.problem_information = terms.problem_information
@@ -699,7 +705,7 @@ class ServerConnection:
         self.topic_alias_maximum = terms.topic_alias_maximum
         self.state = State.CONNECTING
         self.handlers = _HANDLERS[State.CONNECTING]
-        self._attach(self)
+        self.transport.attach(self)
 
     def _on_publish(self, packet: Publish) -> None:
         settings = self.settings
@@ -869,10 +875,11 @@ class ServerConnection:
         session = self.session
         assert session is not None
         if expiry is not None:
-            if self.session_expiry == 0 and expiry != 0:
+            # The session's interval is the one granted at CONNECT until changed here.
+            if session.expiry_interval == 0 and expiry != 0:
                 raise ProtocolError("session expiry set at DISCONNECT after 0 at CONNECT")
-            self.session_expiry = min(expiry, self.settings.max_session_expiry)
-            session.set_expiry_interval(self.session_expiry, self.core.store)
+            expiry = min(expiry, self.settings.max_session_expiry)
+            session.set_expiry_interval(expiry, self.core.store)
         publish_will = packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL
         persistent = session.store is not None
         why = "DISCONNECT with will" if publish_will else "DISCONNECT"

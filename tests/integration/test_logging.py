@@ -5,6 +5,8 @@ as fields; a level per module. Real ``roost serve`` processes, real clients."""
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,9 +65,18 @@ def test_json_lines_carry_the_clients_details(
     assert (disconnected["reason"], disconnected["peer"]) == ("DISCONNECT", connected["peer"])
 
     sensor, _ = raw.connected(broker, "sensor", version=4)
+    host, port = sensor.sock.getsockname()
     sensor.drop()  # the socket closes without DISCONNECT
     gone = record_of(broker, "client sensor disconnected")
     assert (gone["protocol"], gone["reason"]) == ("3.1.1", "connection lost")
+    assert gone["peer"] == f"{host}:{port}"  # asked of the transport as it closes
+
+    meter, _ = raw.connected(broker, "meter", version=4)
+    host, port = meter.sock.getsockname()
+    meter.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    meter.drop()  # reset: the socket itself no longer knows its peer
+    reset = record_of(broker, "client meter disconnected")
+    assert (reset["reason"], reset["peer"]) == ("connection lost", f"{host}:{port}")
     assert all(isinstance(record, dict) for record in json_records(broker))  # every line
 
 

@@ -45,6 +45,24 @@ def test_the_client_address_comes_from_the_header(make_broker, raw, header, peer
     assert recorder.peers == [peer]
 
 
+def test_the_close_is_logged_with_the_address_from_the_header(make_broker, raw, caplog) -> None:
+    broker = make_broker(proxy_protocol=True)
+    client = raw(broker, 4)
+    with caplog.at_level(logging.INFO, logger="roost.protocol"):
+        client.send(proxyheaders.v2("203.0.113.7", 40000) + connect_bytes("behind-proxy"))
+        assert client.recv().name == "CONNACK"
+        client.drop()
+
+        def closes() -> list[str]:
+            lines = [r.getMessage() for r in caplog.records if r.name == "roost.protocol"]
+            return [line for line in lines if "behind-proxy disconnected" in line]
+
+        wait_until(lambda: bool(closes()), what="the log line of the close")
+    assert closes() == [
+        "client behind-proxy disconnected from 203.0.113.7:40000 (MQTT 3.1.1): connection lost"
+    ]
+
+
 def test_a_health_check_keeps_the_socket_address(make_broker, raw) -> None:
     recorder = PeerRecorder()
     broker = make_broker(authenticator=recorder, proxy_protocol=True)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import gc
 import socket
+from typing import Any
 
+import proxyheaders
 from paho_helpers import wait_until
-from rawmqtt import utf8
+from rawmqtt import connect_bytes, utf8
 from roost.protocol import ServerConnection
+from roost.security.passwords import make_entry, write_text
 
 
 def live_connections() -> int:
@@ -51,3 +54,39 @@ def test_accepted_connections_send_without_delay(make_broker, raw) -> None:
         ]
 
     assert broker.call(nodelay()) == [1]
+
+
+def test_an_idle_connection_keeps_nothing_it_no_longer_needs(make_broker, raw, tmp_path) -> None:
+    """After a password check (which the attach could have aborted) the connection of an
+    idle client keeps no abort callback, no CONNECT terms, no outbox, no peer string."""
+    passwords = tmp_path / "passwords"
+    write_text(str(passwords), make_entry("alice", "wonderland").line() + "\n")
+    broker = make_broker(password_file=str(passwords))
+    client = raw(broker, 4)
+    connack = client.connect("idle", username="alice", password=b"wonderland")
+    assert connack is not None and connack.reason_code == 0
+
+    async def idle_connection() -> ServerConnection:
+        return broker.broker.core.connections["idle"]
+
+    connection = broker.call(idle_connection())
+    assert connection.attach_abort is None and connection._seldom is None
+    assert connection.terms is None and connection.outbox is None
+    assert connection.transport._peer is None and connection.transport._seldom is None
+    host, port = client.sock.getsockname()
+    assert connection.transport.peer == f"{host}:{port}"  # asked of the socket
+
+
+def test_behind_a_proxy_header_the_connection_drops_its_deadline(make_broker, raw) -> None:
+    """The deadline for the PROXY header goes once MQTT starts; the header's address stays."""
+    broker = make_broker(proxy_protocol=True)
+    client = raw(broker, 4)
+    client.send(proxyheaders.v2("203.0.113.7", 40000) + connect_bytes("behind-proxy"))
+    assert client.recv().name == "CONNACK"
+
+    async def shell() -> Any:
+        return broker.broker.core.connections["behind-proxy"].transport
+
+    transport = broker.call(shell())
+    assert transport._deadline is None and transport._seldom is None
+    assert transport.peer == "203.0.113.7:40000"

@@ -5,6 +5,7 @@ authenticator."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import warnings
@@ -14,7 +15,7 @@ import pytest
 from tlspki import SERVER_NAME, Pki, endpoint
 
 from adminhttp import TOKEN, AdminApi
-from paho_helpers import V5, V311
+from paho_helpers import V5, V311, wait_until
 from rawmqtt import RawClient, connect_bytes
 from roost.attach import Credentials, Verdict
 from roost.config import Listener
@@ -217,6 +218,26 @@ def tls_raw(port: int, context: ssl.SSLContext) -> RawClient:
         False,
     )
     return client
+
+
+def test_a_tls_client_that_drops_is_logged_with_its_address(make_broker, pki, caplog) -> None:
+    # The TLS layer lets go of the socket before the connection hears of the close.
+    broker = make_broker(tls_port=0, **pki.server_settings())
+    client = tls_raw(broker.broker.port_of("tls"), pki.client_context())
+    with caplog.at_level(logging.INFO, logger="roost.protocol"):
+        connack = client.connect("tls-sensor")
+        assert connack is not None and connack.reason_code == 0
+        host, port = client.sock.getsockname()
+        client.drop()
+
+        def closes() -> list[str]:
+            lines = [r.getMessage() for r in caplog.records if r.name == "roost.protocol"]
+            return [line for line in lines if "tls-sensor disconnected" in line]
+
+        wait_until(lambda: bool(closes()), what="the log line of the close")
+    assert closes() == [
+        f"client tls-sensor disconnected from {host}:{port} (MQTT 5.0): connection lost"
+    ]
 
 
 @pytest.mark.parametrize(

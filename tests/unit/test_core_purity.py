@@ -12,6 +12,7 @@ PURE_MODULES = [
     "roost.topics",
     "roost.cache",
     "roost.session",
+    "roost.seldom",
     "roost.router",
     "roost.timers",
     "roost.transactions",

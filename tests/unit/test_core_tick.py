@@ -23,6 +23,7 @@ class ExpiringConnection:
     def __init__(self, broken: bool) -> None:
         self.broken = broken
         self.expired = False
+        self.wheel_prev = self.wheel_next = None  # its place in the keep-alive wheel
 
     def deliver(self, delivery: Delivery) -> None: ...
 

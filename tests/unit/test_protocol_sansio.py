@@ -81,6 +81,9 @@ class FakeTransport:
     def flush(self) -> None:
         pass  # written at once
 
+    def attach(self, connection: ServerConnection) -> None:
+        connection.complete_connect()  # nothing to wait for
+
     def packets(self) -> list[Packet]:
         """Packets written since the last call."""
         return list(self.framer)

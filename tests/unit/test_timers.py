@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from roost.timers import Deadlines, TimingWheel
+from wheelitems import Items
 
 # -- TimingWheel ----------------------------------------------------------------------------
 
 
 def test_item_is_not_returned_before_its_deadline() -> None:
-    wheel: TimingWheel[str] = TimingWheel(now=100.0)
-    wheel.schedule("x", 101.1)
+    wheel: TimingWheel[Any] = TimingWheel(now=100.0)
+    items = Items()
+    wheel.schedule(items["x"], 101.1)
     assert wheel.due(100.5) == []
     assert wheel.due(101.0) == []
     assert wheel.due(101.09) == []
@@ -24,47 +28,53 @@ def test_item_is_not_returned_before_its_deadline() -> None:
 
 
 def test_deadline_on_a_bucket_boundary_is_due_exactly_then() -> None:
-    wheel: TimingWheel[str] = TimingWheel(now=0.0)
-    wheel.schedule("x", 1.5)
+    wheel: TimingWheel[Any] = TimingWheel(now=0.0)
+    items = Items()
+    wheel.schedule(items["x"], 1.5)
     assert wheel.due(1.4999) == []
     assert wheel.due(1.5) == ["x"]
 
 
 def test_items_come_out_in_deadline_order_across_buckets() -> None:
-    wheel: TimingWheel[int] = TimingWheel(now=0.0)
+    wheel: TimingWheel[Any] = TimingWheel(now=0.0)
+    items = Items()
     for item, deadline in [(3, 3.0), (1, 1.0), (2, 2.0), (4, 2.1)]:
-        wheel.schedule(item, deadline)
+        wheel.schedule(items[item], deadline)
     assert wheel.due(10.0) == [1, 2, 4, 3]
 
 
 def test_items_in_one_bucket_keep_scheduling_order() -> None:
-    wheel: TimingWheel[str] = TimingWheel(now=0.0)
+    wheel: TimingWheel[Any] = TimingWheel(now=0.0)
+    items = Items()
     for item in "abc":
-        wheel.schedule(item, 5.0)
+        wheel.schedule(items[item], 5.0)
     assert wheel.due(5.0) == ["a", "b", "c"]
 
 
 def test_item_scheduled_in_the_past_comes_out_on_the_next_due() -> None:
-    wheel: TimingWheel[str] = TimingWheel(now=50.0)
+    wheel: TimingWheel[Any] = TimingWheel(now=50.0)
+    items = Items()
     wheel.due(60.0)
-    wheel.schedule("late", 10.0)
-    wheel.schedule("now", 60.0)
+    wheel.schedule(items["late"], 10.0)
+    wheel.schedule(items["now"], 60.0)
     assert sorted(wheel.due(60.25)) == ["late", "now"]
     assert len(wheel) == 0
 
 
 def test_item_scheduled_in_the_past_is_not_lost_between_calls() -> None:
-    wheel: TimingWheel[str] = TimingWheel(now=0.0)
+    wheel: TimingWheel[Any] = TimingWheel(now=0.0)
+    items = Items()
     assert wheel.due(7.3) == []
-    wheel.schedule("late", 1.0)
+    wheel.schedule(items["late"], 1.0)
     assert wheel.due(1000.0) == ["late"]
 
 
 def test_long_pause_returns_everything_due_and_keeps_the_rest() -> None:
-    wheel: TimingWheel[int] = TimingWheel(now=0.0)
+    wheel: TimingWheel[Any] = TimingWheel(now=0.0)
+    items = Items()
     for index in range(10):
-        wheel.schedule(index, index * 1000.0 + 1)
-    wheel.schedule(99, 10**7)
+        wheel.schedule(items[index], index * 1000.0 + 1)
+    wheel.schedule(items[99], 10**7)
     assert wheel.due(5000.0) == [0, 1, 2, 3, 4]
     assert wheel.due(10**6) == [5, 6, 7, 8, 9]
     assert len(wheel) == 1
@@ -73,10 +83,11 @@ def test_long_pause_returns_everything_due_and_keeps_the_rest() -> None:
 
 
 def test_going_back_in_time_returns_nothing_new() -> None:
-    wheel: TimingWheel[str] = TimingWheel(now=10.0)
-    wheel.schedule("x", 12.0)
+    wheel: TimingWheel[Any] = TimingWheel(now=10.0)
+    items = Items()
+    wheel.schedule(items["x"], 12.0)
     assert wheel.due(20.0) == ["x"]
-    wheel.schedule("y", 15.0)  # before the cursor: next slot
+    wheel.schedule(items["y"], 15.0)  # before the cursor: next slot
     assert wheel.due(5.0) == []
     assert wheel.due(20.25) == ["y"]
 
@@ -92,10 +103,11 @@ def test_going_back_in_time_returns_nothing_new() -> None:
 def test_wheel_never_early_never_twice_never_lost(
     resolution: float, start: float, deadlines: list[float], steps: list[float]
 ) -> None:
-    wheel: TimingWheel[int] = TimingWheel(now=start, resolution=resolution)
+    wheel: TimingWheel[Any] = TimingWheel(now=start, resolution=resolution)
+    items = Items()
     absolute = {index: start + offset for index, offset in enumerate(deadlines)}
     for index, deadline in absolute.items():
-        wheel.schedule(index, deadline)
+        wheel.schedule(items[index], deadline)
     seen: set[int] = set()
     now = start
     for step in steps:
@@ -122,10 +134,11 @@ def test_wheel_with_quarter_second_times_is_exact(
 ) -> None:
     """With times on the wheel's grid an item comes out on the first call at or after
     its deadline."""
-    wheel: TimingWheel[int] = TimingWheel(now=start / 4)
+    wheel: TimingWheel[Any] = TimingWheel(now=start / 4)
+    items = Items()
     deadlines = {index: (start + offset) / 4 for index, offset in enumerate(offsets)}
     for index, deadline in deadlines.items():
-        wheel.schedule(index, deadline)
+        wheel.schedule(items[index], deadline)
     now = start / 4
     pending = dict(deadlines)
     for step in steps:

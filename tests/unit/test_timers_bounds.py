@@ -4,15 +4,21 @@ back as soon as an item goes away (a closed connection, a resumed session)."""
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from roost.timers import Deadlines, TimingWheel
+from wheelitems import Items
 
 
 class Connection:
-    """Stands for a connection object: hashable by identity, weakly referenceable."""
+    """Stands for a connection object: hashable by identity, weakly referenceable, with the
+    two attributes a wheel links it through."""
+
+    wheel_prev: Any = None
+    wheel_next: Any = None
 
 
 # -- TimingWheel ----------------------------------------------------------------------------
@@ -32,26 +38,29 @@ def test_discarded_item_is_released_at_once() -> None:
 
 
 def test_discarded_item_never_comes_due() -> None:
-    wheel: TimingWheel[str] = TimingWheel(now=0.0)
-    wheel.schedule("gone", 1.0)
-    wheel.schedule("kept", 1.0)
-    wheel.discard("gone")
+    wheel: TimingWheel[Any] = TimingWheel(now=0.0)
+    items = Items()
+    wheel.schedule(items["gone"], 1.0)
+    wheel.schedule(items["kept"], 1.0)
+    wheel.discard(items["gone"])
     assert wheel.due(10.0) == ["kept"]
 
 
 def test_discarding_an_unscheduled_item_does_nothing() -> None:
-    wheel: TimingWheel[str] = TimingWheel(now=0.0)
-    wheel.discard("never")
-    wheel.schedule("x", 1.0)
+    wheel: TimingWheel[Any] = TimingWheel(now=0.0)
+    items = Items()
+    wheel.discard(items["never"])
+    wheel.schedule(items["x"], 1.0)
     assert wheel.due(1.0) == ["x"]
-    wheel.discard("x")  # already handed out
+    wheel.discard(items["x"])  # already handed out
     assert len(wheel) == 0
 
 
 def test_rescheduling_replaces_the_entry() -> None:
-    wheel: TimingWheel[str] = TimingWheel(now=0.0)
+    wheel: TimingWheel[Any] = TimingWheel(now=0.0)
+    items = Items()
     for deadline in (5.0, 1.0, 3.0):
-        wheel.schedule("x", deadline)
+        wheel.schedule(items["x"], deadline)
     assert len(wheel) == 1
     assert wheel.occupied_slots == 1
     assert wheel.due(2.0) == []
@@ -101,15 +110,16 @@ def test_wheel_follows_a_model_of_live_entries(
     """Times on the wheel's quarter-second grid, deadlines in the future: ``due`` returns
     exactly the items whose latest deadline has come, never a discarded one."""
     now = start / 4
-    wheel: TimingWheel[int] = TimingWheel(now=now)
+    wheel: TimingWheel[Any] = TimingWheel(now=now)
+    items = Items()
     model: dict[int, float] = {}
     for kind, item, amount in operations:
         if kind == "schedule":
             model[item] = now + amount / 4
-            wheel.schedule(item, model[item])
+            wheel.schedule(items[item], model[item])
         elif kind == "discard":
             model.pop(item, None)
-            wheel.discard(item)
+            wheel.discard(items[item])
         else:
             now += amount / 4
             expected = {item for item, deadline in model.items() if deadline <= now}

@@ -26,9 +26,10 @@ import asyncio
 import logging
 from typing import cast
 
-from roost.config import Listener
+from roost.config import TLS_KINDS, Listener
 from roost.core import BrokerCore
 from roost.protocol import CONNECT_TIMEOUT, Attach, ServerConnection
+from roost.seldom import Seldom
 from roost.transport.certificate import Certificate, certificate_fields, common_name
 
 log = logging.getLogger("roost.transport")
@@ -50,19 +51,25 @@ class StreamConnection(asyncio.Protocol):
         "_attach",
         "_client",
         "_core",
-        "_deadline",
         "_flush_handle",
         "_linger_handle",
         "_loop",
         "_out",
         "_out_size",
         "_paused",
+        "_peer",
+        "_seldom",
         "_transport",
-        "certificate",
-        "identity",
         "listener",
-        "peer",
     )
+
+    # What few connections have, or only for a while (see roost.seldom): the client's
+    # verified TLS certificate, the identity the listener takes from it
+    # (use_identity_as_username), the deadline of what comes before MQTT (a PROXY header,
+    # a WebSocket handshake).
+    certificate: Seldom[Certificate] = Seldom()
+    identity: Seldom[str] = Seldom()
+    _deadline: Seldom[asyncio.TimerHandle] = Seldom()
 
     def __init__(self, core: BrokerCore, attach: Attach, listener: Listener) -> None:
         self._core = core
@@ -75,11 +82,9 @@ class StreamConnection(asyncio.Protocol):
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
-        self._deadline: asyncio.TimerHandle | None = None  # for what comes before MQTT
         self._paused = 0  # the reasons reading is paused for (bits)
-        self.peer = "?"
-        self.certificate: Certificate | None = None
-        self.identity: str | None = None
+        self._peer: str | None = None  # from a PROXY header, or kept at once on TLS (see peer)
+        self._seldom: dict[str, object] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         traffic = self._core.traffic
@@ -92,13 +97,34 @@ class StreamConnection(asyncio.Protocol):
         # uvloop for the "socket" would cache a socket object on each transport (72 bytes).
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW)
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = f"{peer[0]}:{peer[1]}"
+        if self.listener.kind in TLS_KINDS:
+            self._peer = self._socket_peer()  # it cannot be asked in connection_lost
         peercert = transport.get_extra_info("peercert")
         if peercert:  # {} when it was not verified: only a verified one counts
             self.certificate = certificate_fields(peercert)
         self._opened()
+
+    @property
+    def peer(self) -> str:
+        """The client's "address:port" (from the PROXY header when it named one), or "?".
+
+        Asked of the transport each time rather than kept: it is read for logs, limits
+        and authentication only, and keeping it cost a 64-byte string per connection. A
+        TCP transport (asyncio's, uvloop's) keeps the address it read at accept, so the log
+        line of a close (even a reset) still names it; a TLS transport lets go of the TCP
+        one before ``connection_lost``, so a TLS connection keeps its peer from the start
+        (see ``connection_made``).
+        """
+        return self._socket_peer() if self._peer is None else self._peer
+
+    def _socket_peer(self) -> str:
+        if self._transport is None:
+            return "?"
+        try:
+            address = self._transport.get_extra_info("peername")
+        except (AttributeError, OSError):  # one that asks a socket it has let go of
+            return "?"
+        return f"{address[0]}:{address[1]}" if address else "?"
 
     def _opened(self) -> None:
         """The connection is up (TLS handshake done): start MQTT, or what comes before it."""
@@ -121,7 +147,7 @@ class StreamConnection(asyncio.Protocol):
             if self.identity is None:
                 self._refuse("its certificate has no CN to take as its user name")
                 return
-        self._client = ServerConnection(self._core, self, self._attach)
+        self._client = ServerConnection(self._core, self)
 
     def _refuse(self, reason: str) -> None:
         """Close a connection that does not get as far as MQTT."""
@@ -191,6 +217,9 @@ class StreamConnection(asyncio.Protocol):
             self._paused &= ~reason
             if not self._paused and self._transport is not None and self._client is not None:
                 self._transport.resume_reading()
+
+    def attach(self, connection: ServerConnection) -> None:
+        self._attach(connection)
 
     def continue_later(self) -> None:
         self._loop.call_soon(self._continue)

@@ -55,7 +55,7 @@ class TcpConnection(StreamConnection):
             return
         rest, self._header = self._header[header.length :], None
         if header.source is not None:
-            self.peer = f"{header.source[0]}:{header.source[1]}"
+            self._peer = f"{header.source[0]}:{header.source[1]}"
         self._start_mqtt()
         if rest:
             self._mqtt_received(rest)
