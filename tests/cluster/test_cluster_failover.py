@@ -18,6 +18,7 @@ import redis
 from clusterproc import NODE_TIMEOUT_MS, Cluster, wait_for_log, wait_routed, without_probes
 from paho_helpers import Clients, Conn, wait_until
 from rawmqtt import RawFactory
+from roost.cluster import keys
 
 EXPIRY = 300
 NODE_TIMEOUT = NODE_TIMEOUT_MS / 1000
@@ -250,6 +251,37 @@ def test_the_sessions_of_a_node_that_stops_are_adopted_at_once(
     assert back.session_present[-1] is True
     wanted = [f"a{number}".encode() for number in range(20)]
     wait_until(lambda: [p for p in back.payloads() if p in wanted] == wanted, what="the news")
+
+
+def test_a_node_stopped_while_adopting_lets_another_node_adopt_at_once(cluster: Cluster) -> None:
+    """Its adoption lock goes with it: the dead node is adopted within a few node timeouts,
+    not once the lock expires (20 node timeouts)."""
+    nodes = cluster.start(3)
+    nodes[2].kill()
+    adopter = wait_until_any(nodes[:2], "adopts the clients of dead node n2")
+    survivor = nodes[1] if adopter is nodes[0] else nodes[0]
+    assert adopter.terminate() == 0  # SIGTERM, while it waits out its grace period
+    wait_for_log(survivor, "took over node n2", timeout=10 * NODE_TIMEOUT)
+
+
+def test_a_node_finishes_an_adoption_its_former_run_left_unfinished(cluster: Cluster) -> None:
+    """A run of n0 that died while adopting a node left the adoption lock under n0; the
+    next run of n0 takes it over at once (one run of a node id is alive at a time)."""
+    store = redis.Redis.from_url(cluster.redis_server.url)
+    try:
+        store.sadd(keys.NODES, "gone")
+        store.set(keys.adopter("gone"), "n0", px=600_000)
+        (node,) = cluster.start(1)
+        wait_for_log(node, "took over node gone", timeout=10 * NODE_TIMEOUT)
+        assert not store.sismember(keys.NODES, "gone")
+    finally:
+        store.close()
+
+
+def wait_until_any(nodes: list[Any], text: str) -> Any:
+    """The first of ``nodes`` whose log says ``text``."""
+    wait_until(lambda: any(text in "".join(node.log) for node in nodes), what=repr(text))
+    return next(node for node in nodes if text in "".join(node.log))
 
 
 def test_group_messages_held_in_a_killed_nodes_inbox_reach_one_live_member_each(

@@ -69,17 +69,20 @@ class Adoption:
 
     async def lock(self, timeout: float) -> bool:
         """Become the one adopter of the dead node; False if another node is, or if it
-        was adopted already (it has left the node list)."""
-        taken = await self.redis.set(
-            keys.adopter(self.dead),
-            self.node_id,
-            nx=True,
-            px=int(LOCK_TIMEOUTS * timeout * 1000),
-        )
+        was adopted already (it has left the node list). A lock left by a former run of
+        this node id is taken over (see scripts.TAKE_ADOPTION)."""
+        lock = keys.adopter(self.dead)
+        milliseconds = int(LOCK_TIMEOUTS * timeout * 1000)
+        taken = await self.redis.eval(scripts.TAKE_ADOPTION, 1, lock, self.node_id, milliseconds)
         if taken and not await self.redis.sismember(keys.NODES, self.dead):
-            await self.redis.delete(keys.adopter(self.dead))
+            await self.redis.delete(lock)
             return False
         return bool(taken)
+
+    async def unlock(self) -> None:
+        """Let go of the lock if this node holds it: an adoption that failed or was
+        stopped is taken up by another node at once, not after the lock expires."""
+        await self.redis.eval(scripts.RELEASE_ADOPTION, 1, keys.adopter(self.dead), self.node_id)
 
     async def adopt_clients(self) -> None:
         """Claim the dead node's client ids and take their sessions (step 1)."""

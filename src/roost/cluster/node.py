@@ -695,8 +695,16 @@ class ClusterNode:
             log.info("node %s took over node %s (%d late messages)", self.node_id, dead, delivered)
         except (RedisError, OSError, RoostError) as exc:
             log.error("adopting node %s failed (another node will retry): %s", dead, exc)
+            await self._abandon(adoption)
+        except asyncio.CancelledError:  # this node is leaving: another one takes it up
+            await self._abandon(adoption)
+            raise
         finally:
             self._adoptions.pop(dead, None)
+
+    async def _abandon(self, adoption: Adoption) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await adoption.unlock()
 
     async def _stored(self) -> None:
         """Wait until everything recorded in the store so far is durable."""

@@ -108,6 +108,22 @@ end
 return 0
 """
 
+# Takes the adoption lock KEYS[1] for node ARGV[1], for ARGV[2] ms, if it is free or held
+# under ARGV[1] already: by a former run of that node id, which is gone (one run of a node
+# id is alive at a time) and left it when it stopped or died in an adoption. 1 if taken.
+TAKE_ADOPTION = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Lets go of the lock KEYS[1] if node ARGV[1] holds it; returns 1 if it did.
+RELEASE_ADOPTION = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
 # Moves a field of a hash from one value to another (a pending transaction from a dead node
 # to its adopter) if it still has the first; returns 1 if it did.
 MOVE_FIELD = """
