@@ -9,6 +9,7 @@ import logging
 import pytest
 
 import proxyheaders
+from closelog import logged_closes
 from paho_helpers import wait_until
 from rawmqtt import connect_bytes
 from roost.attach import Credentials, Verdict
@@ -52,13 +53,8 @@ def test_the_close_is_logged_with_the_address_from_the_header(make_broker, raw, 
         client.send(proxyheaders.v2("203.0.113.7", 40000) + connect_bytes("behind-proxy"))
         assert client.recv().name == "CONNACK"
         client.drop()
-
-        def closes() -> list[str]:
-            lines = [r.getMessage() for r in caplog.records if r.name == "roost.protocol"]
-            return [line for line in lines if "behind-proxy disconnected" in line]
-
-        wait_until(lambda: bool(closes()), what="the log line of the close")
-    assert closes() == [
+        closes = logged_closes(caplog, "behind-proxy")
+    assert closes == [
         "client behind-proxy disconnected from 203.0.113.7:40000 (MQTT 3.1.1): connection lost"
     ]
 

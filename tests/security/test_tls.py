@@ -15,7 +15,8 @@ import pytest
 from tlspki import SERVER_NAME, Pki, endpoint
 
 from adminhttp import TOKEN, AdminApi
-from paho_helpers import V5, V311, wait_until
+from closelog import logged_closes
+from paho_helpers import V5, V311
 from rawmqtt import RawClient, connect_bytes
 from roost.attach import Credentials, Verdict
 from roost.config import Listener
@@ -229,13 +230,8 @@ def test_a_tls_client_that_drops_is_logged_with_its_address(make_broker, pki, ca
         assert connack is not None and connack.reason_code == 0
         host, port = client.sock.getsockname()
         client.drop()
-
-        def closes() -> list[str]:
-            lines = [r.getMessage() for r in caplog.records if r.name == "roost.protocol"]
-            return [line for line in lines if "tls-sensor disconnected" in line]
-
-        wait_until(lambda: bool(closes()), what="the log line of the close")
-    assert closes() == [
+        closes = logged_closes(caplog, "tls-sensor")
+    assert closes == [
         f"client tls-sensor disconnected from {host}:{port} (MQTT 5.0): connection lost"
     ]
 
