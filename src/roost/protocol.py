@@ -687,9 +687,7 @@ class ServerConnection:
         self.level = packet.protocol_level
         if len(self.core.open_connections) > self.settings.max_connections:
             raise ConnectRefused("too many connections", ReasonCode.QUOTA_EXCEEDED)
-        limits = self.core.limits  # the peer is worked out only if addresses are limited
-        peer_limited = limits.addresses is not None
-        if peer_limited and not limits.admits_connection(self.transport.peer, self.last_received):
+        if not self.core.limits.admits_connection(self.transport.peer, self.last_received):
             raise ConnectRefused(
                 "its address is over its connection rate", ReasonCode.CONNECTION_RATE_EXCEEDED
             )
