@@ -73,7 +73,7 @@ class Broker:
         self.core: BrokerCore | None = None
         self.port = settings.port  # of the main TCP listener (the actual one once started)
         self.listeners: list[BoundListener] = []  # every MQTT listener, the main one first
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._store: Store | None = None
         self._redis: RedisClients | None = None  # in a cluster

@@ -38,9 +38,8 @@ def test_a_closed_connection_is_released_at_once(make_broker, raw) -> None:
 
 
 def test_accepted_connections_send_without_delay(make_broker, raw) -> None:
-    """Roost gathers its writes per loop turn itself; the event loop turns Nagle off on
-    every accepted TCP socket (Roost does not ask for the socket: uvloop would keep an
-    object per connection for it)."""
+    """Roost gathers its writes per loop turn itself, so Nagle is off on every accepted
+    TCP socket."""
     broker = make_broker(store="memory")
     client = raw(broker, 4)
     client.connect("nodelay")
