@@ -15,7 +15,7 @@ the buffer limits); ``close`` sends what is buffered first, ``abort`` does not;
 callback, and the descriptor is closed after it, so a connection's number is not reused
 while its events may still be in a batch. A connection is in the epoll set only while it
 wants something (input, or room for buffered output): a paused, idle one is not woken by
-a hang-up it cannot act on.
+a hang-up it cannot act on (it leaves the set at the first event after the pause).
 
 TLS listeners keep asyncio's transports (the handshake and the record layer are theirs);
 where there is no epoll (not Linux) every listener does.
@@ -110,9 +110,10 @@ class EpollTransport(asyncio.Transport):
         return bool(self._state & _READING)
 
     def pause_reading(self) -> None:
-        if self._state & _READING:
-            self._state &= ~_READING
-            self._watch()
+        # The epoll set keeps watching for input until some arrives (see EpollServer._poll):
+        # a connection paused and resumed between two polls (an input budget used up in
+        # one loop turn, given back in the next) then costs no system call.
+        self._state &= ~_READING
 
     def resume_reading(self) -> None:
         if not self._state & (_READING | _CLOSING):
@@ -464,7 +465,10 @@ class EpollServer(asyncio.AbstractServer):
             transport = transports[fd]
             if transport is None:
                 continue  # closed earlier in this batch
-            if events & (_IN | _HANG_UP) and transport._state & _IN:
-                transport._read_ready()
-            if events & (_OUT | _HANG_UP) and transport._state & _OUT:
+            if events & (_IN | _HANG_UP):
+                if transport._state & _READING:
+                    transport._read_ready()
+                else:
+                    transport._watch()  # paused since: stop watching for input now
+            if events & (_OUT | _HANG_UP) and transport._out is not None:
                 transport._write_ready()
