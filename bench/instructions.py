@@ -8,6 +8,9 @@ shared machine. Needs ``valgrind`` (Debian package); slow (about a minute per ru
 ``fanin``: one node (no cluster), 8 publishers at ``--qos`` (0 or 1; QoS 1 publishers read
 their PUBACKs) and one QoS 0 subscriber; the node's instructions per message.
 
+``fanout``: one node, one QoS 0 publisher and ``FANOUT_SUBSCRIBERS`` QoS 0 subscribers of
+its topic; the node's instructions per delivery (``--messages`` counts deliveries).
+
 ``relay``: the throughput ratio of ``python -m bench cluster-qos0`` (cross-node over
 same-node) moves by 30% from round to round on a shared machine; instruction counts do
 not. The same load (8 QoS 0 publishers on node A, 64-byte payloads, one subscriber, at
@@ -39,6 +42,7 @@ from bench.brokers import roost_python, src_env
 from roost.cluster.localserver import LocalServer, free_port
 
 PUBLISHERS = 8
+FANOUT_SUBSCRIBERS = 100
 OUTSTANDING = 256  # messages per publisher between two waits for the subscriber
 TOPIC = "bench/relay"
 PAYLOAD = bytes(64)
@@ -149,8 +153,29 @@ def run_fanin(qos: int, messages: int) -> int:
             stop([node])
 
 
-def subscribe(port: int) -> socket.socket:
-    subscriber = connect(port, "subscriber")
+def run_fanout(deliveries: int) -> int:
+    """Instructions of a lone node for ``deliveries`` deliveries of QoS 0 fan-out."""
+    with tempfile.TemporaryDirectory(prefix="roost-instructions-") as tmp:
+        node = start_node("single", Path(tmp), "--log-level", "info")
+        try:
+            node.wait_for("roost listening on")
+            subscribers = [
+                subscribe(node.port, f"subscriber-{n}") for n in range(FANOUT_SUBSCRIBERS)
+            ]
+            publisher = connect(node.port, "publisher")
+            sent = 0
+            while sent < deliveries:
+                publisher.sendall(PACKET * OUTSTANDING)
+                for subscriber in subscribers:
+                    read_exactly(subscriber, len(PACKET) * OUTSTANDING)
+                sent += OUTSTANDING * FANOUT_SUBSCRIBERS
+            return node.instructions()
+        finally:
+            stop([node])
+
+
+def subscribe(port: int, client_id: str = "subscriber") -> socket.socket:
+    subscriber = connect(port, client_id)
     subscriber.sendall(lg.subscribe_packet(1, [(TOPIC, 0)]))
     read_exactly(subscriber, 5)  # SUBACK
     return subscriber
@@ -204,12 +229,16 @@ def wait_for_route(publisher: socket.socket, subscriber: socket.socket) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
-    parser.add_argument("what", choices=["relay", "fanin"])
+    parser.add_argument("what", choices=["relay", "fanin", "fanout"])
     parser.add_argument("--qos", type=int, choices=[0, 1], default=0, help="fanin: publishers' QoS")
     parser.add_argument("--messages", type=int, default=20480)
     args = parser.parse_args()
     few = args.messages // 5
     count = args.messages - few
+    if args.what == "fanout":
+        per_delivery = (run_fanout(args.messages * 10) - run_fanout(few * 10)) / (count * 10)
+        print(f"one node, QoS 0 fan-out: {per_delivery:,.0f} instructions per delivery")
+        return
     if args.what == "fanin":
         per_message = (run_fanin(args.qos, args.messages) - run_fanin(args.qos, few)) / count
         print(f"one node, QoS {args.qos} fan-in: {per_message:,.0f} instructions per message")

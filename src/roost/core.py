@@ -50,10 +50,26 @@ DROP_REPORT_INTERVAL = 10.0  # seconds between log lines about messages dropped 
 DROP_REPORT_CLIENTS = 20  # clients named per such log line; the rest are counted
 
 
+class PlainSender(Protocol):
+    """What the core needs of a connection's outbox: the fast way of ``deliver``."""
+
+    def send_plain(self, message: Message, retain: bool) -> bool:
+        """Send a QoS 0 delivery with no per-subscription details now, when nothing has
+        to go before it; False, and nothing done, when it must take the way of
+        ``deliver``."""
+        ...
+
+
 class Connection(Linked, Hashable, Protocol):
     """What the core needs of a client's connection (linked into the keep-alive wheel)."""
 
     def deliver(self, delivery: Delivery) -> None: ...
+
+    @property
+    def outbox(self) -> PlainSender | None:
+        """Where the commonest delivery is sent without a ``Delivery`` (None until the
+        connection has sent anything)."""
+        ...
 
     def take_over(self) -> None: ...
 
@@ -538,12 +554,20 @@ class BrokerCore:
         for client_id, target in targets:
             qos = message.qos if message.qos < target.qos else target.qos
             retain = message.retain and target.retain_as_published
-            delivery = Delivery(message, qos, retain, target.subscription_ids)
             connection = connections.get(client_id)
             if connection is not None:
-                connection.deliver(delivery)
+                outbox = connection.outbox
+                if (
+                    qos
+                    or target.subscription_ids
+                    or outbox is None
+                    or not outbox.send_plain(message, retain)
+                ):
+                    connection.deliver(Delivery(message, qos, retain, target.subscription_ids))
             # Offline sessions keep QoS 1/2 messages; QoS 0 is not queued for them.
-            elif qos and not sessions[client_id].enqueue(delivery, limit, message_time):
+            elif qos and not sessions[client_id].enqueue(
+                Delivery(message, qos, retain, target.subscription_ids), limit, message_time
+            ):
                 self.note_dropped(client_id)
         return len(targets)
 

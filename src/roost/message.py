@@ -57,9 +57,10 @@ class Message:
         self.store_id = 0  # row id once a store has saved it
         self.stored_deliveries = 0  # deliveries the store holds for it
         self._properties_bytes: bytes | None = None
-        self._encoded: dict[tuple[bool, bool], bytes] | None = None
+        # QoS 0 PUBLISH bytes by _encoding_key (an int: no tuple made per delivery)
+        self._encoded: dict[int, bytes] | None = None
         if frame:
-            self._encoded = {(frame_level == MQTT_5, retain): frame}
+            self._encoded = {_encoding_key(frame_level == MQTT_5, retain): frame}
 
     @classmethod
     def from_packet(
@@ -87,7 +88,7 @@ class Message:
         message.store_id = 0
         message.stored_deliveries = 0
         message._properties_bytes = None
-        message._encoded = {(mqtt5, retain): frame}
+        message._encoded = {_encoding_key(mqtt5, retain): frame}
         return message
 
     def expired(self, now: float) -> bool:
@@ -115,8 +116,9 @@ class Message:
         if cache is None or self.expires_at is not None:
             return None
         plain = self.properties is NO_PROPERTIES
-        for (mqtt5, retain), data in cache.items():
-            if retain == self.retain and (mqtt5 or plain):
+        for key, data in cache.items():
+            mqtt5 = bool(key & _MQTT5_KEY)
+            if bool(key & _RETAIN_KEY) == self.retain and (mqtt5 or plain):
                 return data, mqtt5
         return None
 
@@ -127,7 +129,7 @@ class Message:
         """
         if self.expires_at is not None:
             return self._encode_qos0(protocol_level, retain, now)
-        key = (protocol_level == MQTT_5, retain)  # 3.1 and 3.1.1 encode PUBLISH alike
+        key = (protocol_level == MQTT_5) << 1 | retain  # 3.1 and 3.1.1 encode PUBLISH alike
         cache = self._encoded
         if cache is None:
             cache = self._encoded = {}
@@ -143,6 +145,15 @@ class Message:
         return encode_publish(
             self.topic_bytes, self.payload, 0, retain, False, 0, properties, protocol_level
         )
+
+
+_RETAIN_KEY = 1
+_MQTT5_KEY = 2
+
+
+def _encoding_key(mqtt5: bool, retain: bool) -> int:
+    """The key of a cached QoS 0 PUBLISH (as ``encode_qos0`` computes it inline)."""
+    return _MQTT5_KEY * mqtt5 | _RETAIN_KEY * retain
 
 
 def _without_alias(properties: Properties) -> Properties:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from roost.codec import MQTT_5, Properties, PubRel, encode, encode_properties, encode_publish
 from roost.codec.primitives import encode_u16
+from roost.message import Message
 from roost.session import Delivery, OutboundState, Session
 from roost.stats import TrafficCounters
 
@@ -148,6 +149,27 @@ class Outbox:
                 self._on_drop(session.client_id)
             return
         self._send(delivery)
+
+    def send_plain(self, message: Message, retain: bool) -> bool:
+        """The fast way of ``deliver`` for the commonest delivery, QoS 0 without
+        subscription identifiers: sent at once, without a ``Delivery``, when nothing is
+        queued, the transport takes it, no alias or expiry applies and it fits; False,
+        with nothing done, otherwise."""
+        if (
+            self.congested
+            or self.session.queue
+            or self._aliases is not None
+            or message.expires_at is not None
+        ):
+            return False
+        data = message.encode_qos0(self.level, retain, 0.0)
+        if len(data) > self.max_packet:
+            return False
+        self.write(data)
+        traffic = self._traffic
+        traffic.messages_out[0] += 1
+        traffic.payload_bytes_out[0] += len(message.payload)
+        return True
 
     def pump(self) -> None:
         """Send queued messages while the client's receive window allows [MQTT-4.9]."""
