@@ -79,9 +79,10 @@ PACKET_BUDGET = 256  # packets handled per loop turn before other connections ge
 # Deliveries one connection's input may cause per loop turn. Writes are flushed once per
 # turn, so a publisher with many subscribers would otherwise hand each of them a turn's
 # worth at once, one turn apart (256 publishes x 100 subscribers: ~17 ms of work between
-# two writes to a subscriber). 8192 keeps each subscriber's write above ~6 KB at 100
-# subscribers, where a loopback write costs per byte more than per call.
-DELIVERY_BUDGET = 8192
+# two writes to a subscriber). Measured in qos0-fanout (bench/README.md, "Where Roost's
+# fan-out gaps came from"): 4096 gives shorter gaps than 8192 at the same throughput;
+# 2048 gives no shorter ones and loses 13% of it to write calls.
+DELIVERY_BUDGET = 4096
 ATTACH_INPUT_LIMIT = 65_536  # bytes buffered behind CONNECT before reading pauses
 MAX_REASON_BYTES = 65_535  # a UTF-8 string's limit [MQTT-1.5.4]
 
