@@ -5,7 +5,9 @@ abort, half-close, pausing, resets) holds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -295,5 +297,45 @@ def test_close_stops_accepting_and_the_epoll_set_goes_with_the_last_connection(r
         writer.close()
         await asyncio.wait_for(protocol.lost, TIMEOUT)
         assert server.epoll.closed
+
+    run(scenario())
+
+
+def test_out_of_descriptors_accepting_rests_and_then_goes_on(run, caplog) -> None:
+    """EMFILE at accept is logged; the client waiting in the backlog is accepted once
+    descriptors are free again (after ACCEPT_RETRY_SECONDS), and the server goes on."""
+
+    async def scenario() -> None:
+        served = await Served.start()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        fillers: list[int] = []
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+            with contextlib.suppress(OSError):
+                while True:
+                    fillers.append(os.open(os.devnull, os.O_RDONLY))
+            os.close(fillers.pop())  # room for the client's socket, none for the server's
+            client = socket.socket()
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                client.connect(("127.0.0.1", served.port))
+            async with asyncio.timeout(TIMEOUT):
+                while "cannot accept connections" not in caplog.text:
+                    await asyncio.sleep(0.01)
+            assert served._protocols.empty()
+        finally:
+            for fd in fillers:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        async with asyncio.timeout(TIMEOUT):
+            protocol = await served._protocols.get()
+        client.setblocking(True)
+        client.sendall(b"in at last")
+        await protocol.wait_for(lambda: protocol.received == b"in at last")
+        _, writer, other = await served.connect()
+        writer.write(b"and the next")
+        await other.wait_for(lambda: other.received == b"and the next")
+        client.close()
+        writer.close()
 
     run(scenario())
