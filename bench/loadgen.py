@@ -540,21 +540,28 @@ async def run_qos0_publisher(
     batches: Sequence[tuple[bytes, int, int]],
     window: int,
     stamp: tuple[bytes, bytes] | None = None,
+    rate: float = 0.0,
 ) -> None:
     """Write pre-encoded batches (data, messages, expected deliveries) in a loop.
 
     With ``window`` > 0 the publisher keeps at most ``window`` deliveries outstanding over
     all publishers of the run (see ``Worker.delivery_room``), so the broker rather than
-    socket buffers sets the pace. With ``stamp`` = (PUBLISH prefix, payload after the
-    stamp) every batch is instead that many packets whose payload starts with the time of
-    the write (``time.perf_counter_ns``).
+    socket buffers sets the pace. With ``rate`` > 0 (messages/s) a batch is written when
+    the schedule says so, never ahead of it. With ``stamp`` = (PUBLISH prefix, payload
+    after the stamp) every batch is instead that many packets whose payload starts with
+    the time of the write (``time.perf_counter_ns``).
     """
     await w.wait_phase(P_RUN)
     index = 0
     nbatches = len(batches)
+    started = time.monotonic()
+    sent = 0
     while w.phase() < P_STOP and not conn.closed.done():
         if window and w.delivery_room(window) <= 0:
             await asyncio.sleep(WINDOW_POLL)
+            continue
+        if rate and (ahead := sent / rate - (time.monotonic() - started)) > 0:
+            await asyncio.sleep(ahead)
             continue
         data, messages, expected = batches[index]
         index += 1
@@ -565,6 +572,7 @@ async def run_qos0_publisher(
         conn.write(data)
         w.add(SENT, messages)
         w.add(EXPECTED, expected)
+        sent += messages
         if conn.paused:
             await conn.drain()
         else:
@@ -814,7 +822,8 @@ async def _setup_role(
             offset = (k * len(batches)) // max(1, len(conns))
             rotated = list(batches[offset:]) + list(batches[:offset])
             window = int(role.get("window", 0))
-            tasks.append(run_qos0_publisher(w, conn, rotated, window, role.get("stamp")))
+            stamp, rate = role.get("stamp"), float(role.get("rate", 0.0))
+            tasks.append(run_qos0_publisher(w, conn, rotated, window, stamp, rate))
     elif kind == "pub1":
         conns = await connect_many(w, ids, keepalive, None, sem, port=port)
         stamped = bool(role.get("stamped"))

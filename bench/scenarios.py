@@ -307,20 +307,30 @@ QOS1_FANIN = Scenario(
 # -- 3. QoS 0 fan-out --------------------------------------------------------------------------
 
 
-def run_qos0_fanout(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+def run_qos0_fanout(
+    ctx: Ctx, broker: BrokerProcess | None, rate: float = 0.0, batch_messages: int = 8
+) -> Outcome:
     """Throughput, and how evenly it reaches the subscribers: the publisher stamps each
-    batch with its write time, and every subscriber notes the delay of each delivery and
-    the longest gap between two reads that brought it deliveries."""
+    batch of ``batch_messages`` with its write time, and every subscriber notes the delay
+    of each delivery and the longest gap between two reads that brought it deliveries.
+    With ``rate`` the publisher publishes that many messages/s at most
+    (``paced-fanout``)."""
     assert broker is not None
     nw = ctx.workers
     subs = ctx.fanout_subs
-    batch = qos0_batch(FANOUT_TOPIC, ctx.payload, 8, subs)
+    batch = qos0_batch(FANOUT_TOPIC, ctx.payload, batch_messages, subs)
     stamp = (lg.publish_prefix(FANOUT_TOPIC, ctx.payload, 0), bytes(max(0, ctx.payload - 8)))
     roles = merge(
         place(nw, subs, {"role": "sub", "filters": [FANOUT_TOPIC], "qos": 0, "timing": True}),
         single(
             nw,
-            {"role": "pub0", "batches": [batch], "window": 256 * subs, "stamp": stamp},
+            {
+                "role": "pub0",
+                "batches": [batch],
+                "window": 256 * subs,
+                "stamp": stamp,
+                "rate": rate,
+            },
             worker=nw - 1,
         ),
     )
@@ -352,6 +362,24 @@ QOS0_FANOUT = Scenario(
         *CPU_METRICS,
     ),
     run_qos0_fanout,
+)
+
+# paced-fanout: one publish at a time, 500 a second (50,000 deliveries/s; each broker
+# then uses about half its core): the gaps a subscriber sees when neither broker is
+# saturated, whose floor is the 2 ms between two publishes.
+FANOUT_PACE = 500.0
+
+
+def run_paced_fanout(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
+    return run_qos0_fanout(ctx, broker, FANOUT_PACE, batch_messages=1)
+
+
+PACED_FANOUT = Scenario(
+    "paced-fanout",
+    f"1 publisher -> 100 subscribers, QoS 0, {FANOUT_PACE:,.0f} single publishes/s: gaps "
+    "and delays where neither broker is saturated",
+    QOS0_FANOUT.metrics,
+    run_paced_fanout,
 )
 
 
@@ -926,6 +954,7 @@ SCENARIOS: dict[str, Scenario] = {
         QOS0_FANIN,
         QOS1_FANIN,
         QOS0_FANOUT,
+        PACED_FANOUT,
         WILDCARD,
         IDLE,
         LATENCY,
