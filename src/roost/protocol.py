@@ -83,6 +83,7 @@ PACKET_BUDGET = 256  # packets handled per loop turn before other connections ge
 # fan-out gaps came from"): 4096 gives shorter gaps than 8192 at the same throughput;
 # 2048 gives no shorter ones and loses 13% of it to write calls.
 DELIVERY_BUDGET = 4096
+PUBACK_SUCCESS = b"\x40\x02"  # fixed header of a PUBACK with success and no properties
 ATTACH_INPUT_LIMIT = 65_536  # bytes buffered behind CONNECT before reading pauses
 MAX_REASON_BYTES = 65_535  # a UTF-8 string's limit [MQTT-1.5.4]
 
@@ -613,13 +614,16 @@ class ServerConnection:
         """Send an acknowledgement once the state it confirms is on disk."""
         self.core.store.after_commit(partial(self._send_reason, packet))
 
-    def _puback_when_durable(self, packet: PubAck) -> None:
+    def _puback_when_durable(self, packet: PubAck | bytes) -> None:
         self.qos1_awaiting_commit += 1
         self.core.after_durable(partial(self._puback_now, packet))
 
-    def _puback_now(self, packet: PubAck) -> None:
+    def _puback_now(self, packet: PubAck | bytes) -> None:
         self.qos1_awaiting_commit -= 1
-        self._send_reason(packet)
+        if isinstance(packet, bytes):
+            self.transport.write(packet)
+        else:
+            self._send_reason(packet)
 
     def deliver(self, delivery: Delivery) -> None:
         """Send a message now or queue it (see :class:`Outbox`)."""
@@ -757,7 +761,12 @@ class ServerConnection:
         if not self.problem_information:
             ack_properties = NO_PROPERTIES  # [MQTT-3.1.2-29]
         if qos == 1:
-            self._puback_when_durable(PubAck(packet.packet_id, code, ack_properties))
+            if code == ReasonCode.SUCCESS and ack_properties is NO_PROPERTIES:
+                # The commonest acknowledgement, the same bytes at every protocol level
+                # (MQTT 5 leaves out a success code without properties [MQTT 3.4.2.1]).
+                self._puback_when_durable(PUBACK_SUCCESS + packet.packet_id.to_bytes(2, "big"))
+            else:
+                self._puback_when_durable(PubAck(packet.packet_id, code, ack_properties))
         else:
             if code < 0x80:
                 session.receive_qos2(packet.packet_id)
