@@ -73,6 +73,7 @@ log = logging.getLogger("roost.cluster")
 READ_BATCH = 64  # inbox entries read per call
 CLAIM_ATTEMPTS = 3  # compare-and-set rounds before a contended claim is refused
 ADOPTION_GRACE_TIMEOUTS = 2  # node timeouts an adopter keeps reading a dead node's inbox
+CANCEL_AGAIN_SECONDS = 0.5  # leaving: how long a cancelled loop may take to end
 
 
 class ClusterError(RoostError):
@@ -172,6 +173,7 @@ class ClusterNode:
         self._deferred_kicks: list[Kick] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._adoptions: dict[str, asyncio.Task[None]] = {}  # dead node -> its adoption
+        self._leaving = False  # stop() has begun
         self._beat: Any = redis.register_script(scripts.BEAT)
         self.forwarded_messages = 0  # records sent to other nodes
         sessions.fence_writes(node_id, self._fenced)
@@ -233,9 +235,20 @@ class ClusterNode:
         what is on its way to them) without waiting for the timeout."""
         with contextlib.suppress(RedisError, OSError):
             await self.sender.sent()
-        for task in [*self._tasks, *self._adoptions.values()]:
+        # redis-py can swallow a cancellation that arrives during a command (a task then
+        # goes on as if not cancelled: redis/redis-py#2028, #2551). The node's loops are
+        # cancelled again until they end; an adoption looks at _leaving before its grace
+        # period, and is not cancelled twice, which could cut short its unlock.
+        self._leaving = True
+        loops = set(self._tasks)
+        while loops:
+            for task in loops:
+                task.cancel()
+            _, loops = await asyncio.wait(loops, timeout=CANCEL_AGAIN_SECONDS)
+        adoptions = list(self._adoptions.values())
+        for task in adoptions:
             task.cancel()
-        for task in [*self._tasks, *self._adoptions.values()]:
+        for task in [*self._tasks, *adoptions]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(RedisError, OSError):
@@ -687,6 +700,8 @@ class ClusterNode:
             await self._adopt_clients(adoption, drain=True)
             await self.sender.sent()  # the adopted sessions' routes are announced
             await adoption.withdraw_routes()
+            if self._leaving:  # its cancellation was swallowed (see stop)
+                raise asyncio.CancelledError
             await asyncio.sleep(ADOPTION_GRACE_TIMEOUTS * self.timeout)
             delivered = await adoption.drain_inbox()
             await self.sender.sent()  # what it dealt to shared groups on other nodes
