@@ -1,6 +1,14 @@
-"""HOST:PORT text, as in the ``advertise`` setting, heartbeats and MQTT 5 Server References."""
+"""HOST:PORT text, as in the ``advertise`` setting, heartbeats and MQTT 5 Server References,
+and as a client's address is logged."""
 
 from __future__ import annotations
+
+from typing import Any
+
+
+def host_port(address: tuple[Any, ...] | None) -> str:
+    """``HOST:PORT`` of a socket address (``peername``), or "?" for none."""
+    return f"{address[0]}:{address[1]}" if address else "?"
 
 
 def split_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:

@@ -32,6 +32,8 @@ import socket
 from collections.abc import Callable
 from typing import Any, cast
 
+from roost.address import host_port
+
 log = logging.getLogger("roost.transport")
 
 AVAILABLE = hasattr(select, "epoll")
@@ -147,14 +149,8 @@ class EpollTransport(asyncio.Transport):
         if out is not None:
             out += data
         else:
-            try:
-                sent = os.write(self._fd, data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._fail(exc)
-                return
-            if sent == len(data):
+            sent = self._send(data)
+            if sent < 0 or sent == len(data):
                 return
             self._out = bytearray(memoryview(data)[sent:])
             self._watch()
@@ -195,12 +191,8 @@ class EpollTransport(asyncio.Transport):
     def _write_ready(self) -> None:
         out = self._out
         assert out is not None
-        try:
-            sent = os.write(self._fd, out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._fail(exc)
+        sent = self._send(out)
+        if sent <= 0:
             return
         del out[:sent]
         if out:
@@ -215,6 +207,17 @@ class EpollTransport(asyncio.Transport):
             self._shut_output()
 
     # -- inside ------------------------------------------------------------------------------
+
+    def _send(self, data: bytes | bytearray | memoryview) -> int:
+        """Write what the socket takes of ``data``: the bytes taken (0 when it takes
+        none now), or -1 when it failed and the connection is being lost."""
+        try:
+            return os.write(self._fd, data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._fail(exc)
+            return -1
 
     def _watch(self) -> None:
         """Bring the epoll set in line with what the connection waits for."""
@@ -287,8 +290,7 @@ class EpollTransport(asyncio.Transport):
             self._server.detach()
 
     def _peer(self) -> str:
-        address = self.get_extra_info("peername")
-        return f"{address[0]}:{address[1]}" if address else "?"
+        return host_port(self.get_extra_info("peername"))
 
 
 def _ask_socket(fd: int, method: Callable[..., Any], *args: Any) -> Any:
@@ -381,10 +383,6 @@ class EpollServer(asyncio.AbstractServer):
         self._serving = True
         for sock in self.sockets:
             self.loop.add_reader(sock.fileno(), self._accept, sock)
-
-    async def serve_forever(self) -> None:
-        await self.start_serving()
-        await asyncio.Future()
 
     def close(self) -> None:
         if self._closed:

@@ -66,11 +66,15 @@ async def open_listener(
     kind: type[StreamConnection]
     kind = WebSocketConnection if listener.kind in WEBSOCKET_KINDS else TcpConnection
     tls = server_context(listener) if listener.kind in TLS_KINDS else None
+
+    def connection() -> StreamConnection:
+        return kind(core, attach, listener)
+
     server: asyncio.Server | epoll.EpollServer
     try:
         if tls is None and epoll.AVAILABLE:
             server = await epoll.EpollServer.listen(
-                lambda: kind(core, attach, listener),
+                connection,
                 listener.host,
                 listener.port,
                 reuse_port=reuse_port,
@@ -78,7 +82,7 @@ async def open_listener(
             )
         else:
             server = await asyncio.get_running_loop().create_server(
-                lambda: kind(core, attach, listener),
+                connection,
                 listener.host,
                 listener.port,
                 ssl=tls,

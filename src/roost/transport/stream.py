@@ -26,6 +26,7 @@ import asyncio
 import logging
 from typing import cast
 
+from roost.address import host_port
 from roost.config import TLS_KINDS, Listener
 from roost.core import BrokerCore
 from roost.protocol import CONNECT_TIMEOUT, Attach, ServerConnection
@@ -93,8 +94,9 @@ class StreamConnection(asyncio.Protocol):
             cast(asyncio.Transport, transport).abort()  # connection_lost sees no _transport
             return
         traffic.sockets += 1
-        # No TCP_NODELAY here: asyncio and uvloop set it on every TCP transport, and asking
-        # uvloop for the "socket" would cache a socket object on each transport (72 bytes).
+        # No TCP_NODELAY here: Roost's epoll server, asyncio and uvloop set it on every
+        # accepted TCP socket, and asking uvloop for the "socket" would cache a socket
+        # object on each transport (72 bytes).
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(WRITE_BUFFER_HIGH, WRITE_BUFFER_LOW)
         if self.listener.kind in TLS_KINDS:
@@ -110,10 +112,10 @@ class StreamConnection(asyncio.Protocol):
 
         Asked of the transport each time rather than kept: it is read for logs, limits
         and authentication only, and keeping it cost a 64-byte string per connection. A
-        TCP transport (asyncio's, uvloop's) keeps the address it read at accept, so the log
-        line of a close (even a reset) still names it; a TLS transport lets go of the TCP
-        one before ``connection_lost``, so a TLS connection keeps its peer from the start
-        (see ``connection_made``).
+        TCP transport (Roost's own, asyncio's, uvloop's) keeps the address it read at
+        accept, so the log line of a close (even a reset) still names it; a TLS transport
+        lets go of the TCP one before ``connection_lost``, so a TLS connection keeps its
+        peer from the start (see ``connection_made``).
         """
         return self._socket_peer() if self._peer is None else self._peer
 
@@ -124,7 +126,7 @@ class StreamConnection(asyncio.Protocol):
             address = self._transport.get_extra_info("peername")
         except (AttributeError, OSError):  # one that asks a socket it has let go of
             return "?"
-        return f"{address[0]}:{address[1]}" if address else "?"
+        return host_port(address)
 
     def _opened(self) -> None:
         """The connection is up (TLS handshake done): start MQTT, or what comes before it."""

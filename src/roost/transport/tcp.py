@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from roost.address import host_port
 from roost.config import Listener
 from roost.core import BrokerCore
 from roost.protocol import Attach
@@ -55,7 +56,7 @@ class TcpConnection(StreamConnection):
             return
         rest, self._header = self._header[header.length :], None
         if header.source is not None:
-            self._peer = f"{header.source[0]}:{header.source[1]}"
+            self._peer = host_port(header.source)
         self._start_mqtt()
         if rest:
             self._mqtt_received(rest)
