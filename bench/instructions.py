@@ -11,6 +11,11 @@ their PUBACKs) and one QoS 0 subscriber; the node's instructions per message.
 ``fanout``: one node, one QoS 0 publisher and ``FANOUT_SUBSCRIBERS`` QoS 0 subscribers of
 its topic; the node's instructions per delivery (``--messages`` counts deliveries).
 
+``latency``: one node, one QoS 1 publisher and one QoS 1 subscriber of its topic, as in
+``python -m bench latency``: the publisher writes ``LATENCY_BATCH`` messages at a time and
+waits for their PUBACKs and deliveries, the subscriber acknowledges each batch in one write;
+the node's instructions per message, with every poll, read and write of a quiet broker.
+
 ``relay``: the throughput ratio of ``python -m bench cluster-qos0`` (cross-node over
 same-node) moves by 30% from round to round on a shared machine; instruction counts do
 not. The same load (8 QoS 0 publishers on node A, 64-byte payloads, one subscriber, at
@@ -43,6 +48,7 @@ from roost.cluster.localserver import LocalServer, free_port
 
 PUBLISHERS = 8
 FANOUT_SUBSCRIBERS = 100
+LATENCY_BATCH = 3  # messages the latency scenario's publisher writes at a time
 OUTSTANDING = 256  # messages per publisher between two waits for the subscriber
 TOPIC = "bench/relay"
 PAYLOAD = bytes(64)
@@ -113,9 +119,11 @@ def connect(port: int, client_id: str) -> socket.socket:
     return sock
 
 
-def read_exactly(sock: socket.socket, size: int) -> None:
-    while size:
-        size -= len(sock.recv(min(size, 1 << 20)))
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    received = bytearray()
+    while len(received) < size:
+        received += sock.recv(min(size - len(received), 1 << 20))
+    return bytes(received)
 
 
 def run_relay(cross: bool, messages: int) -> tuple[int, int]:
@@ -174,9 +182,35 @@ def run_fanout(deliveries: int) -> int:
             stop([node])
 
 
-def subscribe(port: int, client_id: str = "subscriber") -> socket.socket:
+def run_latency(messages: int) -> int:
+    """Instructions of a lone node for ``messages`` QoS 1 messages, a few at a time."""
+    delivery_size = len(lg.publish_packet(TOPIC, PAYLOAD, 1, 1))
+    packet_id_at = delivery_size - len(PAYLOAD) - 2
+    with tempfile.TemporaryDirectory(prefix="roost-instructions-") as tmp:
+        node = start_node("single", Path(tmp), "--log-level", "info")
+        try:
+            node.wait_for("roost listening on")
+            subscriber = subscribe(node.port, qos=1)
+            publisher = connect(node.port, "publisher")
+            for first in range(0, messages, LATENCY_BATCH):
+                ids = range(first % 60_000 + 1, first % 60_000 + 1 + LATENCY_BATCH)
+                publisher.sendall(b"".join(lg.publish_packet(TOPIC, PAYLOAD, 1, i) for i in ids))
+                read_exactly(publisher, 4 * LATENCY_BATCH)  # the PUBACKs
+                deliveries = b"".join(read_exactly(subscriber, delivery_size) for _ in ids)
+                subscriber.sendall(
+                    b"".join(
+                        b"\x40\x02" + deliveries[at + packet_id_at : at + packet_id_at + 2]
+                        for at in range(0, len(deliveries), delivery_size)
+                    )
+                )
+            return node.instructions()
+        finally:
+            stop([node])
+
+
+def subscribe(port: int, client_id: str = "subscriber", qos: int = 0) -> socket.socket:
     subscriber = connect(port, client_id)
-    subscriber.sendall(lg.subscribe_packet(1, [(TOPIC, 0)]))
+    subscriber.sendall(lg.subscribe_packet(1, [(TOPIC, qos)]))
     read_exactly(subscriber, 5)  # SUBACK
     return subscriber
 
@@ -229,7 +263,7 @@ def wait_for_route(publisher: socket.socket, subscriber: socket.socket) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
-    parser.add_argument("what", choices=["relay", "fanin", "fanout"])
+    parser.add_argument("what", choices=["relay", "fanin", "fanout", "latency"])
     parser.add_argument("--qos", type=int, choices=[0, 1], default=0, help="fanin: publishers' QoS")
     parser.add_argument("--messages", type=int, default=20480)
     args = parser.parse_args()
@@ -238,6 +272,10 @@ def main() -> None:
     if args.what == "fanout":
         per_delivery = (run_fanout(args.messages * 10) - run_fanout(few * 10)) / (count * 10)
         print(f"one node, QoS 0 fan-out: {per_delivery:,.0f} instructions per delivery")
+        return
+    if args.what == "latency":
+        per_message = (run_latency(args.messages) - run_latency(few)) / count
+        print(f"one node, QoS 1 a few at a time: {per_message:,.0f} instructions per message")
         return
     if args.what == "fanin":
         per_message = (run_fanin(args.qos, args.messages) - run_fanin(args.qos, few)) / count
