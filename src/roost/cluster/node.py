@@ -43,6 +43,7 @@ from roost.cluster.membership import NodeInfo, Peers
 from roost.cluster.routes import ClusterRoutes
 from roost.cluster.routesync import RouteSync
 from roost.cluster.sender import Sender, eval_script, resolve
+from roost.cluster.tasks import cancel_until_done
 from roost.cluster.txrelay import TransactionRelay
 from roost.cluster.wire import (
     GROUPS,
@@ -73,7 +74,6 @@ log = logging.getLogger("roost.cluster")
 READ_BATCH = 64  # inbox entries read per call
 CLAIM_ATTEMPTS = 3  # compare-and-set rounds before a contended claim is refused
 ADOPTION_GRACE_TIMEOUTS = 2  # node timeouts an adopter keeps reading a dead node's inbox
-CANCEL_AGAIN_SECONDS = 0.5  # leaving: how long a cancelled loop may take to end
 
 
 class ClusterError(RoostError):
@@ -235,16 +235,12 @@ class ClusterNode:
         what is on its way to them) without waiting for the timeout."""
         with contextlib.suppress(RedisError, OSError):
             await self.sender.sent()
-        # redis-py can swallow a cancellation that arrives during a command (a task then
-        # goes on as if not cancelled: redis/redis-py#2028, #2551). The node's loops are
-        # cancelled again until they end; an adoption looks at _leaving before its grace
-        # period, and is not cancelled twice, which could cut short its unlock.
+        # A task awaiting redis-py may go on after one cancel (see roost.cluster.tasks).
+        # The node's loops are cancelled until they end; an adoption looks at _leaving
+        # before its grace period, and is not cancelled twice, which could cut short its
+        # unlock.
         self._leaving = True
-        loops = set(self._tasks)
-        while loops:
-            for task in loops:
-                task.cancel()
-            _, loops = await asyncio.wait(loops, timeout=CANCEL_AGAIN_SECONDS)
+        await cancel_until_done(self._tasks)
         adoptions = list(self._adoptions.values())
         for task in adoptions:
             task.cancel()
