@@ -43,6 +43,7 @@ from roost.cluster.membership import NodeInfo, Peers
 from roost.cluster.routes import ClusterRoutes
 from roost.cluster.routesync import RouteSync
 from roost.cluster.sender import Sender, eval_script, resolve
+from roost.cluster.tasks import cancel_until_done
 from roost.cluster.txrelay import TransactionRelay
 from roost.cluster.wire import (
     GROUPS,
@@ -73,7 +74,6 @@ log = logging.getLogger("roost.cluster")
 READ_BATCH = 64  # inbox entries read per call
 CLAIM_ATTEMPTS = 3  # compare-and-set rounds before a contended claim is refused
 ADOPTION_GRACE_TIMEOUTS = 2  # node timeouts an adopter keeps reading a dead node's inbox
-CANCEL_AGAIN_SECONDS = 0.5  # leaving: how long a cancelled loop may take to end
 
 
 class ClusterError(RoostError):
@@ -235,16 +235,12 @@ class ClusterNode:
         what is on its way to them) without waiting for the timeout."""
         with contextlib.suppress(RedisError, OSError):
             await self.sender.sent()
-        # redis-py can swallow a cancellation that arrives during a command (a task then
-        # goes on as if not cancelled: redis/redis-py#2028, #2551). The node's loops are
-        # cancelled again until they end; an adoption looks at _leaving before its grace
-        # period, and is not cancelled twice, which could cut short its unlock.
+        # A task awaiting redis-py may go on after one cancel (see roost.cluster.tasks).
+        # The node's loops are cancelled until they end; a loop that goes on starts no
+        # adoption once _leaving is set. An adoption is cancelled once, as a second
+        # cancellation could cut short its unlock: it looks at _leaving between its steps.
         self._leaving = True
-        loops = set(self._tasks)
-        while loops:
-            for task in loops:
-                task.cancel()
-            _, loops = await asyncio.wait(loops, timeout=CANCEL_AGAIN_SECONDS)
+        await cancel_until_done(self._tasks)
         adoptions = list(self._adoptions.values())
         for task in adoptions:
             task.cancel()
@@ -627,7 +623,7 @@ class ClusterNode:
         joined, dead = self.peers.update(infos, self.clock())
         for node in dead:
             log.warning("node %s is dead (no heartbeat for %.1f s)", node, self.timeout)
-        adopting = self.clock() >= self._adopt_from
+        adopting = self.clock() >= self._adopt_from and not self._leaving
         for member, record in zip(members, records, strict=True):
             if adopting and not record and member not in self._adoptions:  # not adopted yet
                 task = asyncio.get_running_loop().create_task(self._adopt(member))
@@ -695,13 +691,14 @@ class ClusterNode:
         try:
             if not await adoption.lock(self.timeout):
                 return
+            self._unless_leaving()
             log.info("node %s adopts the clients of dead node %s", self.node_id, dead)
             await self.transactions.adopt(dead)
+            self._unless_leaving()
             await self._adopt_clients(adoption, drain=True)
             await self.sender.sent()  # the adopted sessions' routes are announced
             await adoption.withdraw_routes()
-            if self._leaving:  # its cancellation was swallowed (see stop)
-                raise asyncio.CancelledError
+            self._unless_leaving()
             await asyncio.sleep(ADOPTION_GRACE_TIMEOUTS * self.timeout)
             delivered = await adoption.drain_inbox()
             await self.sender.sent()  # what it dealt to shared groups on other nodes
@@ -716,6 +713,12 @@ class ClusterNode:
             raise
         finally:
             self._adoptions.pop(dead, None)
+
+    def _unless_leaving(self) -> None:
+        """Stop an adoption of a node that is leaving, whose cancellation was dropped
+        (see stop): it takes nothing more over and lets go of its lock."""
+        if self._leaving:
+            raise asyncio.CancelledError
 
     async def _abandon(self, adoption: Adoption) -> None:
         with contextlib.suppress(RedisError, OSError):

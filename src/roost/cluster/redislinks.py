@@ -15,6 +15,8 @@ packed into a redis-py pipeline object. Two ways to send rounds, in order:
 
 Either tells ``on_failure`` when Redis does not answer, refuses a command, or the
 connection breaks: the rounds in flight are dropped then, and their callbacks never run.
+Closing a link cancels its tasks until they have ended (:mod:`roost.cluster.tasks`): one
+that went on would leave a connection open, or answer a round, after the node has left.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from redis.exceptions import RedisError
+
+from roost.cluster.tasks import cancel_until_done
 
 OnResults = Callable[[list[Any]], None]  # a round's replies, one per command, in order
 
@@ -123,9 +127,9 @@ class PipelinedLink:
         self._on_failure(exc)
 
     async def aclose(self) -> None:
-        for task in (self._opening, self._reader):
-            if task is not None:
-                task.cancel()
+        # A connect that went on after its cancellation has started a reader: that goes too.
+        while tasks := [task for task in (self._opening, self._reader) if task and not task.done()]:
+            await cancel_until_done(tasks)
         connection, self._connection = self._connection, None
         if connection is not None:
             await _disconnect(connection)
@@ -174,4 +178,4 @@ class RoundTripLink:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            await cancel_until_done([self._task])
