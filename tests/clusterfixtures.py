@@ -1,15 +1,19 @@
 """Fixtures for tests of real cluster nodes: ``cluster`` (node processes sharing the test's
-real Valkey, see clusterproc.py), ``clients`` (paho clients) and ``raw`` (raw MQTT clients),
-both stopped before the nodes are. A test directory's conftest, or a test module, imports them."""
+real Valkey, see clusterproc.py), ``make_node`` (nodes in threads of the test process, see
+brokerthread.py, for tests that look into a node), ``clients`` (paho clients) and ``raw``
+(raw MQTT clients), both stopped before the nodes are. A test directory's conftest, or a
+test module, imports them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from clusterproc import Cluster
+from brokerthread import BrokerFactory, RunningBroker
+from clusterproc import NODE_TIMEOUT_MS, Cluster
 from paho_helpers import Clients
 from rawmqtt import RawFactory
 from roost.cluster.localserver import LocalServer
@@ -20,6 +24,20 @@ def cluster(redis_server: LocalServer, tmp_path: Path) -> Iterator[Cluster]:
     nodes = Cluster(redis_server, tmp_path / "nodes")
     yield nodes
     nodes.stop_all()
+
+
+@pytest.fixture
+def make_node(
+    make_broker: BrokerFactory, redis_server: LocalServer
+) -> Callable[..., RunningBroker]:
+    """``make_node(node_id, **settings)``: a node of the test's cluster in a thread of the
+    test process, started once it has joined; stopped at teardown."""
+
+    def make(node_id: str, **settings: Any) -> RunningBroker:
+        defaults = {"node_timeout_ms": NODE_TIMEOUT_MS}
+        return make_broker(cluster=redis_server.url, node_id=node_id, **{**defaults, **settings})
+
+    return make
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Fixtures of the cluster tests: a real Valkey/Redis server and real node processes."""
 
-from clusterfixtures import clients, cluster, raw
+from clusterfixtures import clients, cluster, make_node, raw
 
-__all__ = ["clients", "cluster", "raw"]
+__all__ = ["clients", "cluster", "make_node", "raw"]

@@ -118,7 +118,16 @@ class RouteSync:
                 await self.load(info.node_id)
 
     async def listen(self) -> None:
-        """Apply the announcements of the nodes followed (a task, until cancelled)."""
+        """Apply the announcements of the nodes followed (a task, until cancelled).
+
+        A Redis failure while applying an announcement (reading a node's whole set,
+        leaving a dead node's channel) is met as one while waiting for it: logged, waited
+        out, and the listener goes on; a listener that ended would leave the route table
+        behind for good (and its error would come out of the node's stop). What it could
+        not apply is read again: a set that could not be read keeps its old version here,
+        so the next announcement shows a gap, and the heartbeat's catch_up reads it again
+        as soon as the node's heartbeat shows a newer version. redis-py subscribes again
+        to every channel when it reconnects."""
         while True:
             if not self._pubsub.subscribed:
                 # Following no node (yet): wait for the first one, not for a fixed time,
@@ -131,14 +140,12 @@ class RouteSync:
                 message = await self._pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=self.interval
                 )
+                if message is not None and message["type"] == "smessage":
+                    node = keys.node_of_routes_channel(message["channel"].decode())
+                    await self._apply(node, message["data"])
             except (RedisError, OSError) as exc:
                 log.debug("route announcements interrupted: %s", exc)
                 await asyncio.sleep(self.interval)
-                continue
-            if message is None or message["type"] != "smessage":
-                continue
-            node = keys.node_of_routes_channel(message["channel"].decode())
-            await self._apply(node, message["data"])
 
     async def _apply(self, node: str, data: bytes) -> None:
         version_raw, *ops = data.decode().split("\0")

@@ -1,0 +1,63 @@
+"""A node's route listener outlives a Redis error met while applying an announcement (here
+a WRONGTYPE from reading another node's route set), goes on applying the announcements
+after it, and the node stops without raising it. In-process nodes on a real Valkey."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from brokerthread import RunningBroker
+from paho_helpers import Clients, wait_until
+from roost.cluster import keys
+from roost.cluster.localserver import LocalServer
+
+
+@pytest.fixture
+def peek(redis_server: LocalServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def filters_of(node: RunningBroker, other: str) -> frozenset[str]:
+    """The filters ``node``'s route table holds for node ``other`` (read on its loop)."""
+
+    async def read() -> frozenset[str]:
+        assert node.broker.cluster is not None
+        return node.broker.cluster.routes.filters_of(other)
+
+    result: frozenset[str] = node.call(read())
+    return result
+
+
+def test_the_route_listener_goes_on_after_a_redis_error_and_stop_does_not_raise_it(
+    make_node: Callable[..., RunningBroker],
+    clients: Clients,
+    peek: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="roost.cluster")
+    a, b = make_node("a"), make_node("b")
+    clients.connect(b, "subscriber").sub("first", 1)
+    wait_until(lambda: filters_of(a, "b") == {"first"}, what="b's route at a")
+    version = int(peek.get(keys.routes_version("b")) or 0)
+    members = peek.smembers(keys.routes("b"))
+    # b's route set becomes unreadable; an announcement with a gap makes a read it
+    peek.delete(keys.routes("b"))
+    peek.set(keys.routes("b"), "not a set")
+    peek.spublish(keys.routes_channel("b"), f"{version + 5}\0+lost")
+    # the next announcement in order needs no read: the listener applies it if it lives
+    peek.spublish(keys.routes_channel("b"), f"{version + 1}\0+second")
+    wait_until(lambda: filters_of(a, "b") == {"first", "second"}, what="the next announcement")
+    assert any(
+        "route announcements interrupted" in record.getMessage()
+        and "WRONGTYPE" in record.getMessage()
+        for record in caplog.records
+    )
+    peek.delete(keys.routes("b"))
+    peek.sadd(keys.routes("b"), *members)
+    a.stop()  # the listener's error is not raised out of the node's stop
