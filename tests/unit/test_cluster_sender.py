@@ -14,11 +14,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from paho_helpers import wait_until
 from redis_store_helpers import stopped, turn
 from roost.cluster import keys
 from roost.cluster.localserver import LocalServer
 from roost.cluster.redislinks import WRITE_BUFFER_LIMIT
-from roost.cluster.sender import Sender
+from roost.cluster.sender import Sender, SenderClosed
 
 TIMEOUT = 10.0
 SHORT_TIMEOUT = 1.0  # seconds a round's replies may take, for the test of a silent Redis
@@ -173,3 +174,39 @@ def test_records_wait_and_join_one_entry_while_redis_is_behind_on_what_is_writte
     assert len(entries) < 1 + 5
     assert entries[-1].endswith(b"de") and len(entries[-1]) > 2
     assert not writer.failures
+
+
+def test_what_is_queued_after_close_is_dropped_without_connecting_again(
+    writer: Writer, peek: redis.Redis
+) -> None:
+    writer.connect()
+    writer.loop.run_until_complete(writer.sender.aclose())
+    done: list[str] = []
+    writer.record(b"late")
+    writer.inside(lambda: writer.sender.command(lambda client: client.set("late", "1")))
+    writer.inside(lambda: writer.sender.after_sent(lambda: done.append("acknowledged")))
+    with pytest.raises(SenderClosed):
+        writer.sent()
+    assert inbox(peek) == [b"hello"]
+    assert peek.get("late") is None
+    assert done == []  # what was dropped is never acknowledged
+    # the sender's connection is gone and none took its place: only peek's is left
+    wait_until(lambda: len(peek.client_list()) == 1, what="the sender's connection to close")
+    assert not writer.failures
+
+
+def test_a_wait_for_a_round_that_close_cut_short_fails(
+    writer: Writer, redis_server: LocalServer
+) -> None:
+    writer.connect()
+
+    async def close_while_waiting() -> None:
+        waiting = asyncio.ensure_future(writer.sender.sent())
+        await asyncio.sleep(0)  # one loop turn: the wait has begun
+        await writer.sender.aclose()
+        with pytest.raises(SenderClosed):
+            await asyncio.wait_for(waiting, TIMEOUT)
+
+    with stopped(redis_server):  # the round's replies never come before the close
+        writer.record(b"unanswered")
+        writer.loop.run_until_complete(close_while_waiting())

@@ -6,6 +6,11 @@ turn that made it, without waiting for the replies to the ones before.
 
 Callbacks wait for "everything queued so far is in Redis": PUBACK / PUBREC of a forwarded
 message use that (:meth:`Sender.after_sent`).
+
+Once closed (the node has left its cluster), a sender sends nothing more: what is queued
+afterwards (the XTRIM of an inbox when the store's last commit completes, a RELEASED
+answer) is dropped, as a failed round's is, and logged at debug. A round would connect
+again after the node has left.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from redis.asyncio import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from roost.cluster import keys
 from roost.cluster.redislinks import OnResults, PipelinedLink, RoundTripLink
@@ -46,6 +52,11 @@ class Link(Protocol):
     async def aclose(self) -> None: ...
 
 
+class SenderClosed(RedisConnectionError):
+    """The sender is closed: what waits for it is never sent. A redis-py ConnectionError,
+    so that a caller that handles an unreachable Redis handles this as well."""
+
+
 class Sender:
     def __init__(self, redis: Any, on_failure: Callable[[Exception], None]) -> None:
         """``on_failure`` is told when a round fails: what it carried, what was queued and
@@ -59,6 +70,7 @@ class Sender:
         self._sent_futures: set[asyncio.Future[None]] = set()
         self._due: asyncio.Handle | None = None  # the end-of-turn round, once scheduled
         self._on_failure = on_failure
+        self._closed = False
         link = RoundTripLink if isinstance(redis, RedisCluster) else PipelinedLink
         self._link: Link = link(redis, self._failed)
         self.entries = 0  # stream entries sent to other nodes
@@ -80,8 +92,11 @@ class Sender:
         self.schedule()
 
     def after_sent(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once every record queued so far is in Redis."""
-        if self.outgoing or self._commands or self._waiting:
+        """Run ``callback`` once every record queued so far is in Redis (never, once the
+        sender is closed)."""
+        if self._closed:
+            log.debug("a callback waiting for the cluster's Redis after it closed is dropped")
+        elif self.outgoing or self._commands or self._waiting:
             self._waiting.append(callback)
             self.schedule()
         elif self._in_flight:
@@ -90,7 +105,10 @@ class Sender:
             callback()
 
     async def sent(self) -> None:
-        """Wait until everything queued so far is in Redis; raises what made it fail."""
+        """Wait until everything queued so far is in Redis; raises what made it fail
+        (:class:`SenderClosed` once the sender is closed)."""
+        if self._closed:
+            raise SenderClosed("the node's link to the cluster's Redis is closed")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sent_futures.add(done)
         done.add_done_callback(self._sent_futures.discard)
@@ -98,8 +116,10 @@ class Sender:
         await done
 
     def schedule(self) -> None:
-        """Send what is queued at the end of this loop turn."""
-        if self._due is None:
+        """Send what is queued at the end of this loop turn (drop it if closed)."""
+        if self._closed:
+            self._drop_late()
+        elif self._due is None:
             self._due = asyncio.get_running_loop().call_soon(self._send_round)
 
     def _send_round(self) -> None:
@@ -150,6 +170,12 @@ class Sender:
 
     def _failed(self, exc: Exception) -> None:
         log.error("writing to the cluster's Redis failed: %s", exc)
+        self._drop_all(exc)
+        self._on_failure(exc)
+
+    def _drop_all(self, exc: Exception) -> None:
+        """Drop what is queued and in flight; who waits for it in :meth:`sent` gets ``exc``,
+        callbacks never run (nothing is acknowledged)."""
         self.outgoing = {}
         self._commands = []
         self._waiting = []
@@ -158,10 +184,25 @@ class Sender:
         for future in list(self._sent_futures):
             if not future.done():
                 future.set_exception(exc)
-        self._on_failure(exc)
+
+    def _drop_late(self) -> None:
+        """Drop what was queued after the sender closed."""
+        log.debug(
+            "dropping %d inbox records and %d commands queued after the link to the"
+            " cluster's Redis closed",
+            sum(len(records) for records in self.outgoing.values()),
+            len(self._commands),
+        )
+        self._drop_all(SenderClosed("queued after the link to the cluster's Redis closed"))
 
     async def aclose(self) -> None:
+        """Close the link; what is queued or in flight, and whatever comes later, is dropped."""
+        self._closed = True
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
         await self._link.aclose()
+        self._drop_all(SenderClosed("the link to the cluster's Redis closed"))
 
 
 def resolve(future: asyncio.Future[None]) -> None:
