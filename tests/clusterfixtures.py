@@ -40,6 +40,18 @@ def make_node(
     return make
 
 
+def route_filters(node: RunningBroker, other: str) -> frozenset[str]:
+    """The filters the route table of in-process ``node`` holds for node ``other`` (read
+    on the node's loop)."""
+
+    async def read() -> frozenset[str]:
+        assert node.broker.cluster is not None
+        return node.broker.cluster.routes.filters_of(other)
+
+    result: frozenset[str] = node.call(read())
+    return result
+
+
 @pytest.fixture
 def clients(cluster: Cluster) -> Iterator[Clients]:
     """paho clients, stopped before the nodes are."""

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from brokerthread import RunningBroker
+from clusterfixtures import route_filters
 from paho_helpers import Clients, wait_until
 from roost.cluster import keys
 from roost.cluster.localserver import LocalServer
@@ -23,17 +24,6 @@ def peek(redis_server: LocalServer) -> Iterator[redis.Redis]:
     client.close()
 
 
-def filters_of(node: RunningBroker, other: str) -> frozenset[str]:
-    """The filters ``node``'s route table holds for node ``other`` (read on its loop)."""
-
-    async def read() -> frozenset[str]:
-        assert node.broker.cluster is not None
-        return node.broker.cluster.routes.filters_of(other)
-
-    result: frozenset[str] = node.call(read())
-    return result
-
-
 def test_the_route_listener_goes_on_after_a_redis_error_and_stop_does_not_raise_it(
     make_node: Callable[..., RunningBroker],
     clients: Clients,
@@ -43,7 +33,7 @@ def test_the_route_listener_goes_on_after_a_redis_error_and_stop_does_not_raise_
     caplog.set_level(logging.DEBUG, logger="roost.cluster")
     a, b = make_node("a"), make_node("b")
     clients.connect(b, "subscriber").sub("first", 1)
-    wait_until(lambda: filters_of(a, "b") == {"first"}, what="b's route at a")
+    wait_until(lambda: route_filters(a, "b") == {"first"}, what="b's route at a")
     version = int(peek.get(keys.routes_version("b")) or 0)
     members = peek.smembers(keys.routes("b"))
     # b's route set becomes unreadable; an announcement with a gap makes a read it
@@ -52,7 +42,7 @@ def test_the_route_listener_goes_on_after_a_redis_error_and_stop_does_not_raise_
     peek.spublish(keys.routes_channel("b"), f"{version + 5}\0+lost")
     # the next announcement in order needs no read: the listener applies it if it lives
     peek.spublish(keys.routes_channel("b"), f"{version + 1}\0+second")
-    wait_until(lambda: filters_of(a, "b") == {"first", "second"}, what="the next announcement")
+    wait_until(lambda: route_filters(a, "b") == {"first", "second"}, what="the next announcement")
     assert any(
         "route announcements interrupted" in record.getMessage()
         and "WRONGTYPE" in record.getMessage()

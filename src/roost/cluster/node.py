@@ -233,13 +233,14 @@ class ClusterNode:
         """Leave the cluster: forward what is pending and stop beating. The heartbeat
         record goes at once, so that another node adopts the sessions kept here (and
         what is on its way to them) without waiting for the timeout."""
-        with contextlib.suppress(RedisError, OSError):
-            await self.sender.sent()
         # A task awaiting redis-py may go on after one cancel (see roost.cluster.tasks).
         # The node's loops are cancelled until they end; a loop that goes on starts no
         # adoption once _leaving is set. An adoption is cancelled once, as a second
         # cancellation could cut short its unlock: it looks at _leaving between its steps.
         self._leaving = True
+        await self._finish_transfers()
+        with contextlib.suppress(RedisError, OSError):
+            await self.sender.sent()
         await cancel_until_done(self._tasks)
         adoptions = list(self._adoptions.values())
         for task in adoptions:
@@ -252,6 +253,39 @@ class ClusterNode:
         await self.route_sync.close()
         await self.sender.aclose()
         log.info("node %s left the cluster", self.node_id)
+
+    async def _finish_transfers(self) -> None:
+        """Let the sessions on their way here from other nodes arrive, for up to a node
+        timeout, then cancel the transfers still running.
+
+        Finished rather than cancelled at once: the client id is claimed by this node
+        either way (the node that adopts this one takes it over once it has left), but a
+        transfer cut short leaves the session held here with what was routed to it since
+        the take-over began, and that is kept nowhere else (the previous owner let the
+        session go, the routes point here): the store would never hold it. Cut short before
+        the hand-over ended, the adopter could also load the session before the previous
+        owner has written all of it. So this waits while the loops still run: the previous
+        owner's answer comes through the inbox reader, and the heartbeat tells whether that
+        node still lives.
+
+        Bounded: a previous owner that does not answer (frozen, or its inbox held back)
+        would hold this node for ever, and a transfer from a node that died drains its
+        inbox again after two node timeouts. What is cut short then is lost as above, and
+        the late messages of a dead previous owner with it. A transfer's clean-up awaits
+        nothing, so it is cancelled until it ends (see roost.cluster.tasks)."""
+        transfers = list(self._transfers.values())
+        if not transfers:
+            return
+        log.info("node %s waits for %d session transfers", self.node_id, len(transfers))
+        _, unfinished = await asyncio.wait(transfers, timeout=self.timeout)
+        if unfinished:
+            log.warning(
+                "node %s leaves with %d session transfers unfinished: what was queued"
+                " for those sessions here is lost",
+                self.node_id,
+                len(unfinished),
+            )
+            await cancel_until_done(unfinished)
 
     # -- the bus of the core ------------------------------------------------------------------
 
