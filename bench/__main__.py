@@ -29,7 +29,7 @@ from bench.brokers import (
 from bench.cluster import CLUSTER_SCENARIOS
 from bench.runner import Ctx
 from bench.scenarios import SCENARIOS, Metric, Outcome, Scenario
-from bench.workers import WORKERS_SCENARIOS
+from bench.workers import WORKERS_SCENARIOS, RoostWorkers
 
 SCENARIOS.update(CLUSTER_SCENARIOS)
 SCENARIOS.update(WORKERS_SCENARIOS)
@@ -71,6 +71,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=0, help="generator processes (cores)")
     parser.add_argument("--roost-arg", action="append", default=[], help="extra roost flag")
+    parser.add_argument(
+        "--roost-workers",
+        type=int,
+        default=1,
+        help="roost serve --workers N, pinned to the broker core (idle-10k: more clients than "
+        "one process may open files for)",
+    )
     parser.add_argument(
         "--cluster-spread",
         action="store_true",
@@ -305,7 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def make(kind: str) -> BrokerProcess:
         broker: BrokerProcess
         if kind == "roost":
-            broker = Roost(broker_cpus, args.roost_arg)
+            broker = (
+                RoostWorkers(broker_cpus, args.roost_workers, args.roost_arg)
+                if args.roost_workers > 1
+                else Roost(broker_cpus, args.roost_arg)
+            )
         else:
             assert mosq_path is not None
             broker = Mosquitto(

@@ -199,6 +199,7 @@ class BrokerProcess:
     """A broker child process listening on ``port`` and pinned to ``cpus``."""
 
     name = "broker"
+    processes = 1  # that hold client connections, each with its own open-file limit
 
     def __init__(self, cpus: set[int]) -> None:
         self.cpus = cpus

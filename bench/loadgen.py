@@ -521,14 +521,13 @@ async def connect_many(
                     w.note(f"subscribe failed for {client_ids[index]}: {exc!r}")
                     await conn.close(1.0)
                     return None
+                w.conns.append(conn)  # pinged from now on
                 return conn
             w.note(f"could not connect {client_ids[index]}: {last!r}")
             return None
 
     results = await asyncio.gather(*(one(i) for i in range(len(client_ids))))
-    conns = [c for c in results if c is not None]
-    w.conns.extend(conns)
-    return conns
+    return [c for c in results if c is not None]
 
 
 # -- publishers -------------------------------------------------------------------------------
@@ -863,6 +862,8 @@ async def _worker_async(
     sem = asyncio.Semaphore(concurrency)
     tasks: list[Any] = []
     w.connect_started = time.monotonic()
+    # Pings from the start: a connect storm of 100k clients outlasts their keep alive.
+    pinger = asyncio.ensure_future(_pinger(w))
     # Subscribers (and idle clients) first, then publishers.
     ordered = sorted(roles, key=lambda r: 0 if r["role"] in ("sub", "idle") else 1)
     for role in ordered:
@@ -870,7 +871,6 @@ async def _worker_async(
     w.connect_done = time.monotonic()
     w.add(READY)
     running = [asyncio.ensure_future(t) for t in tasks]
-    pinger = asyncio.ensure_future(_pinger(w))
     await w.wait_phase(P_EXIT)
     pinger.cancel()
     for task in running:

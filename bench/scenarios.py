@@ -531,7 +531,7 @@ def run_idle(ctx: Ctx, broker: BrokerProcess | None) -> Outcome:
     roles = idle_roles(ctx)
     time.sleep(0.5)
     rss_before = broker.rss_kb()
-    broker_files = proc_nofile(broker.pid)
+    broker_files = proc_nofile(broker.pid) * broker.processes
     with LoadRun(ctx, broker, roles) as run:
         before = run.snapshot()
         elapsed = run.setup(timeout=max(180.0, n / 250))

@@ -94,12 +94,12 @@ class RoostWorkers(Roost):
         # The parent's "listening (N workers)" line is at info; the bench runs at warning.
         flags = ["--workers", str(count), "--log-levels", "roost.workers=info"]
         super().__init__(cpus, [*extra_args, *flags])
-        self.count = count
+        self.processes = count
 
     def start(self, timeout: float = READY_TIMEOUT) -> None:
         super().start(timeout)
         deadline = time.monotonic() + timeout
-        while f"({self.count} workers)" not in self.log(100_000):
+        while f"({self.processes} workers)" not in self.log(100_000):
             if not self.alive() or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"{self.name} did not start its workers: {self.log()}")
