@@ -600,7 +600,11 @@ class ClusterNode:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await asyncio.wait_for(self._beat_and_watch(), self.interval * 2)
+                # In this task, not a task of wait_for's: on Python 3.11 wait_for can leave
+                # that task running on its own (see roost.cluster.tasks), and its error
+                # unread ("Task exception was never retrieved", seen in a connect storm).
+                async with asyncio.timeout(self.interval * 2):
+                    await self._beat_and_watch()
             except (RedisError, OSError, TimeoutError) as exc:
                 self._resync = True
                 silent = self.clock() - last_success
