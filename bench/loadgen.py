@@ -65,6 +65,7 @@ CONNECT_ATTEMPTS = 3
 STALL_SECONDS = 0.25  # a full delivery window without progress for this long is written off
 WINDOW_POLL = 0.001  # uvloop rounds shorter timers to 0 ms, which would busy-spin
 PING_INTERVAL = 25.0
+PING_TICK = 0.1  # seconds between two slices of the pings
 DELAY_BUCKET_NS = 10_000  # width of a delivery delay histogram bucket (0.01 ms)
 MAX_ERRORS_KEPT = 20
 
@@ -764,13 +765,19 @@ class Probe:
 
 
 async def _pinger(w: Worker) -> None:
-    while w.phase() < P_EXIT:
-        for _ in range(int(PING_INTERVAL / 0.1)):
-            await asyncio.sleep(0.1)
-            if w.phase() >= P_EXIT:
-                return
-        for conn in w.conns:
+    """A PINGREQ on every connection once per PING_INTERVAL, spread over the interval (a
+    slice of the connections every PING_TICK), as clients that connected at different
+    moments ping: 100k at once would be a burst no real load has."""
+    ticks = int(PING_INTERVAL / PING_TICK)
+    tick = 0
+    while True:
+        await asyncio.sleep(PING_TICK)
+        if w.phase() >= P_EXIT:
+            return
+        conns = w.conns
+        for conn in conns[tick * len(conns) // ticks : (tick + 1) * len(conns) // ticks]:
             conn.write(PINGREQ)
+        tick = (tick + 1) % ticks
 
 
 async def _setup_role(
