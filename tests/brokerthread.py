@@ -95,15 +95,24 @@ class RunningBroker:
         return str(target)
 
     def stop(self) -> None:
+        """Stop the broker; it must leave no task running on its loop (one would be
+        destroyed with the loop, cut short wherever it was)."""
         if self.stopped:
             return
         self.stopped = True
         try:
             self.call(self.broker.stop())
+            left = self.call(_other_tasks())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self.loop.close()
+        assert not left, f"tasks left running by the stopped broker: {left}"
+
+
+async def _other_tasks() -> list[str]:
+    """The tasks of the running loop but the caller's."""
+    return [repr(task) for task in asyncio.all_tasks() if task is not asyncio.current_task()]
 
 
 class BrokerFactory:

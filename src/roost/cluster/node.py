@@ -167,6 +167,8 @@ class ClusterNode:
         self._epochs: dict[str, int] = {}  # client id -> epoch of this node's claim
         self._releases: dict[str, tuple[int, asyncio.Future[None]]] = {}
         self._transfers: dict[str, asyncio.Task[None]] = {}  # sessions on their way here
+        # inboxes of previous owners that died before handing a session over, read again
+        self._late_drains: set[asyncio.Task[None]] = set()
         # Client ids of a dead node being adopted, and take-overs of them that wait
         # until they are (None while no adoption is taking clients).
         self._adopting: set[str] | None = None
@@ -241,7 +243,7 @@ class ClusterNode:
         await self._finish_transfers()
         with contextlib.suppress(RedisError, OSError):
             await self.sender.sent()
-        await cancel_until_done(self._tasks)
+        await cancel_until_done([*self._tasks, *self._late_drains])
         adoptions = list(self._adoptions.values())
         for task in adoptions:
             task.cancel()
@@ -542,11 +544,28 @@ class ClusterNode:
             self._transfers.pop(client_id, None)
         if not answered.done():
             log.warning("node %s died before handing over client %s", previous, client_id)
-            adoption = self._adoption(previous, deal_to_groups=False)
-            adoption.adopted.add(client_id)
+            drain = asyncio.get_running_loop().create_task(self._drain_late(previous, client_id))
+            self._late_drains.add(drain)  # until it ends, or stop cancels it
+            drain.add_done_callback(self._late_drains.discard)
+
+    async def _drain_late(self, previous: str, client_id: str) -> None:
+        """Deliver what waited for ``client_id`` in the inbox of ``previous``, which died
+        before handing the session over: now, and once more after the adopter's grace
+        period (senders that had not heard of the death yet). A node that leaves meanwhile
+        cuts this short (see _finish_transfers)."""
+        adoption = self._adoption(previous, deal_to_groups=False)
+        adoption.adopted.add(client_id)
+        try:
             await adoption.drain_inbox()
             await asyncio.sleep(ADOPTION_GRACE_TIMEOUTS * self.timeout)
             await adoption.drain_inbox()
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "reading the inbox of dead node %s for client %s failed: %s",
+                previous,
+                client_id,
+                exc,
+            )
 
     async def _claim_owner(self, client_id: str, terms: ConnectTerms) -> tuple[str, int]:
         """Claim the client id (compare-and-set on its owner); returns the previous owner
