@@ -1,6 +1,7 @@
 """A node's route listener outlives a Redis error met while applying an announcement (here
-a WRONGTYPE from reading another node's route set), goes on applying the announcements
-after it, and the node stops without raising it. In-process nodes on a real Valkey."""
+a WRONGTYPE from reading another node's route set), and a malformed announcement, goes on
+applying the announcements after them, and the node stops without raising the error.
+In-process nodes on a real Valkey."""
 
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ def peek(redis_server: LocalServer) -> Iterator[redis.Redis]:
     client.close()
 
 
+def a_following_b(
+    make_node: Callable[..., RunningBroker], clients: Clients, peek: redis.Redis
+) -> tuple[RunningBroker, int]:
+    """Nodes a and b, b with a route ("first") that a holds; returns a and the version of
+    b's route set."""
+    a, b = make_node("a"), make_node("b")
+    clients.connect(b, "subscriber").sub("first", 1)
+    wait_until(lambda: route_filters(a, "b") == {"first"}, what="b's route at a")
+    return a, int(peek.get(keys.routes_version("b")) or 0)
+
+
 def test_the_route_listener_goes_on_after_a_redis_error_and_stop_does_not_raise_it(
     make_node: Callable[..., RunningBroker],
     clients: Clients,
@@ -31,10 +43,7 @@ def test_the_route_listener_goes_on_after_a_redis_error_and_stop_does_not_raise_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="roost.cluster")
-    a, b = make_node("a"), make_node("b")
-    clients.connect(b, "subscriber").sub("first", 1)
-    wait_until(lambda: route_filters(a, "b") == {"first"}, what="b's route at a")
-    version = int(peek.get(keys.routes_version("b")) or 0)
+    a, version = a_following_b(make_node, clients, peek)
     members = peek.smembers(keys.routes("b"))
     # b's route set becomes unreadable; an announcement with a gap makes a read it
     peek.delete(keys.routes("b"))
@@ -51,3 +60,18 @@ def test_the_route_listener_goes_on_after_a_redis_error_and_stop_does_not_raise_
     peek.delete(keys.routes("b"))
     peek.sadd(keys.routes("b"), *members)
     a.stop()  # the listener's error is not raised out of the node's stop
+
+
+def test_the_route_listener_skips_a_malformed_announcement(
+    make_node: Callable[..., RunningBroker],
+    clients: Clients,
+    peek: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, version = a_following_b(make_node, clients, peek)
+    peek.spublish(keys.routes_channel("b"), b"\xff\0+not-utf-8")
+    peek.spublish(keys.routes_channel("b"), b"no version\0+x")
+    peek.spublish(keys.routes_channel("b"), f"{version + 1}\0+second")
+    wait_until(lambda: route_filters(a, "b") == {"first", "second"}, what="the next announcement")
+    ignored = [m for m in caplog.messages if "malformed route announcement" in m]
+    assert len(ignored) == 2, ignored

@@ -127,7 +127,8 @@ class RouteSync:
         not apply is read again: a set that could not be read keeps its old version here,
         so the next announcement shows a gap, and the heartbeat's catch_up reads it again
         as soon as the node's heartbeat shows a newer version. redis-py subscribes again
-        to every channel when it reconnects."""
+        to every channel when it reconnects. A malformed announcement is logged and
+        skipped."""
         while True:
             if not self._pubsub.subscribed:
                 # Following no node (yet): wait for the first one, not for a fixed time,
@@ -146,6 +147,8 @@ class RouteSync:
             except (RedisError, OSError) as exc:
                 log.debug("route announcements interrupted: %s", exc)
                 await asyncio.sleep(self.interval)
+            except ValueError as exc:  # not a version, not UTF-8: from no Roost node
+                log.warning("a malformed route announcement was ignored: %s", exc)
 
     async def _apply(self, node: str, data: bytes) -> None:
         version_raw, *ops = data.decode().split("\0")
