@@ -271,10 +271,11 @@ class ClusterNode:
         node still lives.
 
         Bounded: a previous owner that does not answer (frozen, or its inbox held back)
-        would hold this node for ever, and a transfer from a node that died drains its
-        inbox again after two node timeouts. What is cut short then is lost as above, and
-        the late messages of a dead previous owner with it. A transfer's clean-up awaits
-        nothing, so it is cancelled until it ends (see roost.cluster.tasks)."""
+        would hold this node for ever. What is cut short then is lost as above. (The
+        second read of a dead previous owner's inbox, after two node timeouts, is not a
+        transfer: stop cancels it with the loops, and its late messages are lost.) A
+        transfer's clean-up awaits nothing, so it is cancelled until it ends (see
+        roost.cluster.tasks)."""
         transfers = list(self._transfers.values())
         if not transfers:
             return
@@ -552,7 +553,7 @@ class ClusterNode:
         """Deliver what waited for ``client_id`` in the inbox of ``previous``, which died
         before handing the session over: now, and once more after the adopter's grace
         period (senders that had not heard of the death yet). A node that leaves meanwhile
-        cuts this short (see _finish_transfers)."""
+        cuts this short (see stop)."""
         adoption = self._adoption(previous, deal_to_groups=False)
         adoption.adopted.add(client_id)
         try:
