@@ -68,7 +68,13 @@ class Cluster:
 
 
 def wait_for_log(node: BrokerProcess, text: str, timeout: float = TIMEOUT) -> None:
-    wait_until(lambda: text in "".join(node.log), timeout, what=f"{text!r} in the log")
+    """Wait for ``text`` in the node's log; on a time-out the failure shows the log's last
+    lines, the evidence of what the node did instead."""
+    try:
+        wait_until(lambda: text in "".join(node.log), timeout, what=f"{text!r} in the log")
+    except AssertionError as exc:
+        tail = "".join(node.log[-60:])
+        raise AssertionError(f"{exc}; the node's last log lines:\n{tail}") from None
 
 
 def wait_routed(

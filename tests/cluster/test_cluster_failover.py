@@ -204,25 +204,32 @@ def test_a_frozen_node_that_was_adopted_stops_serving_when_it_wakes(
 
 
 def test_a_woken_node_cannot_overwrite_a_session_it_lost_while_frozen(
-    cluster: Cluster, clients: Clients
+    cluster: Cluster, clients: Clients, raw: RawFactory
 ) -> None:
     """An offline persistent session on node 0 gets a stream from a publisher on node 1
     and one from a publisher on node 0 itself. Node 0 freezes and the cluster adopts the
-    session, which goes on filling on its adopter. On waking, node 0 reads what its own
-    publisher sent meanwhile and writes it to the session it had, but Redis refuses those
-    writes (fencing): they would overwrite the adopter's queued messages. Taken over on the
-    third node, the session has every PUBACKed message."""
+    session, which goes on filling on its adopter. On waking, node 0 reads what was sent
+    to it meanwhile and writes it to the session it had, but Redis refuses those writes
+    (fencing): they would overwrite the adopter's queued messages. Taken over on the
+    third node, the session has every PUBACKed message.
+
+    A raw client publishes while node 0 is frozen, so that node 0 has something to read
+    on waking whatever the streams were doing when it froze: paho stops writing with 20
+    messages unacknowledged, which node 0 may have read before it froze, and node 0 drops
+    the inbox read that its freeze timed out. Node 0 must not acknowledge that publish."""
     nodes = cluster.start(3, *ROOMY_QUEUES)
     sleeper = clients.connect(nodes[0], "sleeper", clean=False, session_expiry=EXPIRY)
     sleeper.sub("sleeper/#", qos=1)
     wait_routed(clients, nodes[1], sleeper, "sleeper/probe")
     sleeper.stop()
+    late, _ = raw.connected(nodes[0], "late")
     remote = Publisher(clients.connect(nodes[1], "remote"), "sleeper/remote").start()
     local = Publisher(clients.connect(nodes[0], "local"), "sleeper/local").start()
     wait_until(lambda: len(local.acknowledged) >= 50, what="a stream of PUBACKs")
     with frozen_and_adopted(nodes) as adopter:
-        pass
+        late.publish("sleeper/late", b"late", qos=1, packet_id=1)  # in node 0's socket
     wait_for_log(nodes[0], "no longer owns client sleeper (and 0 more): its writes were refused")
+    assert late.wait_closed() == [], "node 0 acknowledged a write that Redis refused"
     remote_acknowledged, local_acknowledged = remote.stop(), local.stop()
     third = next(node for node in nodes[1:] if node is not adopter)
     resumed = connect_when_possible(clients, third, "sleeper", clean=False, session_expiry=EXPIRY)
