@@ -60,8 +60,8 @@ def node_a(redis_server: LocalServer, loop: asyncio.AbstractEventLoop) -> Iterat
 
 def claim(peek: redis.Redis, client_id: str, node: str, previous: str) -> int:
     """``node`` claims ``client_id`` from ``previous`` ('' for no owner); the new epoch."""
-    epoch = peek.eval(scripts.CLAIM_CLIENT, 1, keys.owner(client_id), node, previous, "")
-    assert epoch, f"{node} could not claim {client_id} from {previous!r}"
+    epoch, found = peek.eval(scripts.CLAIM_CLIENT, 1, keys.owner(client_id), node, previous, "")
+    assert epoch, f"{node} could not claim {client_id} from {previous!r}: it is {found!r}'s"
     return int(epoch)
 
 

@@ -570,12 +570,15 @@ class ClusterNode:
 
     async def _claim_owner(self, client_id: str, terms: ConnectTerms) -> tuple[str, int]:
         """Claim the client id (compare-and-set on its owner); returns the previous owner
-        ('' if none) and the claim's epoch."""
+        ('' if none) and the claim's epoch.
+
+        The first attempt expects no owner, right for a client id no node holds (one round
+        trip); a claim that finds an owner is answered with it, and the next attempt
+        expects that one if it is alive."""
         will = b"" if terms.will is None or terms.session_expiry else encode_will(terms.will)
         key = keys.owner(client_id)
-        for _ in range(CLAIM_ATTEMPTS):
-            raw = await self.redis.hget(key, "node")
-            previous = "" if raw is None else raw.decode()
+        previous = ""
+        for _ in range(CLAIM_ATTEMPTS + 1):  # the first expectation is a guess
             if previous and previous != self.node_id and previous not in self.peers.alive:
                 raise ClaimRefused(
                     f"the session is being recovered from node {previous}; try again shortly"
@@ -583,9 +586,10 @@ class ClusterNode:
             pipe = self.redis.pipeline(transaction=False)
             eval_script(scripts.CLAIM_CLIENT, [key], [self.node_id, previous, will], client=pipe)
             pipe.sadd(keys.clients(self.node_id), client_id)
-            epoch, _ = await pipe.execute()
+            (epoch, found), _ = await pipe.execute()
             if epoch:
                 return previous, int(epoch)
+            previous = found.decode()
         raise ClaimRefused("the session is being claimed by several nodes at once")
 
     # -- membership ---------------------------------------------------------------------------

@@ -35,11 +35,11 @@ return version
 # stored; '' otherwise). Every claim moves the epoch on; a claim from another node leaves
 # that node's claim as ``handover`` (NODE:EPOCH), so that it can still write what it has
 # of the session until the new owner ends the hand-over (END_HANDOVER). Returns the new
-# epoch, or 0 if the owner changed meanwhile.
+# epoch and the owner it found, or 0 and the owner it found if that is not ARGV[2].
 CLAIM_CLIENT = """
 local owner = redis.call('HMGET', KEYS[1], 'node', 'epoch')
 local previous = owner[1] or ''
-if previous ~= ARGV[2] then return 0 end
+if previous ~= ARGV[2] then return {0, previous} end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'node', ARGV[1], 'will', ARGV[3])
 if previous ~= '' and previous ~= ARGV[1] then
@@ -47,7 +47,7 @@ if previous ~= '' and previous ~= ARGV[1] then
 else
   redis.call('HDEL', KEYS[1], 'handover')
 end
-return epoch
+return {epoch, previous}
 """
 
 # Ends the hand-over of a claim (ARGV: owner node, epoch): the previous owner may no
