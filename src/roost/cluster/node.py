@@ -176,7 +176,6 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._adoptions: dict[str, asyncio.Task[None]] = {}  # dead node -> its adoption
         self._leaving = False  # stop() has begun
-        self._beat: Any = redis.register_script(scripts.BEAT)
         self.forwarded_messages = 0  # records sent to other nodes
         sessions.fence_writes(node_id, self._fenced)
 
@@ -186,7 +185,7 @@ class ClusterNode:
         """Claim the node id, load the route table, announce this node's routes and start
         the heartbeat, the inbox reader and the route listener."""
         try:
-            holder = await self._send_beat()
+            holder, members = await self._send_beat()
         except (RedisError, OSError) as exc:
             raise ClusterError(f"cannot reach the cluster's Redis: {exc}") from exc
         if holder:
@@ -194,7 +193,7 @@ class ClusterNode:
         await self._adopt_former_run()
         await self.transactions.sort_pending()
         await self.redis.sadd(keys.NODES, self.node_id)
-        await self._read_peers()
+        await self._read_peers(members)
         self.core.join(self)
         self.core.node_name = self.node_id
         self.route_sync.announce_all(self.core.router.filters())
@@ -594,15 +593,18 @@ class ClusterNode:
 
     # -- membership ---------------------------------------------------------------------------
 
-    async def _send_beat(self) -> str | None:
-        """Write the heartbeat record; returns the token of another holder of the id, ''
-        if the record had expired (or never was), None if it was renewed."""
+    async def _send_beat(self) -> tuple[str | None, list[str]]:
+        """Write the heartbeat record, and read the ids of the cluster's nodes in the same
+        round trip. Returns the token of another holder of this node's id ('' if the
+        record had expired, or never was; None if it was renewed) and the other nodes."""
         self._beat_count += 1
         connections = len(self.core.connections)
         at = time.time()
-        holder = await self._beat(
-            keys=[keys.node(self.node_id)],
-            args=[
+        pipe = self.redis.pipeline(transaction=False)
+        eval_script(
+            scripts.BEAT,
+            [keys.node(self.node_id)],
+            [
                 self._token,
                 int(self.timeout * 1000),
                 self.address,
@@ -615,14 +617,24 @@ class ClusterNode:
                 at,
                 self.http_address,
             ],
+            client=pipe,
         )
+        pipe.smembers(keys.NODES)
+        holder, members = await pipe.execute()
         self.announced = (at, connections)
-        return None if holder is None else bytes(holder).decode()
+        others = [member.decode() for member in members if member.decode() != self.node_id]
+        return (None if holder is None else bytes(holder).decode()), others
 
     async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
         last_success = self.clock()
+        due = loop.time() + self.interval
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(due - loop.time())
+            # From the start of one beat to the start of the next: on a busy loop, where
+            # every reply is read late, a slow cycle does not put the next renewal of the
+            # record off by its own length.
+            due = loop.time() + self.interval
             try:
                 # In this task, not a task of wait_for's: on Python 3.11 wait_for can leave
                 # that task running on its own (see roost.cluster.tasks), and its error
@@ -650,7 +662,7 @@ class ClusterNode:
             last_success = self.clock()
 
     async def _beat_and_watch(self) -> None:
-        holder = await self._send_beat()
+        holder, members = await self._send_beat()
         if holder:
             raise ClusterError(
                 f"node id {self.node_id!r} was taken by another node while this one was"
@@ -663,16 +675,11 @@ class ClusterNode:
             self._become_cut_off()
         if self.cut_off or self._resync:
             await self._rejoin()
-        await self._read_peers()
+        await self._read_peers(members)
 
-    async def _read_peers(self) -> None:
-        """Read every node's heartbeat record; start following new nodes, forget dead ones,
-        reload a route set whose announcements were missed."""
-        members = [
-            member.decode()
-            for member in await self.redis.smembers(keys.NODES)
-            if member.decode() != self.node_id
-        ]
+    async def _read_peers(self, members: list[str]) -> None:
+        """Read the heartbeat record of every other node in ``members``; start following
+        new nodes, forget dead ones, reload a route set whose announcements were missed."""
         pipe = self.redis.pipeline(transaction=False)
         for member in members:
             pipe.hgetall(keys.node(member))
