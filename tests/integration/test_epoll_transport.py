@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from roost.transport.epoll import EpollServer, EpollTransport
+from roost.transport.epoll import EVENTS_PER_CALL, EpollServer, EpollTransport
 
 TIMEOUT = 10.0
 
@@ -76,11 +76,11 @@ class Served:
         self._protocols = protocols
 
     @classmethod
-    async def start(cls, **recorder: Any) -> Served:
+    async def start(cls, protocol_class: type[Recorder] = Recorder, **recorder: Any) -> Served:
         protocols: asyncio.Queue[Recorder] = asyncio.Queue()
 
         def made() -> Recorder:
-            protocol = Recorder(**recorder)
+            protocol = protocol_class(**recorder)
             protocols.put_nowait(protocol)
             return protocol
 
@@ -277,6 +277,50 @@ def test_a_failing_protocol_loses_its_own_connection_only(run, caplog) -> None:
 
     run(scenario())
     assert "failed" in caplog.text
+
+
+class LoopTurns:
+    """Counts the turns of the running loop: a callback that schedules itself again."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._handle = asyncio.get_running_loop().call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self.count += 1
+        self._handle = asyncio.get_running_loop().call_soon(self._turn)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+def test_a_storm_of_ready_connections_is_served_over_several_loop_turns(run) -> None:
+    """More connections ready at once than EVENTS_PER_CALL are served in batches, the loop
+    turning in between (its timers and other sockets, the cluster's heartbeat among
+    them, are not held back until the whole storm is served)."""
+
+    async def scenario() -> None:
+        turns = LoopTurns()
+        served_in: list[int] = []
+
+        class TurnRecorder(Recorder):
+            def data_received(self, data: bytes) -> None:
+                served_in.append(turns.count)
+                super().data_received(data)
+
+        served = await Served.start(TurnRecorder)
+        clients = [await served.connect() for _ in range(EVENTS_PER_CALL + 20)]
+        for _, writer, _ in clients:  # all before the loop polls again: all ready at once
+            writer.write(b"x")
+        async with asyncio.timeout(TIMEOUT):
+            while len(served_in) < len(clients):
+                await asyncio.sleep(0.01)
+        turns.stop()
+        assert len(set(served_in)) >= 2, f"{len(clients)} connections served in one turn"
+        for _, writer, _ in clients:
+            writer.close()
+
+    run(scenario())
 
 
 def test_close_stops_accepting_and_the_epoll_set_goes_with_the_last_connection(run) -> None:

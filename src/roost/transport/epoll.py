@@ -39,6 +39,10 @@ log = logging.getLogger("roost.transport")
 AVAILABLE = hasattr(select, "epoll")
 READ_SIZE = 262_144  # as uvloop's read buffer
 ACCEPTS_PER_CALL = 128  # connections accepted per wakeup of a listening socket
+# Ready connections served per wakeup: the loop then turns, so that a storm (thousands of
+# clients closing at once) leaves room for its timers and other sockets (the cluster's
+# heartbeat) between batches, not after the whole storm.
+EVENTS_PER_CALL = 256
 ACCEPT_RETRY_SECONDS = 1.0  # out of descriptors: how long accepting rests, as asyncio's
 WRITE_LIMIT_HIGH = 65_536  # asyncio's defaults, until set_write_buffer_limits
 _IN = select.EPOLLIN if AVAILABLE else 1
@@ -459,7 +463,7 @@ class EpollServer(asyncio.AbstractServer):
 
     def _poll(self) -> None:
         transports = self.transports
-        for fd, events in self.epoll.poll(0):
+        for fd, events in self.epoll.poll(0, EVENTS_PER_CALL):
             transport = transports[fd]
             if transport is None:
                 continue  # closed earlier in this batch
