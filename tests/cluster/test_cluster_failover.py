@@ -229,7 +229,7 @@ def test_a_woken_node_cannot_overwrite_a_session_it_lost_while_frozen(
     with frozen_and_adopted(nodes) as adopter:
         late.publish("sleeper/late", b"late", qos=1, packet_id=1)  # in node 0's socket
     wait_for_log(nodes[0], "no longer owns client sleeper (and 0 more): its writes were refused")
-    assert late.wait_closed() == [], "node 0 acknowledged a write that Redis refused"
+    assert late.wait_closed() == [], "node 0 acknowledged a publish for a session it lost"
     remote_acknowledged, local_acknowledged = remote.stop(), local.stop()
     third = next(node for node in nodes[1:] if node is not adopter)
     resumed = connect_when_possible(clients, third, "sleeper", clean=False, session_expiry=EXPIRY)

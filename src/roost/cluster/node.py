@@ -185,7 +185,7 @@ class ClusterNode:
         """Claim the node id, load the route table, announce this node's routes and start
         the heartbeat, the inbox reader and the route listener."""
         try:
-            holder, members = await self._send_beat()
+            holder, _ = await self._send_beat()
         except (RedisError, OSError) as exc:
             raise ClusterError(f"cannot reach the cluster's Redis: {exc}") from exc
         if holder:
@@ -193,7 +193,7 @@ class ClusterNode:
         await self._adopt_former_run()
         await self.transactions.sort_pending()
         await self.redis.sadd(keys.NODES, self.node_id)
-        await self._read_peers(members)
+        await self._read_peers(await self._other_nodes())
         self.core.join(self)
         self.core.node_name = self.node_id
         self.route_sync.announce_all(self.core.router.filters())
@@ -579,6 +579,8 @@ class ClusterNode:
         previous = ""
         for _ in range(CLAIM_ATTEMPTS + 1):  # the first expectation is a guess
             if previous and previous != self.node_id and previous not in self.peers.alive:
+                if client_id not in self._epochs:  # the guess added it to this node's set
+                    await self.redis.srem(keys.clients(self.node_id), client_id)
                 raise ClaimRefused(
                     f"the session is being recovered from node {previous}; try again shortly"
                 )
@@ -622,8 +624,15 @@ class ClusterNode:
         pipe.smembers(keys.NODES)
         holder, members = await pipe.execute()
         self.announced = (at, connections)
-        others = [member.decode() for member in members if member.decode() != self.node_id]
-        return (None if holder is None else bytes(holder).decode()), others
+        return (None if holder is None else bytes(holder).decode()), self._others(members)
+
+    async def _other_nodes(self) -> list[str]:
+        """The ids of the cluster's other nodes, read after this node added itself: of two
+        nodes that add themselves at once, one sees the other at least."""
+        return self._others(await self.redis.smembers(keys.NODES))
+
+    def _others(self, members: Collection[bytes]) -> list[str]:
+        return [member.decode() for member in members if member.decode() != self.node_id]
 
     async def _heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
@@ -675,6 +684,7 @@ class ClusterNode:
             self._become_cut_off()
         if self.cut_off or self._resync:
             await self._rejoin()
+            members = await self._other_nodes()
         await self._read_peers(members)
 
     async def _read_peers(self, members: list[str]) -> None:
