@@ -8,14 +8,17 @@ import asyncio
 import dataclasses
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from paho_helpers import wait_until
 from roost.attach import Authenticator
 from roost.broker import Broker
 from roost.config import Settings
 from roost.store.sqlite import DATABASE_NAME
+
+T = TypeVar("T")
 
 MOMENT = 1 / 64  # a short step of broker time; a power of two keeps the clock's sums exact
 
@@ -60,6 +63,16 @@ class RunningBroker:
     def call(self, coro: Any, timeout: float = 10.0) -> Any:
         """Run a coroutine on the broker's loop and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def on_loop(self, function: Callable[[], T]) -> T:
+        """Call ``function`` on the broker's loop, where the broker's state is read and
+        changed, and return its result."""
+
+        async def run() -> T:
+            return function()
+
+        result: T = self.call(run())
+        return result
 
     def advance(self, seconds: float) -> None:
         """Move the broker's clock on by ``seconds``, then run the sweep (keep alive, will

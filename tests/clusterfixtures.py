@@ -43,13 +43,9 @@ def make_node(
 def route_filters(node: RunningBroker, other: str) -> frozenset[str]:
     """The filters the route table of in-process ``node`` holds for node ``other`` (read
     on the node's loop)."""
-
-    async def read() -> frozenset[str]:
-        assert node.broker.cluster is not None
-        return node.broker.cluster.routes.filters_of(other)
-
-    result: frozenset[str] = node.call(read())
-    return result
+    cluster = node.broker.cluster
+    assert cluster is not None
+    return node.on_loop(lambda: cluster.routes.filters_of(other))
 
 
 @pytest.fixture

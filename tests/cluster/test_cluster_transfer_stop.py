@@ -22,14 +22,14 @@ BACKLOG = 10  # QoS 1 messages for the stalled subscriber: more than its window 
 
 def queued(node: RunningBroker, client_id: str) -> int:
     """Deliveries waiting in the queue of ``client_id``'s session on in-process ``node``."""
+    core = node.broker.core
+    assert core is not None
 
-    async def read() -> int:
-        assert node.broker.core is not None
-        session = node.broker.core.sessions.get(client_id)
+    def length() -> int:
+        session = core.sessions.get(client_id)
         return 0 if session is None else len(session.queue)
 
-    result: int = node.call(read())
-    return result
+    return node.on_loop(length)
 
 
 def test_a_stopping_node_finishes_a_session_transfer_before_it_leaves(

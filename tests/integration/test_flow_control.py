@@ -47,11 +47,11 @@ def input_state(broker) -> tuple[bool, int]:
     """Whether the broker reads the (only) connection's socket, and how many bytes it has
     read and not yet handled."""
 
-    async def state() -> tuple[bool, int]:
+    def state() -> tuple[bool, int]:
         (connection,) = broker.broker.core.open_connections
         return connection.transport._transport.is_reading(), connection.framer.buffered
 
-    reading, unhandled = broker.call(state())
+    reading, unhandled = broker.on_loop(state)
     return bool(reading), int(unhandled)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import socket
-from typing import Any
 
 import proxyheaders
 from paho_helpers import wait_until
@@ -65,10 +64,7 @@ def test_an_idle_connection_keeps_nothing_it_no_longer_needs(make_broker, raw, t
     connack = client.connect("idle", username="alice", password=b"wonderland")
     assert connack is not None and connack.reason_code == 0
 
-    async def idle_connection() -> ServerConnection:
-        return broker.broker.core.connections["idle"]
-
-    connection = broker.call(idle_connection())
+    connection: ServerConnection = broker.on_loop(lambda: broker.broker.core.connections["idle"])
     assert connection.attach_abort is None and connection._seldom is None
     assert connection.terms is None and connection.outbox is None
     assert connection.transport._peer is None and connection.transport._seldom is None
@@ -83,9 +79,6 @@ def test_behind_a_proxy_header_the_connection_drops_its_deadline(make_broker, ra
     client.send(proxyheaders.v2("203.0.113.7", 40000) + connect_bytes("behind-proxy"))
     assert client.recv().name == "CONNACK"
 
-    async def shell() -> Any:
-        return broker.broker.core.connections["behind-proxy"].transport
-
-    transport = broker.call(shell())
+    transport = broker.on_loop(lambda: broker.broker.core.connections["behind-proxy"].transport)
     assert transport._deadline is None and transport._seldom is None
     assert transport.peer == "203.0.113.7:40000"

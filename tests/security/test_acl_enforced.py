@@ -230,10 +230,7 @@ def test_a_clients_rules_are_compiled_once_per_session_not_per_delivery(
         reader.wait_for_payload(b"last")
     assert all(core.sessions[f"r{n}"].acl_rights is compiled[n] for n in range(3))
 
-    async def reload() -> None:
-        broker.broker.reload()
-
-    broker.call(reload())  # new rules: compiled again, once, at the next check
+    broker.on_loop(broker.broker.reload)  # new rules: compiled again, once, at the next check
     writer.pub("news/after", b"after", 1)
     readers[0].wait_for_payload(b"after")
     again = core.sessions["r0"].acl_rights

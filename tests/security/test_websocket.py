@@ -173,13 +173,13 @@ def test_a_websocket_client_that_does_not_read_is_not_buffered_for(make_broker, 
     (connection,) = core.open_connections
     transport = connection.transport._transport  # the broker's asyncio transport
 
-    async def small_send_buffer() -> None:  # what the broker holds, not what the kernel does
+    def small_send_buffer() -> None:  # what the broker holds, not what the kernel does
         transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
-    async def buffered_and_reading() -> tuple[int, bool]:
+    def buffered_and_reading() -> tuple[int, bool]:
         return int(transport.get_write_buffer_size()), bool(transport.is_reading())
 
-    broker.call(small_send_buffer())
+    broker.on_loop(small_send_buffer)
     pings = client.frame_bytes(b"\xc0\x00" * 32_768)  # each PINGREQ gets a PINGRESP
     client.sock.setblocking(False)
     sent = 0
@@ -202,7 +202,7 @@ def test_a_websocket_client_that_does_not_read_is_not_buffered_for(make_broker, 
     while send_more():  # the broker reads no more: the kernel's buffers fill and refuse more
         assert time.monotonic() < deadline, f"the kernel kept accepting: {sent} bytes accepted"
 
-    buffered, reading = broker.call(buffered_and_reading())
+    buffered, reading = broker.on_loop(buffered_and_reading)
     assert sent > WRITE_BUFFER_HIGH
     assert buffered <= WRITE_BUFFER_HIGH + 256 * 1024
     assert not reading
