@@ -632,7 +632,7 @@ class ClusterNode:
         return self._others(await self.redis.smembers(keys.NODES))
 
     def _others(self, members: Collection[bytes]) -> list[str]:
-        return [member.decode() for member in members if member.decode() != self.node_id]
+        return [node for node in map(bytes.decode, members) if node != self.node_id]
 
     async def _heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
